@@ -1,0 +1,314 @@
+//! [`ResponseBody`]: the one body type every bulwark layer answers with, and request-body
+//! buffering with a size limit ([`to_bytes_limited`]).
+//!
+//! A layer either passes the inner service's body through untouched or answers with bytes it
+//! built itself (a rejection, a cached or replayed response, a fallback). [`ResponseBody`] is an
+//! enum of exactly those two cases, so the pass-through path costs no allocation and no boxing.
+//! Layers that buffer a request body hand the inner service a [`RequestBody`] (the same type) so
+//! it works with any body type, hyper's `Incoming` included.
+//!
+//! ```
+//! use bulwark::body::{ResponseBody, to_bytes_limited};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//!
+//! # tokio_test();
+//! # fn tokio_test() {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! let body = ResponseBody::new(Full::new(Bytes::from_static(b"hello")));
+//! let bytes = to_bytes_limited(body, 5).await.unwrap();
+//! assert_eq!(bytes, "hello");
+//!
+//! let too_big = ResponseBody::<Full<Bytes>>::full(Bytes::from_static(b"hello!"));
+//! assert!(to_bytes_limited(too_big, 5).await.unwrap_err().is_too_large());
+//! # });
+//! # }
+//! ```
+
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::Rejection;
+
+pin_project! {
+    /// A body that is either the inner service's own body, passed through untouched, or bytes
+    /// a bulwark layer produced (a rejection, a cached or replayed response, a fallback).
+    ///
+    /// Its error type is the inner body's, so wrapping never makes an infallible body fallible.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+/// The request-side name of [`ResponseBody`]: what a layer that buffered the request body
+/// passes to its inner service.
+pub type RequestBody<B> = ResponseBody<B>;
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// Passes `body` through.
+    #[inline]
+    pub fn new(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    /// A body of `bytes`.
+    #[inline]
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            kind: Kind::Full {
+                data: (!bytes.is_empty()).then_some(bytes),
+            },
+        }
+    }
+
+    /// An empty body.
+    #[inline]
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Full { data: None },
+        }
+    }
+
+    /// The inner body, if this is a pass-through body.
+    pub fn into_inner(self) -> Option<B> {
+        match self.kind {
+            Kind::Inner { body } => Some(body),
+            Kind::Full { .. } => None,
+        }
+    }
+}
+
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Inner { .. } => f.write_str("ResponseBody::Inner"),
+            Kind::Full { data } => f
+                .debug_struct("ResponseBody::Full")
+                .field("len", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+/// Why [`to_bytes_limited`] gave up.
+#[derive(Debug)]
+pub enum BufferError<E> {
+    /// The body is longer than the limit (known from its size hint or found while reading).
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body itself failed (the client went away, a broken chunked encoding, ...).
+    Body(E),
+}
+
+impl<E> BufferError<E> {
+    /// Whether the body was too large.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::TooLarge { .. })
+    }
+
+    /// The rejection to answer with: [`Rejection::PayloadTooLarge`] or
+    /// [`Rejection::BodyReadFailed`].
+    pub fn rejection(&self) -> Rejection {
+        match self {
+            Self::TooLarge { limit } => Rejection::payload_too_large(*limit),
+            Self::Body(_) => Rejection::BodyReadFailed,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for BufferError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(f, "body larger than {limit} bytes"),
+            Self::Body(e) => write!(f, "body read failed: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for BufferError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::TooLarge { .. } => None,
+            Self::Body(e) => Some(e),
+        }
+    }
+}
+
+/// Reads a whole body into memory, refusing bodies longer than `limit` bytes.
+///
+/// A body whose size hint already exceeds the limit (a `Content-Length` that is too large) is
+/// refused before anything is read. Trailers are dropped.
+pub async fn to_bytes_limited<B>(body: B, limit: usize) -> Result<Bytes, BufferError<B::Error>>
+where
+    B: Body,
+{
+    let hint = body.size_hint();
+    if hint.lower() > limit as u64 {
+        return Err(BufferError::TooLarge { limit });
+    }
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(BufferError::Body)?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let n = data.remaining();
+        len = len.saturating_add(n);
+        if len > limit {
+            return Err(BufferError::TooLarge { limit });
+        }
+        match (&mut first, &mut rest) {
+            (None, None) => first = Some(data.copy_to_bytes(n)),
+            (Some(f), None) => {
+                let mut buf =
+                    BytesMut::with_capacity((hint.upper().unwrap_or(0) as usize).clamp(len, limit));
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&data.copy_to_bytes(n));
+                first = None;
+                rest = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data.copy_to_bytes(n)),
+        }
+    }
+    Ok(match (first, rest) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    /// A body that yields its parts one frame at a time, with no size hint.
+    struct Chunks(std::vec::IntoIter<&'static str>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(
+                self.0
+                    .next()
+                    .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))),
+            )
+        }
+    }
+
+    fn chunks(parts: &[&'static str]) -> Chunks {
+        Chunks(parts.to_vec().into_iter())
+    }
+
+    #[tokio::test]
+    async fn limit_at_below_and_above_with_chunks() {
+        assert_eq!(
+            to_bytes_limited(chunks(&["ab", "cd"]), 5).await.unwrap(),
+            "abcd"
+        );
+        assert_eq!(
+            to_bytes_limited(chunks(&["ab", "cde"]), 5).await.unwrap(),
+            "abcde"
+        );
+        assert!(
+            to_bytes_limited(chunks(&["ab", "cd", "ef"]), 5)
+                .await
+                .unwrap_err()
+                .is_too_large()
+        );
+    }
+
+    #[tokio::test]
+    async fn size_hint_over_limit_is_refused_unread() {
+        let err = to_bytes_limited(Full::new(Bytes::from_static(b"123456")), 5)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BufferError::TooLarge { limit: 5 }));
+        assert_eq!(err.rejection(), Rejection::payload_too_large(5));
+    }
+
+    #[tokio::test]
+    async fn full_and_empty_bodies() {
+        let b = ResponseBody::<Full<Bytes>>::full("xyz");
+        assert_eq!(b.size_hint().exact(), Some(3));
+        assert_eq!(b.collect().await.unwrap().to_bytes(), "xyz");
+        let e = ResponseBody::<Full<Bytes>>::empty();
+        assert!(e.is_end_stream());
+        assert_eq!(
+            ResponseBody::<Full<Bytes>>::full("").size_hint().exact(),
+            Some(0)
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! Production-grade resilience middleware for [Tower]: rate limiting, circuit breaking,
+//! fallbacks, idempotency keys, response caching, feature flags and request logging, as layers
+//! you stack around any HTTP service (axum, hyper, tonic-style) with `ServiceBuilder`.
+//!
+//! Every bulwark layer follows the same rules:
+//!
+//! - **Rejections are responses.** A layer that refuses a request answers with an RFC 9457
+//!   `application/problem+json` response and puts a [`Rejection`] in its extensions; it never
+//!   turns an infallible service into a fallible one, so axum needs no `HandleErrorLayer`.
+//! - **`poll_ready` only forwards.** Policies are decided in `call`, at once; nothing waits in
+//!   `poll_ready`, where it would block every clone of the service.
+//! - **One layer value, one state.** Clones of a layer, and services made from it for many
+//!   routes or connections, share one limiter, one breaker, one cache.
+//! - **Every decision is visible**: in the response extensions, as a `tracing` event, and as a
+//!   metric (feature `metrics`).
+//!
+//! # The shared vocabulary
+//!
+//! - [`Rejection`]: why a layer answered instead of the inner service, and the one place that
+//!   turns it into a response ([`ResponseForRejection`] overrides the answer).
+//! - [`body::ResponseBody`]: the body every layer answers with; [`body::to_bytes_limited`]
+//!   buffers request bodies with a limit.
+//! - [`classify`]: what counts as a failure (`Err`, 5xx, timeouts anywhere in the source chain).
+//! - [`key`]: which bucket a request belongs to (global, peer IP, client IP through trusted
+//!   proxies, a header, your closure).
+//! - [`ConfigError`] and [`StoreError`].
+//!
+//! # Layers
+//!
+//! | module | layer | what it does |
+//! | --- | --- | --- |
+//! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it enables |
+//! | --- | --- | --- |
+//! | `metrics` | on | counters and histograms for every decision, through the `metrics` facade |
+//! | `redis` | off | [`redis`]: shared state across instances |
+//! | `axum` | off | [`key::PeerIp`] reads axum's `ConnectInfo`; the log layer reads `MatchedPath` |
+//! | `full` | off | all of the above |
+//!
+//! [Tower]: https://docs.rs/tower
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod macros;
+
+pub mod body;
+pub mod classify;
+mod error;
+pub mod key;
+pub mod log;
+mod metrics;
+pub mod prelude;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
+mod rejection;
+mod response;
+
+pub use self::{
+    error::{ConfigError, StoreError},
+    rejection::{RATELIMIT, RATELIMIT_POLICY, RateLimitInfo, Rejection},
+    response::{DefaultResponseForRejection, ResponseForRejection},
+};
+
+/// A type-erased error, as tower uses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

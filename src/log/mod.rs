@@ -1,0 +1,67 @@
+//! [`RequestLogLayer`]: one `tracing` span and one completion event per request, with a request
+//! id on the request and the response.
+//!
+//! Compared with tower-http's `TraceLayer`, this layer knows bulwark's decisions: the completion
+//! event carries the [`Rejection`](crate::Rejection) kind, the fallback reason, the cache status
+//! and whether the response was an idempotent replay, and its level follows the outcome.
+//!
+//! | event field | from |
+//! | --- | --- |
+//! | `http.request.method` | the request method |
+//! | `url.path` | the request path (never the query, which may hold secrets) |
+//! | `http.route` | axum's `MatchedPath` (feature `axum`), e.g. `/payments/{id}` |
+//! | `http.response.status_code` | the response status |
+//! | `client.address` | the peer IP (see [`key::peer_ip`](crate::key::peer_ip)) |
+//! | `user_agent.original` | the `User-Agent` header |
+//! | `request_id` | the [`RequestId`] |
+//! | `duration_ms` | time until the response head was ready |
+//! | `error.type` | `"_OTHER"` when the inner service returned an error |
+//! | `error.message` | the inner service's error, when it returned one |
+//! | `bulwark.rejection` | [`Rejection::kind`](crate::Rejection::kind) when a layer rejected |
+//! | `bulwark.fallback` | the `bulwark-fallback` header, when a fallback answered |
+//! | `bulwark.cache_status` | the `Cache-Status` header |
+//! | `bulwark.replayed` | `true` for idempotent replays |
+//!
+//! Level: `ERROR` for 5xx and inner errors, `WARN` for 4xx and for requests slower than the slow
+//! threshold (default 1 s), `INFO` otherwise. Events have target `bulwark::log`; when no
+//! subscriber listens to it, the layer only handles the request id.
+//!
+//! # Request ids
+//!
+//! An incoming `x-request-id` is kept only if it is 1 to 128 characters of `A-Z a-z 0-9 . _ : -`;
+//! otherwise a UUIDv7 is generated. The id is set on the request (header and [`RequestId`]
+//! extension) before the inner service runs, and echoed on the response.
+//!
+//! ```
+//! use bulwark::log::{RequestId, RequestLogLayer};
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(RequestLogLayer::new())
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         let id = req.extensions().get::<RequestId>().unwrap().to_string();
+//!         Ok::<_, std::convert::Infallible>(Response::new(id))
+//!     }));
+//!
+//! let res = svc
+//!     .oneshot(Request::builder().header("x-request-id", "abc-1").body(String::new()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.headers()["x-request-id"], "abc-1");
+//! # }
+//! ```
+
+mod future;
+mod layer;
+mod request_id;
+mod service;
+
+pub use self::{
+    future::ResponseFuture,
+    layer::RequestLogLayer,
+    request_id::{DefaultMakeRequestId, MakeRequestId, RequestId, X_REQUEST_ID},
+    service::RequestLog,
+};

@@ -1,0 +1,27 @@
+//! Metric emission, through the `metrics` facade when the `metrics` feature is on, and nothing
+//! at all when it is off. Layers call these functions; names and labels live here only.
+//!
+//! | metric | kind | labels |
+//! | --- | --- | --- |
+//! | `bulwark_rejections_total` | counter | `rejection` ([`Rejection::kind`](crate::Rejection::kind)) |
+//! | `bulwark_store_errors_total` | counter | `store`, `operation` |
+
+/// One rejection answered.
+#[inline]
+pub(crate) fn rejection(kind: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_rejections_total", "rejection" => kind).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = kind;
+}
+
+/// One store operation failed.
+#[inline]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn store_error(store: &'static str, operation: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_store_errors_total", "store" => store, "operation" => operation)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (store, operation);
+}

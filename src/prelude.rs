@@ -1,0 +1,8 @@
+//! The names most stacks need: `use bulwark::prelude::*;`.
+
+pub use crate::{
+    ConfigError, Rejection, ResponseForRejection,
+    classify::{Classify, Outcome, ServerErrorsAsFailures},
+    key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
+    log::RequestLogLayer,
+};
