@@ -399,6 +399,17 @@ impl Rejection {
         respond(&crate::DefaultResponseForRejection, self)
     }
 
+    /// The answer built by `hook`, completed like every bulwark rejection: the protocol headers
+    /// the hook left out are added, `self` goes in the extensions, and the tracing event and
+    /// metric are emitted. Layers call this; custom layers of yours can too.
+    #[must_use]
+    pub fn into_response_with<B, H>(self, hook: &H) -> Response<ResponseBody<B>>
+    where
+        H: ResponseForRejection,
+    {
+        respond(hook, self)
+    }
+
     /// The default answer's parts, with a plain [`Bytes`] body, as a
     /// [`ResponseForRejection`](crate::ResponseForRejection) hook may want to start from.
     #[must_use]

@@ -1,0 +1,227 @@
+//! The `Service` contract every bulwark layer must keep.
+//!
+//! For each layer, `layer_contract!` generates tests that:
+//! - `poll_ready` only forwards: an inner service that is not ready keeps the layer not ready,
+//!   and the layer becomes ready when the inner does;
+//! - `call` is never made on an inner instance that was not polled ready (a [`ReadyProbe`]
+//!   panics otherwise), with many clones in flight at once;
+//! - the layer keeps an axum `Infallible` router infallible (`Router::layer` and `route_layer`);
+//! - the layer works with hyper's `Incoming` body behind `TowerToHyperService`, over a real
+//!   loopback connection.
+//!
+//! Layers with state add a `shares_state` check with [`assert_shared_state`]: clones of the
+//! service, clones of the layer, and services from two `Layer::layer` calls on one layer value
+//! (what axum's `Router::layer` does per route, and hyper per connection) all see one state.
+//!
+//! A new layer joins with one line: `layer_contract!(name, || MyLayer::new(..));`.
+
+mod support;
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use axum::{Router, body::Body, routing::get};
+use bulwark::log::RequestLogLayer;
+use http::{Request, Response, StatusCode};
+use support::ReadyProbe;
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// An axum-style handler service: infallible, answers 200 "ok".
+fn ok_service() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::from("ok"))) })
+}
+
+fn assert_infallible<S: Service<R, Error = Infallible>, R>(_: &S) {}
+
+macro_rules! layer_contract {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn poll_ready_only_forwards() {
+                let (mut svc, mut handle) =
+                    tower_test::mock::spawn_layer::<Request<Body>, Response<Body>, _>(($make)());
+                handle.allow(0);
+                assert!(
+                    svc.poll_ready().is_pending(),
+                    "ready although the inner is not"
+                );
+                handle.allow(1);
+                assert!(
+                    matches!(svc.poll_ready(), Poll::Ready(Ok(()))),
+                    "not ready although the inner is"
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn calls_only_ready_inner_instances() {
+                let svc = ($make)().layer(ReadyProbe::new(ok_service()));
+                let mut tasks = Vec::new();
+                for _ in 0..32 {
+                    let svc = svc.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..4 {
+                            let res = svc
+                                .clone()
+                                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                                .await
+                                .unwrap();
+                            assert!(res.status() == StatusCode::OK || res.status().as_u16() >= 400);
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+
+            #[test]
+            fn keeps_axum_routers_infallible() {
+                let layer = ($make)();
+                let router: Router = Router::new()
+                    .route("/", get(|| async { "ok" }))
+                    .layer(layer.clone())
+                    .route_layer(layer.clone());
+                let svc = layer.layer(router);
+                assert_infallible::<_, Request<Body>>(&svc);
+                fn check_clone<S: Clone + Send + Sync + 'static>(_: &S) {}
+                check_clone(&svc);
+            }
+
+            #[tokio::test]
+            async fn serves_hyper_incoming_bodies() {
+                let inner = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(body)))
+                });
+                let addr = support::serve_hyper(($make)().layer(inner)).await;
+                let (status, _, body) = support::send(
+                    addr,
+                    Request::post(format!("http://{addr}/"))
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                            b"ping",
+                        )))
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body, "ping");
+            }
+        }
+    };
+}
+
+layer_contract!(request_log, RequestLogLayer::new);
+
+/// Asserts that every way of getting a second service from `layer` shares the first one's
+/// state: `exhaust` drives a service until its state changes (e.g. a quota is spent), and
+/// `changed` tells whether another service sees that change.
+pub async fn assert_shared_state<L, S, Fut>(
+    make_layer: impl Fn() -> L,
+    exhaust: impl Fn(L::Service) -> Fut,
+    changed: impl AsyncFn(L::Service) -> bool,
+) where
+    L: Layer<S> + Clone,
+    S: Default,
+    L::Service: Clone,
+    Fut: Future<Output = ()>,
+{
+    // A clone of the service.
+    let layer = make_layer();
+    let svc = layer.layer(S::default());
+    exhaust(svc.clone()).await;
+    assert!(changed(svc).await, "clones of a service do not share state");
+
+    // A service from a clone of the layer.
+    let layer = make_layer();
+    exhaust(layer.layer(S::default())).await;
+    assert!(
+        changed(layer.clone().layer(S::default())).await,
+        "clones of a layer do not share state"
+    );
+
+    // Two `Layer::layer` calls on one layer value (axum's per-route `Router::layer`).
+    let layer = make_layer();
+    exhaust(layer.layer(S::default())).await;
+    assert!(
+        changed(layer.layer(S::default())).await,
+        "two services made by one layer value do not share state"
+    );
+}
+
+/// A deliberately wrong layer that creates its state in `Layer::layer`, to show that
+/// [`assert_shared_state`] catches the mistake it exists for.
+#[derive(Clone, Default)]
+struct StatePerService;
+
+#[derive(Clone, Default)]
+struct Handler;
+
+#[derive(Clone)]
+struct Counting(Arc<AtomicUsize>);
+
+impl Layer<Handler> for StatePerService {
+    type Service = Counting;
+    fn layer(&self, _: Handler) -> Counting {
+        Counting(Arc::new(AtomicUsize::new(0)))
+    }
+}
+
+/// The right way: state created with the layer, shared by every service it makes.
+#[derive(Clone, Default)]
+struct StatePerLayer(Arc<AtomicUsize>);
+
+impl Layer<Handler> for StatePerLayer {
+    type Service = Counting;
+    fn layer(&self, _: Handler) -> Counting {
+        Counting(self.0.clone())
+    }
+}
+
+impl Service<()> for Counting {
+    type Response = usize;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<usize, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, (): ()) -> Self::Future {
+        std::future::ready(Ok(self.0.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+}
+
+async fn exhaust_counting(mut svc: Counting) {
+    svc.ready().await.unwrap().call(()).await.unwrap();
+}
+
+async fn changed_counting(mut svc: Counting) -> bool {
+    svc.ready().await.unwrap().call(()).await.unwrap() > 1
+}
+
+#[tokio::test]
+async fn shared_state_check_accepts_state_per_layer() {
+    assert_shared_state(StatePerLayer::default, exhaust_counting, changed_counting).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "do not share state")]
+async fn shared_state_check_catches_state_per_service() {
+    assert_shared_state(|| StatePerService, exhaust_counting, changed_counting).await;
+}
