@@ -1,1 +1,60 @@
-fn main() {}
+//! Per-layer overhead: each group measures a layer's paths beside a bare `service_fn`
+//! baseline built the same way, so the overhead is read as a difference within one run.
+//!
+//! `cargo bench --bench layers`
+
+mod support;
+
+use std::{hint::black_box, time::Duration};
+
+use bulwark::{RateLimitInfo, Rejection, log::RequestLogLayer};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::Layer;
+
+fn log(c: &mut Criterion) {
+    let mut group = c.benchmark_group("log");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let mut svc = RequestLogLayer::new().layer(support::bare());
+    group.bench_function("no_subscriber/incoming_id", |b| {
+        b.iter(|| black_box(support::call(&mut svc, support::request())));
+    });
+    group.bench_function("no_subscriber/generated_id", |b| {
+        b.iter(|| {
+            let mut req = support::request();
+            req.headers_mut().remove("x-request-id");
+            black_box(support::call(&mut svc, req))
+        });
+    });
+    group.finish();
+}
+
+fn rejection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rejection");
+    let info = RateLimitInfo::new(
+        "api",
+        100,
+        Duration::from_secs(60),
+        0,
+        Duration::from_secs(3),
+    );
+    group.bench_function("rate_limited_429", |b| {
+        b.iter(|| {
+            let r = Rejection::rate_limited(Duration::from_millis(2_500), Some(info.clone()));
+            black_box(r.into_response::<support::Body>())
+        });
+    });
+    group.bench_function("circuit_open_503", |b| {
+        b.iter(|| {
+            black_box(
+                Rejection::circuit_open(Duration::from_secs(5)).into_response::<support::Body>(),
+            )
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, log, rejection);
+criterion_main!(benches);

@@ -268,22 +268,24 @@ mod tests {
         }
     }
 
-    fn chunks(parts: &[&'static str]) -> Chunks {
-        Chunks(parts.to_vec().into_iter())
+    fn chunks(parts: Vec<&'static str>) -> Chunks {
+        Chunks(parts.into_iter())
     }
 
     #[tokio::test]
     async fn limit_at_below_and_above_with_chunks() {
         assert_eq!(
-            to_bytes_limited(chunks(&["ab", "cd"]), 5).await.unwrap(),
+            to_bytes_limited(chunks(vec!["ab", "cd"]), 5).await.unwrap(),
             "abcd"
         );
         assert_eq!(
-            to_bytes_limited(chunks(&["ab", "cde"]), 5).await.unwrap(),
+            to_bytes_limited(chunks(vec!["ab", "cde"]), 5)
+                .await
+                .unwrap(),
             "abcde"
         );
         assert!(
-            to_bytes_limited(chunks(&["ab", "cd", "ef"]), 5)
+            to_bytes_limited(chunks(vec!["ab", "cd", "ef"]), 5)
                 .await
                 .unwrap_err()
                 .is_too_large()

@@ -10,7 +10,7 @@
 //! - responses with status 500, 502, 503 or 504 (not 501 or 505, which say nothing about a
 //!   dependency's health).
 //!
-//! It *ignores* responses that carry a bulwark [`Rejection`](crate::Rejection) (an outer rate
+//! It *ignores* responses that carry a bulwark [`Rejection`] (an outer rate
 //! limiter's 429 or an inner breaker's 503 says nothing about the service), and treats everything
 //! else as a success. Closures `Fn(Result<&T, &E>) -> Outcome` are classifiers too:
 //!

@@ -416,8 +416,7 @@ impl Rejection {
     pub fn default_response(&self) -> Response<Bytes> {
         let mut res = Response::new(self.problem_json());
         *res.status_mut() = self.status();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, PROBLEM_JSON.clone());
+        res.headers_mut().insert(header::CONTENT_TYPE, PROBLEM_JSON);
         self.write_headers(res.headers_mut());
         res
     }
@@ -427,7 +426,7 @@ impl Rejection {
 /// protocol headers it left out, plus the extension, plus one tracing event and one metric.
 pub(crate) fn respond<B, H>(hook: &H, rejection: Rejection) -> Response<ResponseBody<B>>
 where
-    H: ResponseForRejection + ?Sized,
+    H: ResponseForRejection,
 {
     let mut res = hook.response_for(&rejection);
     rejection.write_headers(res.headers_mut());

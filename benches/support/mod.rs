@@ -1,0 +1,64 @@
+//! Shared bench helpers: the bare baseline service, a request factory, and a poll-once
+//! executor (every service here answers without waiting, so no runtime is measured).
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::{Service, service_fn};
+
+pub type Body = Full<Bytes>;
+
+/// The baseline every layer is compared with: a `service_fn` answering 200 at once.
+pub fn bare() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(|_req: Request<Body>| async {
+        Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    })
+}
+
+/// A GET with a peer address and a valid request id, as a server would hand it over.
+pub fn request() -> Request<Body> {
+    let mut req = Request::get("http://example.test/products?page=2")
+        .header("x-request-id", "bench-0001")
+        .header("user-agent", "bench/1")
+        .body(Body::default())
+        .expect("valid request");
+    req.extensions_mut()
+        .insert(SocketAddr::from(([198, 51, 100, 7], 40_000)));
+    req
+}
+
+/// Polls a service ready and calls it, driving the future to completion with a no-op waker.
+///
+/// # Panics
+///
+/// If the service or its future is not ready at once (no bench service waits).
+pub fn call<S, R>(svc: &mut S, req: R) -> S::Response
+where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("bench service not ready"),
+    }
+    let fut = pin!(svc.call(req));
+    match fut.poll(&mut cx) {
+        Poll::Ready(Ok(res)) => res,
+        _ => panic!("bench future not ready at once"),
+    }
+}
