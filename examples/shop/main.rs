@@ -1,1 +1,628 @@
-fn main() {}
+//! The bulwark shop: a small web shop in which every route shows one production lesson.
+//!
+//! ```text
+//! cargo run --example shop                          # serve on 127.0.0.1:3000, JSON logs on stdout
+//! cargo run --example shop -- --addr 0.0.0.0:8080   # or SHOP_ADDR=...
+//! cargo run --example shop -- --redis redis://127.0.0.1:6379/   # or REDIS_URL=...; shared state
+//! cargo run --example shop -- --demo                # walk through every scenario, print a table
+//! ```
+//!
+//! # Layout
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `main.rs` | arguments and environment, `AppState`, `app` (the one router), serving, logging |
+//! | `routes.rs` | the public routes and the shop's problem+json helper |
+//! | `admin.rs` | `/admin/*`: bearer-token check, admin token, admin routes |
+//! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
+//!
+//! Adding a route: write the handler in `routes.rs` (or `admin.rs` for an admin route, which is
+//! then behind the token check without further work), add one `.route(..)` line to that file's
+//! `router()`, put any shared state in `Shared`, append a `demo::Scenario` to
+//! `demo::SCENARIOS` that shows the route's lesson, and add a `oneshot` test. `main`, the demo
+//! and the tests all build the app through `app`, so the new route is everywhere at once.
+
+mod admin;
+mod demo;
+mod routes;
+
+use std::{
+    ffi::OsString,
+    future::Future,
+    net::SocketAddr,
+    ops::Deref,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicU64},
+    time::Instant,
+};
+
+use axum::Router;
+use bulwark::{StoreError, log::RequestLogLayer, redis::Redis};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::admin::AdminToken;
+
+const USAGE: &str = "\
+Usage: shop [OPTIONS]
+
+A sample shop built on bulwark's resilience middleware.
+
+Options:
+  --addr ADDR    listen on ADDR (IP:PORT) [env: SHOP_ADDR] [default: 127.0.0.1:3000]
+  --redis URL    keep shared state in Redis at URL, e.g. redis://127.0.0.1:6379/
+                 [env: REDIS_URL] [default: in memory]
+  --demo         start the shop on a free loopback port, run every demo scenario against it,
+                 print a table and exit 0 only if all passed (ignores --addr)
+  -h, --help     print this help
+
+Environment:
+  SHOP_ADMIN_TOKEN   bearer token for /admin/* (at least 16 visible ASCII characters);
+                     without it a random token is generated and printed once to stderr
+  RUST_LOG           log filter, e.g. `info` or `bulwark=debug,info` [default: info;
+                     with --demo logs go to stderr and default to off]
+
+Flags win over environment variables. Logs are JSON lines on stdout.";
+
+/// Where the shop listens unless told otherwise.
+const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3000);
+
+/// Exit code for usage and configuration errors.
+const EXIT_CONFIG: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match parse_args(std::env::args_os().skip(1), env_var) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(config)) => config,
+        Err(Invalid::Usage(message)) => {
+            eprintln!("shop: {message}\n\n{USAGE}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(Invalid::Config(message)) => {
+            eprintln!("shop: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(message) = init_logging(config.demo) {
+        eprintln!("shop: {message}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let store = match Store::open(config.redis_url.as_deref()) {
+        Ok(store) => store,
+        Err(message) => {
+            eprintln!("shop: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    if config.demo {
+        return demo::main(store).await;
+    }
+
+    let admin_token = config.admin_token.unwrap_or_else(|| {
+        let token = AdminToken::generate();
+        // stderr, not stdout: stdout carries only JSON log lines.
+        eprintln!(
+            "shop: admin token (set SHOP_ADMIN_TOKEN to choose one): {}",
+            token.reveal()
+        );
+        token
+    });
+    let listener = match TcpListener::bind(config.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("shop: cannot listen on {}: {e}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.addr);
+    tracing::info!(%addr, store = store.kind(), "shop listening");
+
+    match serve(
+        listener,
+        AppState::new(store, admin_token),
+        shutdown_signal(),
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!("shop stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            eprintln!("shop: server failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Help,
+    Run(Config),
+}
+
+/// The shop's configuration, from flags and environment (flags win).
+#[derive(Debug, PartialEq)]
+struct Config {
+    addr: SocketAddr,
+    redis_url: Option<String>,
+    admin_token: Option<AdminToken>,
+    demo: bool,
+}
+
+/// Why the configuration was refused: a bad command line (answered with the usage text) or a
+/// bad environment variable.
+#[derive(Debug, PartialEq)]
+enum Invalid {
+    Usage(String),
+    Config(String),
+}
+
+impl Invalid {
+    #[cfg(test)]
+    fn message(&self) -> &str {
+        match self {
+            Self::Usage(message) | Self::Config(message) => message,
+        }
+    }
+}
+
+/// An environment variable, treating an empty value as unset.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Parses the arguments (without the program name); `env` looks up environment variables.
+///
+/// Accepts `--flag VALUE` and `--flag=VALUE`. Errors carry a one-line message for stderr.
+fn parse_args<I, E>(args: I, env: E) -> Result<Command, Invalid>
+where
+    I: IntoIterator<Item = OsString>,
+    E: Fn(&str) -> Option<String>,
+{
+    let mut addr = None;
+    let mut redis_url = None;
+    let mut demo = false;
+
+    let args = args
+        .into_iter()
+        .map(|arg| {
+            arg.into_string().map_err(|arg| {
+                let arg = arg.to_string_lossy();
+                Invalid::Usage(format!("argument `{arg}` is not valid UTF-8"))
+            })
+        })
+        .collect::<Result<Vec<String>, Invalid>>()?;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| Invalid::Usage(format!("`{flag}` needs a value")))
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--demo" if inline.is_none() => demo = true,
+            "--addr" => addr = Some(parse_addr(&value()?, "--addr").map_err(Invalid::Usage)?),
+            "--redis" => redis_url = Some(value()?),
+            _ => return Err(Invalid::Usage(format!("unexpected argument `{arg}`"))),
+        }
+    }
+
+    let addr = match addr {
+        Some(addr) => addr,
+        None => match env("SHOP_ADDR") {
+            Some(text) => parse_addr(&text, "SHOP_ADDR").map_err(Invalid::Config)?,
+            None => DEFAULT_ADDR,
+        },
+    };
+    let admin_token = env("SHOP_ADMIN_TOKEN")
+        .map(|t| {
+            AdminToken::new(&t)
+                .map_err(|e| Invalid::Config(format!("invalid SHOP_ADMIN_TOKEN: {e}")))
+        })
+        .transpose()?;
+    Ok(Command::Run(Config {
+        addr,
+        redis_url: redis_url.or_else(|| env("REDIS_URL")),
+        admin_token,
+        demo,
+    }))
+}
+
+fn parse_addr(text: &str, source: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("invalid {source} `{text}`: expected IP:PORT, e.g. 127.0.0.1:3000 or [::1]:3000")
+    })
+}
+
+/// Installs the JSON log subscriber: stdout when serving; stderr (and off unless `RUST_LOG` is
+/// set) in demo mode, so the demo's table stays readable.
+fn init_logging(demo: bool) -> Result<(), String> {
+    let filter = match env_var("RUST_LOG") {
+        Some(directives) => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("invalid RUST_LOG `{directives}`: {e}"))?,
+        None => EnvFilter::new(if demo { "off" } else { "info" }),
+    };
+    let builder = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_span_list(false)
+        .with_env_filter(filter);
+    let installed = if demo {
+        builder.with_writer(std::io::stderr).try_init()
+    } else {
+        builder.with_writer(std::io::stdout).try_init()
+    };
+    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the handlers share. Cheap to clone: clones share one [`Shared`].
+#[derive(Clone, Debug)]
+pub(crate) struct AppState(Arc<Shared>);
+
+/// The shop's shared state. New features add their handles (stores, breaker handles, flags)
+/// here and build them in [`AppState::new`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) stats: Stats,
+    pub(crate) admin_token: AdminToken,
+    pub(crate) started: Instant,
+}
+
+impl AppState {
+    pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
+        Self(Arc::new(Shared {
+            store,
+            stats: Stats::default(),
+            admin_token,
+            started: Instant::now(),
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Counters reported by `GET /admin/stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    /// Executions of the payment charge (not requests: an idempotent replay does not count).
+    pub(crate) payments_charged: AtomicU64,
+}
+
+/// Where shared state lives.
+#[derive(Clone, Debug)]
+pub(crate) enum Store {
+    /// In this process only.
+    Memory,
+    /// In Redis, shared by every instance started with the same URL. Keys start with `shop:`.
+    Redis(Redis),
+}
+
+impl Store {
+    /// Redis at `redis_url` if given (connected lazily: this never blocks), memory otherwise.
+    fn open(redis_url: Option<&str>) -> Result<Self, String> {
+        match redis_url {
+            None => Ok(Self::Memory),
+            Some(url) => Redis::open(url)
+                .map(|redis| Self::Redis(redis.prefix("shop")))
+                .map_err(|e| format!("invalid Redis URL `{url}`: {e}")),
+        }
+    }
+
+    /// `"memory"` or `"redis"`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Whether the store answers (memory always does).
+    pub(crate) async fn check(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Redis(redis) => redis.ping().await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app
+// ---------------------------------------------------------------------------------------------
+
+/// The shop's router: the one function `main`, the demo and the tests build the app with.
+///
+/// The request-log layer is outermost, so every response (401s and 404s included) carries
+/// `x-request-id` and gets one log line.
+pub(crate) fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::router())
+        .nest("/admin", admin::router(state.clone()))
+        .fallback(routes::not_found)
+        .with_state(state)
+        .layer(RequestLogLayer::new())
+}
+
+/// Serves the shop on `listener` until `shutdown` completes, then drains open connections.
+///
+/// Peer addresses are recorded (`ConnectInfo<SocketAddr>`), so logs and per-client limits see
+/// the client IP.
+pub(crate) async fn serve<F>(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM. If a signal cannot be listened for, that signal is
+/// logged and ignored rather than shutting the shop down at once.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received; draining connections");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use axum::{
+        body::{Body, to_bytes},
+        http::{Request, Response, StatusCode},
+    };
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    pub(crate) const TEST_TOKEN: &str = "test-admin-token-0123456789";
+
+    pub(crate) fn test_state() -> AppState {
+        AppState::new(Store::Memory, AdminToken::new(TEST_TOKEN).unwrap())
+    }
+
+    /// Sends one request through a fresh app.
+    pub(crate) async fn send(state: AppState, req: Request<Body>) -> Response<Body> {
+        app(state).oneshot(req).await.unwrap()
+    }
+
+    pub(crate) async fn get(uri: &str, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut req = Request::get(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        send(test_state(), req.body(Body::empty()).unwrap()).await
+    }
+
+    pub(crate) async fn json(res: Response<Body>) -> Value {
+        let bytes = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn request_id(res: &Response<Body>) -> &str {
+        res.headers()["x-request-id"].to_str().unwrap()
+    }
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Command, Invalid> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        parse_args(args.iter().map(OsString::from), |name| {
+            env.get(name).cloned()
+        })
+    }
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match parse(args, env) {
+            Ok(Command::Run(config)) => config,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[], &[]);
+        assert_eq!(c.addr, DEFAULT_ADDR);
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.admin_token, None);
+        assert!(!c.demo);
+    }
+
+    #[test]
+    fn flags_win_over_env() {
+        let env = [
+            ("SHOP_ADDR", "127.0.0.1:4000"),
+            ("REDIS_URL", "redis://env/"),
+        ];
+        let c = config(&["--addr", "0.0.0.0:5000", "--redis=redis://flag/"], &env);
+        assert_eq!(c.addr, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(c.redis_url.as_deref(), Some("redis://flag/"));
+
+        let c = config(&["--demo"], &env);
+        assert_eq!(c.addr, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(c.redis_url.as_deref(), Some("redis://env/"));
+        assert!(c.demo);
+    }
+
+    /// The message of a refusal, and whether it comes with the usage text.
+    fn refusal(args: &[&str], env: &[(&str, &str)]) -> (String, bool) {
+        let invalid = parse(args, env).unwrap_err();
+        (
+            invalid.message().to_owned(),
+            matches!(invalid, Invalid::Usage(_)),
+        )
+    }
+
+    #[test]
+    fn help_and_errors() {
+        assert_eq!(parse(&["--help"], &[]), Ok(Command::Help));
+        assert_eq!(parse(&["--demo", "-h"], &[]), Ok(Command::Help));
+
+        let (message, usage) = refusal(&["--verbose"], &[]);
+        assert!(usage && message.contains("`--verbose`"), "{message}");
+        assert!(refusal(&["serve"], &[]).1);
+        assert!(refusal(&["--demo=yes"], &[]).1);
+        let (message, usage) = refusal(&["--addr"], &[]);
+        assert!(usage && message.contains("needs a value"), "{message}");
+        let (message, usage) = refusal(&["--addr", "localhost"], &[]);
+        assert!(usage && message.contains("--addr"), "{message}");
+
+        let (message, usage) = refusal(&[], &[("SHOP_ADDR", "nope")]);
+        assert!(!usage && message.contains("SHOP_ADDR"), "{message}");
+        let (message, usage) = refusal(&[], &[("SHOP_ADMIN_TOKEN", "short")]);
+        assert!(!usage && message.contains("SHOP_ADMIN_TOKEN"), "{message}");
+
+        let c = config(&[], &[("SHOP_ADMIN_TOKEN", TEST_TOKEN)]);
+        assert_eq!(c.admin_token.unwrap().reveal(), TEST_TOKEN);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_argument_is_a_usage_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = [OsString::from("--redis"), OsString::from_vec(vec![0xff])];
+        let invalid = parse_args(args, |_| None).unwrap_err();
+        assert!(matches!(invalid, Invalid::Usage(m) if m.contains("UTF-8")));
+    }
+
+    #[tokio::test]
+    async fn store_open() {
+        assert_eq!(Store::open(None).unwrap().kind(), "memory");
+        let redis = Store::open(Some("redis://127.0.0.1:6379/")).unwrap();
+        assert_eq!(redis.kind(), "redis");
+        assert!(Store::open(Some("not a url")).is_err());
+    }
+
+    #[tokio::test]
+    async fn healthz() {
+        let res = get("/healthz", &[]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(json(res).await, serde_json::json!({"status": "ok"}));
+    }
+
+    #[tokio::test]
+    async fn readyz_memory() {
+        let res = get("/readyz", &[]).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            json(res).await,
+            serde_json::json!({"status": "ready", "store": {"kind": "memory", "reachable": true}})
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_unreachable_redis() {
+        // Nothing listens on port 1: the ping fails fast (or times out after 250 ms).
+        let store = Store::open(Some("redis://127.0.0.1:1/")).unwrap();
+        let state = AppState::new(store, AdminToken::new(TEST_TOKEN).unwrap());
+        let res = send(state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json(res).await,
+            serde_json::json!({"status": "unready", "store": {"kind": "redis", "reachable": false}})
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_route_is_problem_json_with_request_id() {
+        let res = get("/nope", &[]).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(request_id(&res).len(), 36);
+        let body = json(res).await;
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["title"], "Not Found");
+    }
+
+    #[tokio::test]
+    async fn request_id_kept() {
+        let res = get("/healthz", &[("x-request-id", "client-id.1:a_b-c")]).await;
+        assert_eq!(request_id(&res), "client-id.1:a_b-c");
+    }
+
+    #[tokio::test]
+    async fn request_id_generated() {
+        let res = get("/healthz", &[]).await;
+        let id = request_id(&res);
+        assert!(demo::is_uuid_v7(id), "{id}");
+    }
+
+    #[tokio::test]
+    async fn request_id_invalid_replaced() {
+        let long = "a".repeat(200);
+        for bad in ["has space", "quote\"d", long.as_str()] {
+            let res = get("/healthz", &[("x-request-id", bad)]).await;
+            let id = request_id(&res);
+            assert_ne!(id, bad);
+            assert!(demo::is_uuid_v7(id), "{bad} -> {id}");
+        }
+        // On 401s too: the log layer is outermost.
+        let res = get("/admin/stats", &[("x-request-id", "has space")]).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(demo::is_uuid_v7(request_id(&res)));
+    }
+}

@@ -1,0 +1,525 @@
+//! `--demo`: starts the shop on a free loopback port, runs every [`SCENARIOS`] entry against it
+//! as an HTTP client, prints a table and reports whether every scenario behaved as specified.
+//!
+//! To add a scenario: write an `async fn my_scenario(ctx: &Ctx) -> Result<Verdict, String>`
+//! below (`ctx.get`/`ctx.send` make requests; `?` on a failed request fails the scenario with
+//! that error) and append one entry to [`SCENARIOS`]:
+//!
+//! ```text
+//! Scenario {
+//!     name: "GET /products twice",
+//!     expected: "second answer is a cache hit",
+//!     run: |ctx| Box::pin(products_cached(ctx)),
+//! },
+//! ```
+//!
+//! Scenarios run in list order against one server, so a scenario may rely on the state earlier
+//! ones left behind (an open breaker, a used-up rate limit).
+
+use std::{
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    pin::Pin,
+    process::ExitCode,
+    time::Duration,
+};
+
+use axum::http::{HeaderMap, Method, Request, StatusCode, request};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::oneshot};
+
+use crate::{AppState, Store, admin::AdminToken};
+
+/// How long one scenario may take before it fails.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the shop may take to drain after the last scenario.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A scenario's future; borrowing the [`Ctx`] it runs with.
+pub(crate) type ScenarioFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Verdict, String>> + Send + 'a>>;
+
+/// One demo scenario: what it shows, what should happen, and the client code that checks it.
+pub(crate) struct Scenario {
+    name: &'static str,
+    expected: &'static str,
+    run: for<'a> fn(&'a Ctx) -> ScenarioFuture<'a>,
+}
+
+/// Every scenario, in the order they run. Append new ones at the end.
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "GET /healthz",
+        expected: "200 {\"status\":\"ok\"}",
+        run: |ctx| Box::pin(healthz(ctx)),
+    },
+    Scenario {
+        name: "GET /readyz",
+        expected: "200 ready, store reachable",
+        run: |ctx| Box::pin(readyz(ctx)),
+    },
+    Scenario {
+        name: "valid x-request-id",
+        expected: "echoed unchanged",
+        run: |ctx| Box::pin(request_id_kept(ctx)),
+    },
+    Scenario {
+        name: "no x-request-id",
+        expected: "a generated 36-char UUIDv7",
+        run: |ctx| Box::pin(request_id_generated(ctx)),
+    },
+    Scenario {
+        name: "x-request-id with a space",
+        expected: "replaced by a UUIDv7",
+        run: |ctx| Box::pin(request_id_with_space(ctx)),
+    },
+    Scenario {
+        name: "x-request-id of 200 chars",
+        expected: "replaced by a UUIDv7",
+        run: |ctx| Box::pin(request_id_too_long(ctx)),
+    },
+    Scenario {
+        name: "GET /no-such-route",
+        expected: "404 problem+json, x-request-id",
+        run: |ctx| Box::pin(unknown_route(ctx)),
+    },
+    Scenario {
+        name: "GET /admin/stats, no token",
+        expected: "401 problem+json, WWW-Authenticate",
+        run: |ctx| Box::pin(admin_without_token(ctx)),
+    },
+    Scenario {
+        name: "GET /admin/stats, wrong token",
+        expected: "401 invalid_token",
+        run: |ctx| Box::pin(admin_with_wrong_token(ctx)),
+    },
+    Scenario {
+        name: "GET /admin/stats, admin token",
+        expected: "200 JSON with payments_charged",
+        run: |ctx| Box::pin(admin_with_token(ctx)),
+    },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+async fn healthz(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/healthz", &[]).await?;
+    let passed = res.status == StatusCode::OK && res.json()? == serde_json::json!({"status": "ok"});
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn readyz(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/readyz", &[]).await?;
+    let body = res.json()?;
+    let passed = res.status == StatusCode::OK
+        && body["status"] == "ready"
+        && body["store"]["reachable"] == true;
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn request_id_kept(ctx: &Ctx) -> Result<Verdict, String> {
+    let sent = "demo-request.42:a_b";
+    let res = ctx.get("/healthz", &[("x-request-id", sent)]).await?;
+    let got = res.header("x-request-id");
+    Ok(Verdict::new(got == sent, format!("x-request-id: {got}")))
+}
+
+async fn request_id_generated(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/healthz", &[]).await?;
+    let got = res.header("x-request-id");
+    Ok(Verdict::new(
+        is_uuid_v7(got),
+        format!("x-request-id: {got}"),
+    ))
+}
+
+async fn request_id_with_space(ctx: &Ctx) -> Result<Verdict, String> {
+    request_id_replaced(ctx, "not valid").await
+}
+
+async fn request_id_too_long(ctx: &Ctx) -> Result<Verdict, String> {
+    request_id_replaced(ctx, &"a".repeat(200)).await
+}
+
+async fn request_id_replaced(ctx: &Ctx, sent: &str) -> Result<Verdict, String> {
+    let res = ctx.get("/healthz", &[("x-request-id", sent)]).await?;
+    let got = res.header("x-request-id");
+    Ok(Verdict::new(
+        got != sent && is_uuid_v7(got),
+        format!("x-request-id: {got}"),
+    ))
+}
+
+async fn unknown_route(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/no-such-route", &[]).await?;
+    let passed = res.status == StatusCode::NOT_FOUND
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 404
+        && !res.header("x-request-id").is_empty();
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+async fn admin_without_token(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/admin/stats", &[]).await?;
+    let challenge = res.header("www-authenticate");
+    let passed = res.status == StatusCode::UNAUTHORIZED
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 401
+        && challenge.starts_with("Bearer");
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+async fn admin_with_wrong_token(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx
+        .get("/admin/stats", &[("authorization", "Bearer wrong-token")])
+        .await?;
+    let challenge = res.header("www-authenticate");
+    let passed = res.status == StatusCode::UNAUTHORIZED
+        && res.header("content-type") == "application/problem+json"
+        && challenge.contains("error=\"invalid_token\"");
+    Ok(Verdict::new(
+        passed,
+        format!("{} {challenge}", res.status.as_u16()),
+    ))
+}
+
+async fn admin_with_token(ctx: &Ctx) -> Result<Verdict, String> {
+    let bearer = ctx.bearer();
+    let res = ctx
+        .get("/admin/stats", &[("authorization", bearer.as_str())])
+        .await?;
+    let passed = res.status == StatusCode::OK && res.json()?["payments_charged"].is_u64();
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+// ---------------------------------------------------------------------------------------------
+
+/// What a scenario saw, and whether that is what it expected.
+#[derive(Debug)]
+pub(crate) struct Verdict {
+    got: String,
+    passed: bool,
+}
+
+impl Verdict {
+    pub(crate) fn new(passed: bool, got: impl Into<String>) -> Self {
+        Self {
+            got: got.into(),
+            passed,
+        }
+    }
+}
+
+/// One line of the result table.
+#[derive(Debug)]
+pub(crate) struct Row {
+    name: &'static str,
+    expected: &'static str,
+    got: String,
+    passed: bool,
+}
+
+/// `--demo`: runs every scenario against a fresh shop using `store`, prints the table and
+/// succeeds only if every scenario passed.
+pub(crate) async fn main(store: Store) -> ExitCode {
+    match run(store).await {
+        Ok(rows) => {
+            print!("{}", table(&rows));
+            let passed = rows.iter().filter(|r| r.passed).count();
+            println!("\n{passed}/{} scenarios passed", rows.len());
+            if passed == rows.len() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("shop: demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the shop on a free loopback port with a known admin token, runs every scenario in
+/// order, then shuts the shop down. Errors only if the shop cannot start or stop; a failing
+/// scenario is a row with `passed: false`.
+pub(crate) async fn run(store: Store) -> std::io::Result<Vec<Row>> {
+    let token = AdminToken::generate();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let state = AppState::new(store, token.clone());
+    let server = tokio::spawn(crate::serve(listener, state, async move {
+        // A dropped sender also stops the shop.
+        stopped.await.ok();
+    }));
+
+    let ctx = Ctx::new(addr, token);
+    let mut rows = Vec::with_capacity(SCENARIOS.len());
+    for scenario in SCENARIOS {
+        let verdict = match tokio::time::timeout(SCENARIO_TIMEOUT, (scenario.run)(&ctx)).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(e)) => Verdict::new(false, format!("error: {e}")),
+            Err(_) => Verdict::new(
+                false,
+                format!("no answer within {}s", SCENARIO_TIMEOUT.as_secs()),
+            ),
+        };
+        rows.push(Row {
+            name: scenario.name,
+            expected: scenario.expected,
+            got: verdict.got,
+            passed: verdict.passed,
+        });
+    }
+    // Close the client's pooled connections before asking the shop to drain.
+    drop(ctx);
+    stop.send(()).ok();
+    match tokio::time::timeout(SHUTDOWN_TIMEOUT, server).await {
+        Ok(Ok(served)) => served?,
+        Ok(Err(join)) => return Err(std::io::Error::other(join)),
+        Err(_) => {
+            return Err(std::io::Error::other(format!(
+                "the shop did not shut down within {}s",
+                SHUTDOWN_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    Ok(rows)
+}
+
+/// The result table: `scenario | expected | got | result`.
+fn table(rows: &[Row]) -> String {
+    const GOT_MAX: usize = 56;
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.to_owned(),
+                r.expected.to_owned(),
+                truncate(&r.got, GOT_MAX),
+                (if r.passed { "PASS" } else { "FAIL" }).to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["scenario", "expected", "got", "result"].map(str::to_owned);
+    let mut widths = header.each_ref().map(|h| h.chars().count());
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+
+    let line = |cells: &[String; 4]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("{}\n", padded.join(" | ").trim_end())
+    };
+    let mut out = line(&header);
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&rule.join("-+-"));
+    out.push('\n');
+    for row in &cells {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// `text` cut to at most `max` characters, marking the cut with `…`.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Whether `id` looks like a UUIDv7 in its 36-character text form.
+pub(crate) fn is_uuid_v7(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+        && b[14] == b'7'
+        && matches!(b[19], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
+
+/// What every scenario gets: an HTTP client aimed at the shop, and the admin token.
+pub(crate) struct Ctx {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    admin_token: AdminToken,
+}
+
+impl Ctx {
+    fn new(addr: SocketAddr, admin_token: AdminToken) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build_http();
+        Self {
+            client,
+            base: format!("http://{addr}"),
+            admin_token,
+        }
+    }
+
+    /// A request builder for `path` on the shop.
+    pub(crate) fn request(&self, method: Method, path: &str) -> request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+    }
+
+    /// Sends `req` and reads the whole answer.
+    pub(crate) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let (parts, body) = res.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body failed: {e}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// `GET path` with `headers`.
+    pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+        let mut req = self.request(Method::GET, path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .body(Full::default())
+            .map_err(|e| format!("bad request: {e}"))?;
+        self.send(req).await
+    }
+
+    /// `Bearer <admin token>`, for the `Authorization` header.
+    pub(crate) fn bearer(&self) -> String {
+        format!("Bearer {}", self.admin_token.reveal())
+    }
+}
+
+/// A whole answer.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    /// The header's value, or `""` if it is missing or not text.
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The body as JSON.
+    pub(crate) fn json(&self) -> Result<Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("body is not JSON: {e}"))
+    }
+
+    /// `<status> <body>` for the table.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "{} {}",
+            self.status.as_u16(),
+            String::from_utf8_lossy(&self.body)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_scenario_passes() {
+        let rows = run(Store::Memory).await.unwrap();
+        assert_eq!(rows.len(), SCENARIOS.len());
+        assert!(rows.iter().all(|r| r.passed), "\n{}", table(&rows));
+    }
+
+    #[test]
+    fn scenario_names_are_unique() {
+        let mut names: Vec<_> = SCENARIOS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SCENARIOS.len());
+    }
+
+    #[test]
+    fn table_layout() {
+        let rows = [
+            Row {
+                name: "a",
+                expected: "200",
+                got: "200".to_owned(),
+                passed: true,
+            },
+            Row {
+                name: "longer name",
+                expected: "401",
+                got: "x".repeat(100),
+                passed: false,
+            },
+        ];
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0],
+            format!("scenario    | expected | got{} | result", " ".repeat(53))
+        );
+        assert!(lines[1].starts_with("------------+-"), "{}", lines[1]);
+        assert!(lines[2].ends_with("| PASS"));
+        assert!(lines[3].ends_with("| FAIL"));
+        assert!(lines[3].contains(&format!("{}…", "x".repeat(55))));
+    }
+
+    #[test]
+    fn uuid_v7_shape() {
+        assert!(is_uuid_v7("0190b6c1-7d2e-7a3b-8c4d-0123456789ab"));
+        assert!(!is_uuid_v7("0190b6c1-7d2e-4a3b-8c4d-0123456789ab"));
+        assert!(!is_uuid_v7("0190b6c1-7d2e-7a3b-cc4d-0123456789ab"));
+        assert!(!is_uuid_v7("0190b6c17d2e7a3b8c4d0123456789ab"));
+        assert!(!is_uuid_v7("0190b6c1-7d2e-7a3b-8c4d-0123456789ag"));
+    }
+}

@@ -1,0 +1,132 @@
+//! The shop's public routes, and [`problem`], which builds every error answer the shop's own
+//! handlers give (bulwark's layers build theirs with `bulwark::Rejection`).
+//!
+//! To add a route: write its handler below and add one `.route(..)` line to [`router`].
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+
+use crate::AppState;
+
+/// The public routes. Layers that guard one route go on that route
+/// (`get(handler).layer(..)`), layers for all of them on the router in [`crate::app`].
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+/// Liveness: the process is up and serving. Checks nothing else, so a struggling dependency
+/// never gets the instance restarted.
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    store: StoreReport,
+    // The breakers' states go here as `breakers: {name: {state: ..}}`. They are reported, not
+    // counted against readiness: an open breaker means the shop is degrading gracefully.
+}
+
+#[derive(Serialize)]
+struct StoreReport {
+    kind: &'static str,
+    reachable: bool,
+}
+
+/// Readiness: whether this instance should get traffic. 503 when the shared store is
+/// unreachable, since rate limits, idempotency and flags would all fall back to their failure
+/// policies.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let reachable = match state.store.check().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, store = state.store.kind(), "store unreachable");
+            false
+        }
+    };
+    let (status, word) = if reachable {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unready")
+    };
+    let body = Readiness {
+        status: word,
+        store: StoreReport {
+            kind: state.store.kind(),
+            reachable,
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The answer for paths no route matches.
+pub(crate) async fn not_found() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "No route matches this method and path.",
+    )
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+/// An RFC 9457 `application/problem+json` answer with `status` and a human-readable `detail`.
+///
+/// The type is `about:blank`, so the title is the status's reason phrase. `detail` must not
+/// contain internal error text: that goes to the log.
+pub(crate) fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = Problem {
+        kind: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail,
+    };
+    let mut res = (status, Json(body)).into_response();
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::json;
+
+    #[tokio::test]
+    async fn problem_document() {
+        let res = problem(StatusCode::BAD_REQUEST, "bad \"input\"");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            json(res).await,
+            serde_json::json!({
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "detail": "bad \"input\"",
+            })
+        );
+    }
+}
