@@ -56,5 +56,34 @@ fn rejection(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, log, rejection);
+fn circuit_breaker(c: &mut Criterion) {
+    use bulwark::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    let mut group = c.benchmark_group("circuit_breaker");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let mut closed =
+        CircuitBreakerLayer::new(CircuitBreakerConfig::default()).layer(support::bare());
+    group.bench_function("closed/time_window", |b| {
+        b.iter(|| black_box(support::call(&mut closed, support::request())));
+    });
+    let count = CircuitBreakerConfig::builder()
+        .count_window(100)
+        .build()
+        .expect("valid");
+    let mut closed_count = CircuitBreakerLayer::new(count).layer(support::bare());
+    group.bench_function("closed/count_window", |b| {
+        b.iter(|| black_box(support::call(&mut closed_count, support::request())));
+    });
+    let open_layer = CircuitBreakerLayer::new(CircuitBreakerConfig::default());
+    open_layer.handle().force_open();
+    let mut open = open_layer.layer(support::bare());
+    group.bench_function("open/rejecting", |b| {
+        b.iter(|| black_box(support::call(&mut open, support::request())));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, log, rejection, circuit_breaker);
 criterion_main!(benches);

@@ -30,6 +30,7 @@
 //! | module | layer | what it does |
 //! | --- | --- | --- |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
+//! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
 //!
 //! # Feature flags
 //!
@@ -49,6 +50,7 @@
 mod macros;
 
 pub mod body;
+pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod key;

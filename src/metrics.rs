@@ -25,3 +25,32 @@ pub(crate) fn store_error(store: &'static str, operation: &'static str) {
     #[cfg(not(feature = "metrics"))]
     let _ = (store, operation);
 }
+
+/// A breaker entered `state` (also its gauge's value at creation).
+#[inline]
+pub(crate) fn breaker_state(
+    name: &std::sync::Arc<str>,
+    state: crate::circuit_breaker::CircuitState,
+) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("bulwark_circuit_breaker_state", "breaker" => name.to_string())
+        .set(state.as_gauge());
+    #[cfg(not(feature = "metrics"))]
+    let _ = (name, state);
+}
+
+/// A breaker moved to `to`.
+#[inline]
+pub(crate) fn breaker_transition(
+    name: &std::sync::Arc<str>,
+    to: crate::circuit_breaker::CircuitState,
+) {
+    breaker_state(name, to);
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "bulwark_circuit_breaker_transitions_total",
+        "breaker" => name.to_string(),
+        "to" => to.as_str()
+    )
+    .increment(1);
+}

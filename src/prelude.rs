@@ -2,6 +2,7 @@
 
 pub use crate::{
     ConfigError, Rejection, ResponseForRejection,
+    circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
     classify::{Classify, Outcome, ServerErrorsAsFailures},
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,

@@ -225,3 +225,63 @@ async fn shared_state_check_accepts_state_per_layer() {
 async fn shared_state_check_catches_state_per_service() {
     assert_shared_state(|| StatePerService, exhaust_counting, changed_counting).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Circuit breaker
+
+use bulwark::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+
+fn breaker() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new(
+        CircuitBreakerConfig::builder()
+            .count_window(2)
+            .minimum_calls(2)
+            .build()
+            .unwrap(),
+    )
+}
+
+layer_contract!(circuit_breaker, breaker);
+
+/// An upstream that always answers 500.
+#[derive(Clone, Default)]
+struct Failing;
+
+impl Service<Request<Body>> for Failing {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        let mut res = Response::new(Body::empty());
+        *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        std::future::ready(Ok(res))
+    }
+}
+
+#[tokio::test]
+async fn circuit_breaker_shares_state() {
+    assert_shared_state(
+        breaker,
+        |svc: <CircuitBreakerLayer as Layer<Failing>>::Service| async move {
+            for _ in 0..2 {
+                let res = svc
+                    .clone()
+                    .oneshot(Request::new(Body::empty()))
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 500);
+            }
+        },
+        async |svc| {
+            svc.oneshot(Request::new(Body::empty()))
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
+}

@@ -1,0 +1,368 @@
+//! Lock-free sliding windows.
+//!
+//! Both windows record an outcome with one or two atomic read-modify-writes and no lock:
+//!
+//! - **Count window**: a ring of one-byte outcome codes and one packed totals word (calls,
+//!   failures and slow calls in 21 bits each). A call takes a slot with `fetch_add` on the
+//!   cursor, swaps its code in, and adds the difference between the new and the old code to
+//!   the totals in one `fetch_add`, which also returns the totals the breaker decides on.
+//! - **Time window**: one 64-bit word per bucket holding the bucket's tick tag (22 bits) and its
+//!   calls, failures and slow calls (14 bits each), updated by compare-and-swap. A word whose tag
+//!   is not the current tick belongs to an older tick and is restarted by the same CAS, so a
+//!   bucket rotates without a lock and without losing a count. Totals are the sum of the buckets
+//!   whose tags are inside the window.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// Counts over the window at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+}
+
+/// One recorded call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) failure: bool,
+    pub(crate) slow: bool,
+}
+
+pub(crate) enum Window {
+    Count(CountWindow),
+    Time(TimeWindow),
+}
+
+impl Window {
+    /// Records one call at `tick` (time windows) and returns the totals when the breaker should
+    /// look at them: always for count windows (they come for free), and for time windows when
+    /// the call was bad or a bad call is still inside the window.
+    #[inline]
+    pub(crate) fn record(&self, r: Record, tick: u64) -> Option<Totals> {
+        match self {
+            Self::Count(w) => Some(w.record(r)),
+            Self::Time(w) => w.record(r, tick),
+        }
+    }
+
+    pub(crate) fn totals(&self, tick: u64) -> Totals {
+        match self {
+            Self::Count(w) => w.totals(),
+            Self::Time(w) => w.totals(tick),
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        match self {
+            Self::Count(w) => w.reset(),
+            Self::Time(w) => w.reset(),
+        }
+    }
+}
+
+// --- count window --------------------------------------------------------------------------
+
+const EMPTY: u8 = 0;
+const FIELD: u32 = 21;
+const MASK21: u64 = (1 << FIELD) - 1;
+
+pub(crate) struct CountWindow {
+    slots: Box<[AtomicU8]>,
+    cursor: AtomicU64,
+    totals: AtomicU64,
+}
+
+fn code(r: Record) -> u8 {
+    1 + u8::from(r.failure) + 2 * u8::from(r.slow)
+}
+
+/// The packed totals contribution of a slot code.
+fn weight(code: u8) -> u64 {
+    if code == EMPTY {
+        return 0;
+    }
+    let c = code - 1;
+    let failure = u64::from(c & 1);
+    let slow = u64::from(c >> 1);
+    1 | (failure << FIELD) | (slow << (2 * FIELD))
+}
+
+fn unpack21(w: u64) -> Totals {
+    Totals {
+        calls: w & MASK21,
+        failures: (w >> FIELD) & MASK21,
+        slow: (w >> (2 * FIELD)) & MASK21,
+    }
+}
+
+impl CountWindow {
+    pub(crate) fn new(size: u32) -> Self {
+        Self {
+            slots: (0..size).map(|_| AtomicU8::new(EMPTY)).collect(),
+            cursor: AtomicU64::new(0),
+            totals: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, r: Record) -> Totals {
+        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
+        let new = code(r);
+        let old = self.slots[i as usize].swap(new, Ordering::AcqRel);
+        // Wrapping arithmetic: the packed word is a sum of per-slot weights, so adding the
+        // difference keeps it exact even if another thread's update lands in between.
+        let delta = weight(new).wrapping_sub(weight(old));
+        let prev = self.totals.fetch_add(delta, Ordering::AcqRel);
+        unpack21(prev.wrapping_add(delta))
+    }
+
+    fn totals(&self) -> Totals {
+        unpack21(self.totals.load(Ordering::Acquire))
+    }
+
+    fn reset(&self) {
+        for s in &*self.slots {
+            let old = s.swap(EMPTY, Ordering::AcqRel);
+            self.totals.fetch_sub(weight(old), Ordering::AcqRel);
+        }
+        self.cursor.store(0, Ordering::Relaxed);
+    }
+}
+
+// --- time window ---------------------------------------------------------------------------
+
+const TAG_BITS: u32 = 22;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+const COUNT_BITS: u32 = 14;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const CALLS_SHIFT: u32 = TAG_BITS;
+const FAILS_SHIFT: u32 = TAG_BITS + COUNT_BITS;
+const SLOW_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
+/// A tag no tick has: marks an empty bucket.
+const NO_TAG: u64 = TAG_MASK;
+
+pub(crate) struct TimeWindow {
+    buckets: Box<[AtomicU64]>,
+    /// The last tick at which a failure or slow call was recorded, plus one (0: never).
+    last_bad: AtomicU64,
+}
+
+fn tag(tick: u64) -> u64 {
+    // NO_TAG is never a tick's tag.
+    (tick % TAG_MASK) & TAG_MASK
+}
+
+/// Whether tag `a` is a later tick than tag `b` (tags wrap around).
+fn newer(a: u64, b: u64) -> bool {
+    let diff = (a + TAG_MASK - b) % TAG_MASK;
+    diff != 0 && diff < TAG_MASK / 2
+}
+
+fn bucket_totals(w: u64) -> Totals {
+    Totals {
+        calls: (w >> CALLS_SHIFT) & COUNT_MAX,
+        failures: (w >> FAILS_SHIFT) & COUNT_MAX,
+        slow: (w >> SLOW_SHIFT) & COUNT_MAX,
+    }
+}
+
+impl TimeWindow {
+    pub(crate) fn new(buckets: u32) -> Self {
+        Self {
+            buckets: (0..buckets).map(|_| AtomicU64::new(NO_TAG)).collect(),
+            last_bad: AtomicU64::new(0),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    fn record(&self, r: Record, tick: u64) -> Option<Totals> {
+        let bucket = &self.buckets[(tick % self.len()) as usize];
+        let t = tag(tick);
+        let delta = (1 << CALLS_SHIFT)
+            | (u64::from(r.failure) << FAILS_SHIFT)
+            | (u64::from(r.slow) << SLOW_SHIFT);
+        let mut cur = bucket.load(Ordering::Acquire);
+        loop {
+            let cur_tag = cur & TAG_MASK;
+            if cur_tag != NO_TAG && newer(cur_tag, t) {
+                break; // a thread that slept through a whole window: its tick is gone
+            }
+            let next = if cur_tag == t {
+                if bucket_totals(cur).calls >= COUNT_MAX {
+                    break; // full: this bucket's rates are those of its first calls
+                }
+                cur + delta
+            } else {
+                t | delta
+            };
+            match bucket.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        let bad = r.failure || r.slow;
+        if bad {
+            self.last_bad.fetch_max(tick + 1, Ordering::AcqRel);
+        }
+        let last_bad = self.last_bad.load(Ordering::Acquire);
+        (bad || (last_bad > 0 && last_bad - 1 + self.len() > tick)).then(|| self.totals(tick))
+    }
+
+    fn totals(&self, tick: u64) -> Totals {
+        let n = self.len();
+        let mut sum = Totals::default();
+        for (i, b) in self.buckets.iter().enumerate() {
+            // The one tick inside the window that maps to bucket i.
+            let back = (tick % n + n - i as u64) % n;
+            let Some(t) = tick.checked_sub(back) else {
+                continue;
+            };
+            let w = b.load(Ordering::Acquire);
+            if w & TAG_MASK == tag(t) {
+                let t = bucket_totals(w);
+                sum.calls += t.calls;
+                sum.failures += t.failures;
+                sum.slow += t.slow;
+            }
+        }
+        sum
+    }
+
+    fn reset(&self) {
+        for b in &*self.buckets {
+            b.store(NO_TAG, Ordering::Release);
+        }
+        self.last_bad.store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Record = Record {
+        failure: false,
+        slow: false,
+    };
+    const FAIL: Record = Record {
+        failure: true,
+        slow: false,
+    };
+    const SLOW: Record = Record {
+        failure: false,
+        slow: true,
+    };
+
+    #[test]
+    fn count_window_keeps_the_last_n() {
+        let w = Window::Count(CountWindow::new(4));
+        w.record(FAIL, 0);
+        w.record(FAIL, 0);
+        w.record(OK, 0);
+        let t = w.record(SLOW, 0).unwrap();
+        assert_eq!((t.calls, t.failures, t.slow), (4, 2, 1));
+        // Two more successes push both failures out.
+        w.record(OK, 0);
+        let t = w.record(OK, 0).unwrap();
+        assert_eq!((t.calls, t.failures, t.slow), (4, 0, 1));
+        w.reset();
+        assert_eq!(w.totals(0), Totals::default());
+        let t = w.record(FAIL, 0).unwrap();
+        assert_eq!((t.calls, t.failures), (1, 1));
+    }
+
+    #[test]
+    fn count_window_is_exact_under_threads() {
+        let w = std::sync::Arc::new(CountWindow::new(1_000));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let w = w.clone();
+                s.spawn(move || {
+                    for i in 0..10_000 {
+                        w.record(Record {
+                            failure: (i + t) % 4 == 0,
+                            slow: false,
+                        });
+                    }
+                });
+            }
+        });
+        let total = w.totals();
+        assert_eq!(total.calls, 1_000);
+        // The totals match what the slots hold.
+        let fails = w
+            .slots
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) == code(FAIL))
+            .count() as u64;
+        assert_eq!(total.failures, fails);
+    }
+
+    #[test]
+    fn time_window_forgets_old_buckets() {
+        let w = Window::Time(TimeWindow::new(3));
+        w.record(FAIL, 10);
+        w.record(OK, 11);
+        let t = w.record(OK, 12).unwrap();
+        assert_eq!((t.calls, t.failures), (3, 1));
+        // At tick 13 the failure at tick 10 has left the window.
+        assert_eq!(w.totals(13).failures, 0);
+        assert_eq!(w.totals(13).calls, 2);
+        // A long silence empties it entirely, even buckets never rotated.
+        assert_eq!(w.totals(100), Totals::default());
+        w.record(OK, 100);
+        assert_eq!(w.totals(100).calls, 1);
+    }
+
+    #[test]
+    fn time_window_reports_totals_only_while_bad_calls_are_inside() {
+        let w = Window::Time(TimeWindow::new(3));
+        assert_eq!(w.record(OK, 1), None, "no bad call yet");
+        assert!(w.record(FAIL, 2).is_some());
+        assert!(
+            w.record(OK, 4).is_some(),
+            "the failure at 2 is still inside"
+        );
+        assert_eq!(w.record(OK, 5), None, "it has left");
+    }
+
+    #[test]
+    fn a_full_bucket_keeps_its_first_calls() {
+        let w = TimeWindow::new(1);
+        for _ in 0..COUNT_MAX + 10 {
+            w.record(FAIL, 7);
+        }
+        let t = w.totals(7);
+        assert_eq!((t.calls, t.failures), (COUNT_MAX, COUNT_MAX));
+    }
+
+    #[test]
+    fn time_window_is_exact_under_threads() {
+        let w = std::sync::Arc::new(TimeWindow::new(10));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let w = w.clone();
+                s.spawn(move || {
+                    for tick in 0..10 {
+                        for _ in 0..500 {
+                            w.record(FAIL, tick);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(w.totals(9).calls, 4 * 10 * 500);
+    }
+
+    #[test]
+    fn a_stale_tick_never_overwrites_a_newer_bucket() {
+        let w = TimeWindow::new(2);
+        w.record(FAIL, 10);
+        w.record(OK, 8); // same bucket, older tick: dropped
+        assert_eq!(w.totals(10).calls, 1);
+        assert_eq!(w.totals(10).failures, 1);
+    }
+}
