@@ -23,8 +23,10 @@
 //! and the tests all build the app through `app`, so the new route is everywhere at once.
 
 mod admin;
+mod degrade;
 mod demo;
 mod routes;
+mod sim;
 
 use std::{
     ffi::OsString,
@@ -33,11 +35,16 @@ use std::{
     ops::Deref,
     process::ExitCode,
     sync::{Arc, atomic::AtomicU64},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::Router;
-use bulwark::{StoreError, log::RequestLogLayer, redis::Redis};
+use bulwark::{
+    StoreError,
+    circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer},
+    log::RequestLogLayer,
+    redis::Redis,
+};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -290,6 +297,55 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     pub(crate) admin_token: AdminToken,
     pub(crate) started: Instant,
+    /// The simulated upstreams and their injected faults.
+    pub(crate) upstreams: sim::Upstreams,
+    /// One breaker per upstream, each a layer value (so one breaker however often applied).
+    pub(crate) breakers: Breakers,
+}
+
+/// The shop's circuit breakers, by upstream.
+#[derive(Debug)]
+pub(crate) struct Breakers {
+    pub(crate) recommendations: CircuitBreakerLayer,
+    pub(crate) user: CircuitBreakerLayer,
+    pub(crate) posts: CircuitBreakerLayer,
+    pub(crate) notifications: CircuitBreakerLayer,
+}
+
+impl Breakers {
+    /// Every breaker: window of the last 10 calls, at least 5 calls, opens at 50 % failures,
+    /// stays open 5 s, then lets 2 probes through.
+    fn new() -> Self {
+        let layer = |name: &'static str| {
+            let config = CircuitBreakerConfig::builder()
+                .name(name)
+                .count_window(10)
+                .minimum_calls(5)
+                .failure_rate_threshold(50.0)
+                .wait_in_open(Duration::from_secs(5))
+                .constant_wait_in_open()
+                .half_open_probes(2)
+                .build()
+                .expect("the shop's breaker settings are valid constants");
+            CircuitBreakerLayer::new(config)
+        };
+        Self {
+            recommendations: layer("recommendations"),
+            user: layer("user"),
+            posts: layer("posts"),
+            notifications: layer("notifications"),
+        }
+    }
+
+    /// `(name, handle)` for each breaker, in a fixed order.
+    pub(crate) fn handles(&self) -> [(&'static str, CircuitBreakerHandle); 4] {
+        [
+            ("recommendations", self.recommendations.handle()),
+            ("user", self.user.handle()),
+            ("posts", self.posts.handle()),
+            ("notifications", self.notifications.handle()),
+        ]
+    }
 }
 
 impl AppState {
@@ -299,6 +355,8 @@ impl AppState {
             stats: Stats::default(),
             admin_token,
             started: Instant::now(),
+            upstreams: sim::Upstreams::default(),
+            breakers: Breakers::new(),
         }))
     }
 }
@@ -365,7 +423,7 @@ impl Store {
 /// `x-request-id` and gets one log line.
 pub(crate) fn app(state: AppState) -> Router {
     Router::new()
-        .merge(routes::router())
+        .merge(routes::router(&state))
         .nest("/admin", admin::router(state.clone()))
         .fallback(routes::not_found)
         .with_state(state)

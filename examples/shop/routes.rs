@@ -16,10 +16,14 @@ use crate::AppState;
 
 /// The public routes. Layers that guard one route go on that route
 /// (`get(handler).layer(..)`), layers for all of them on the router in [`crate::app`].
-pub(crate) fn router() -> Router<AppState> {
+pub(crate) fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/recommendations",
+            get(crate::degrade::recommendations).layer(state.breakers.recommendations.clone()),
+        )
 }
 
 #[derive(Serialize)]
