@@ -54,3 +54,32 @@ pub(crate) fn breaker_transition(
     )
     .increment(1);
 }
+
+/// One HTTP request served, for the `http_server_request_duration_seconds` histogram.
+#[inline]
+pub(crate) fn http_request(
+    method: &'static str,
+    route: &str,
+    status: http::StatusCode,
+    elapsed: std::time::Duration,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics::histogram!(
+            "http_server_request_duration_seconds",
+            "method" => method,
+            "route" => route.to_owned(),
+            "status_class" => class
+        )
+        .record(elapsed.as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (method, route, status, elapsed);
+}
