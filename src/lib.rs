@@ -30,6 +30,7 @@
 //! | module | layer | what it does |
 //! | --- | --- | --- |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
+//! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
 //!
 //! # Feature flags
 //!
@@ -51,6 +52,7 @@ mod macros;
 pub mod body;
 pub mod classify;
 mod error;
+pub mod fallback;
 pub mod key;
 pub mod log;
 mod metrics;

@@ -3,6 +3,7 @@
 pub use crate::{
     ConfigError, Rejection, ResponseForRejection,
     classify::{Classify, Outcome, ServerErrorsAsFailures},
+    fallback::FallbackLayer,
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,
 };
