@@ -1070,3 +1070,27 @@ async fn buffer_body_with_axum_bodies() {
     assert_eq!(reason_of(&res), Some(("status", FallbackReason::Status)));
     assert_eq!(text(res).await, "amount=5");
 }
+
+#[test]
+fn layers_and_services_print_without_debug_closures() {
+    let layer = FallbackLayer::new(|_| async { Response::new("x") })
+        .on_fallback(|_| {})
+        .buffer_body(8)
+        .unwrap()
+        .on_rejection(|r: &Rejection| r.default_response());
+    let text = format!("{layer:?}");
+    assert!(
+        text.starts_with("FallbackLayer { source: ReasonFn("),
+        "{text}"
+    );
+    assert!(
+        text.contains("triggers: {Error, Status, CircuitOpen, Timeout}"),
+        "{text}"
+    );
+    assert!(text.contains("BufferBody { limit: 8"), "{text}");
+    let text = format!(
+        "{:?}",
+        LastGood::builder().key(|_: &http::request::Parts| Some(1))
+    );
+    assert!(text.contains("capacity: 1000"), "{text}");
+}

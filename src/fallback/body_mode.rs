@@ -1,5 +1,7 @@
 //! What the fallback gets of the request body: [`HeadOnly`] or [`BufferBody`].
 
+use std::fmt;
+
 use crate::DefaultResponseForRejection;
 
 /// The default: the inner service gets the request body as it came, and a closure or service
@@ -20,10 +22,19 @@ pub struct HeadOnly;
 ///
 /// [`Rejection::PayloadTooLarge`]: crate::Rejection::PayloadTooLarge
 /// [`Rejection::BodyReadFailed`]: crate::Rejection::BodyReadFailed
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BufferBody<R = DefaultResponseForRejection> {
     pub(crate) limit: usize,
     pub(crate) on_rejection: R,
+}
+
+impl<R> fmt::Debug for BufferBody<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferBody")
+            .field("limit", &self.limit)
+            .field("on_rejection", &std::any::type_name::<R>())
+            .finish()
+    }
 }
 
 impl<R> BufferBody<R> {

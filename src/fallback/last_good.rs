@@ -185,12 +185,22 @@ impl<X: LastGoodKey> fmt::Debug for LastGood<X> {
 }
 
 /// Builds a [`LastGood`] store. From [`LastGood::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct LastGoodBuilder<X = MethodAndUri> {
     capacity: u64,
     max_body: usize,
     key: X,
+}
+
+impl<X> fmt::Debug for LastGoodBuilder<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastGoodBuilder")
+            .field("capacity", &self.capacity)
+            .field("max_body_bytes", &self.max_body)
+            .field("key", &std::any::type_name::<X>())
+            .finish()
+    }
 }
 
 impl<X: LastGoodKey> LastGoodBuilder<X> {

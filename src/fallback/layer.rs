@@ -1,4 +1,4 @@
-use std::{future::Future, sync::Arc};
+use std::{any::type_name, fmt, future::Future, sync::Arc};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -23,7 +23,7 @@ use crate::{
 ///
 /// Cheap to clone when its parts are; every clone, and every service it makes, shares the
 /// fallback's state (the [`LastGood`] store).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct FallbackLayer<F, C = ServerErrorsAsFailures, H = (), Q = HeadOnly> {
     source: F,
@@ -32,6 +32,19 @@ pub struct FallbackLayer<F, C = ServerErrorsAsFailures, H = (), Q = HeadOnly> {
     triggers: Triggers,
     capture_headers: bool,
     body: Q,
+}
+
+impl<F: fmt::Debug, C, H, Q: fmt::Debug> fmt::Debug for FallbackLayer<F, C, H, Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackLayer")
+            .field("source", &self.source)
+            .field("classifier", &type_name::<C>())
+            .field("on_fallback", &type_name::<H>())
+            .field("triggers", &self.triggers)
+            .field("capture_headers", &self.capture_headers)
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 impl<F: FallbackSource> FallbackLayer<F> {
