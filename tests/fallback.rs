@@ -1094,3 +1094,30 @@ fn layers_and_services_print_without_debug_closures() {
     );
     assert!(text.contains("capacity: 1000"), "{text}");
 }
+
+#[tokio::test]
+async fn last_good_answers_errors_and_open_circuits_too() {
+    // 200 "fresh" normally; `x-mode: open` gets a breaker's 503, `x-mode: err` an `Err`.
+    let inner = service_fn(|req: Request<Full8>| async move {
+        match req.headers().get("x-mode").map(|v| v.as_bytes()) {
+            Some(b"open") => Ok(Rejection::circuit_open(Duration::from_secs(5)).into_response()),
+            Some(b"err") => Err::<_, BoxError>("boom".into()),
+            _ => Ok(Response::new(ResponseBody::new(Full8::from("fresh")))),
+        }
+    });
+    let svc = FallbackLayer::last_good(LastGood::new(10).unwrap()).layer(inner);
+    let req = |mode: &str| {
+        Request::get("/list")
+            .header("x-mode", mode)
+            .body(Full8::default())
+            .unwrap()
+    };
+    let res = svc.clone().oneshot(req("ok")).await.unwrap();
+    assert_eq!(text(res).await, "fresh");
+    for (mode, reason) in [("open", "circuit-open"), ("err", "error")] {
+        let res = svc.clone().oneshot(req(mode)).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["bulwark-fallback"], reason);
+        assert_eq!(text(res).await, "fresh");
+    }
+}

@@ -105,7 +105,10 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 ///   not kept: it cannot be buffered without the risk of holding too much.
 ///
 /// Kept responses are buffered with [`to_bytes_limited`](crate::body::to_bytes_limited) and
-/// passed on from the buffer. Hop-by-hop headers and `x-request-id` are not kept.
+/// passed on from the buffer, so their head goes out once the whole body has arrived. Hop-by-hop
+/// headers and `x-request-id` are not kept. If a body fails while it is buffered, its bytes are
+/// gone: that is an inner failure (reason `error`), and without a fallback answer the original
+/// becomes an empty 502.
 ///
 /// Memory is bounded: at most [`capacity`](LastGoodBuilder::capacity) entries (a moka cache with
 /// TinyLFU admission and LRU eviction), each at most `max_body_bytes` of body. The store is made

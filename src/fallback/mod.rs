@@ -53,6 +53,11 @@
 //! [`ServerErrorsAsFailures`](crate::classify::ServerErrorsAsFailures): 500, 502, 503, 504) and
 //! `circuit-open`. Off by default: `rejected` (any other bulwark rejection).
 //!
+//! Timeouts are found in the inner error when it is a `BoxError` (what `tower::timeout` and most
+//! tower middleware return), a `std::io::Error`, or an `Elapsed` itself, anywhere in the source
+//! chain. Other error types fall back as `error`; map them into a `BoxError` inside this layer
+//! (`MapErrLayer`) to have their timeouts seen.
+//!
 //! Put this layer *outside* what it should watch: outside a circuit breaker, to see its
 //! circuit-open answers, and outside a `tower::timeout::TimeoutLayer`, to see its timeouts.
 //!

@@ -12,8 +12,8 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::{
-    BULWARK_FALLBACK, BufferBody, FallbackLayer, FallbackReason, FallbackSource, HeadOnly,
-    OnFallback, Triggers, future::ResponseFuture, last_good::storable,
+    BULWARK_FALLBACK, BufferBody, FallbackReason, FallbackSource, HeadOnly, OnFallback, Triggers,
+    future::ResponseFuture, last_good::storable,
 };
 use crate::{
     ResponseForRejection,
@@ -21,7 +21,7 @@ use crate::{
     classify::{Classify, Outcome, ServerErrorsAsFailures},
 };
 
-/// The service made by [`FallbackLayer`]: calls the inner service and answers with the
+/// The service made by [`FallbackLayer`](super::FallbackLayer): calls the inner service and answers with the
 /// fallback when a trigger fires.
 ///
 /// Cheap to clone when the inner service is: the configuration sits behind an `Arc`.
@@ -42,14 +42,6 @@ pub(crate) struct Shared<F, C, H> {
 }
 
 crate::macros::define_inner_service_accessors!(Fallback<S, F, C, H, Q>);
-
-impl<S, F: FallbackSource> Fallback<S, F> {
-    /// A [`FallbackLayer`] falling back to `source` (same as
-    /// [`FallbackLayer::from_source`]).
-    pub fn layer(source: F) -> FallbackLayer<F> {
-        FallbackLayer::from_source(source)
-    }
-}
 
 impl<S: Clone, F, C, H, Q: Clone> Clone for Fallback<S, F, C, H, Q> {
     fn clone(&self) -> Self {
