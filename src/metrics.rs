@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `bulwark_rejections_total` | counter | `rejection` ([`Rejection::kind`](crate::Rejection::kind)) |
 //! | `bulwark_store_errors_total` | counter | `store`, `operation` |
+//! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
 
 /// One rejection answered.
 #[inline]
@@ -82,4 +83,14 @@ pub(crate) fn http_request(
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (method, route, status, elapsed);
+}
+
+/// One fallback ran: `outcome` is `answered`, or `failed` when the original result went out.
+#[inline]
+pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_fallbacks_total", "reason" => reason, "outcome" => outcome)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (reason, outcome);
 }

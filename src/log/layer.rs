@@ -81,7 +81,7 @@ impl<M> RequestLogLayer<M> {
 
     /// Never logs the value of header `name`.
     pub fn redact_header(mut self, name: HeaderName) -> Self {
-        self.config_mut().redactor.add_header(&name);
+        self.config_mut().redactor.add_header(name);
         self
     }
 

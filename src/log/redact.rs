@@ -40,22 +40,25 @@ pub(crate) const REDACTED: &str = "REDACTED";
 /// Redaction lists, fixed when the layer is built.
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
-    headers: Vec<String>,
+    headers: Vec<HeaderName>,
     query: Vec<String>,
 }
 
 impl Default for Redactor {
     fn default() -> Self {
         Self {
-            headers: SENSITIVE_HEADERS.iter().map(|s| (*s).to_owned()).collect(),
+            headers: SENSITIVE_HEADERS
+                .iter()
+                .map(|s| HeaderName::from_static(s))
+                .collect(),
             query: SENSITIVE_QUERY.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }
 
 impl Redactor {
-    pub(crate) fn add_header(&mut self, name: &HeaderName) {
-        self.headers.push(name.as_str().to_owned());
+    pub(crate) fn add_header(&mut self, name: HeaderName) {
+        self.headers.push(name);
     }
 
     pub(crate) fn add_query(&mut self, name: &str) {
@@ -63,9 +66,11 @@ impl Redactor {
     }
 
     fn header_is_sensitive(&self, name: &HeaderName) -> bool {
+        if self.headers.contains(name) {
+            return true;
+        }
         let name = name.as_str();
-        self.headers.iter().any(|h| h == name)
-            || name.contains("token")
+        name.contains("token")
             || name.contains("secret")
             || name.contains("api-key")
             || name.contains("apikey")
@@ -164,7 +169,7 @@ mod tests {
         h.insert("x-vendor-token", "t".parse().unwrap());
         h.insert("accept", "text/html".parse().unwrap());
         let mut r = Redactor::default();
-        r.add_header(&HeaderName::from_static("x-tenant"));
+        r.add_header(HeaderName::from_static("x-tenant"));
         h.insert("x-tenant", "acme".parse().unwrap());
         let out = r.headers(&h);
         for secret in ["s3cr3t", "sid=abc", ": k", ": t;", "acme"] {
