@@ -104,6 +104,42 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "200 JSON with payments_charged",
         run: |ctx| Box::pin(admin_with_token(ctx)),
     },
+    // Breaker + fallback: /recommendations and /dashboard.
+    Scenario {
+        name: "GET /recommendations, healthy",
+        expected: "200 personal list, no fallback",
+        run: |ctx| Box::pin(recommendations_healthy(ctx)),
+    },
+    Scenario {
+        name: "chaos: recommendations fail",
+        expected: "200, failure_rate 1.0",
+        run: |ctx| Box::pin(chaos(ctx, "recommendations", 1.0, 0)),
+    },
+    Scenario {
+        name: "recommendations fail",
+        expected: "200 last good list, fallback: status",
+        run: |ctx| Box::pin(recommendations_fallback(ctx)),
+    },
+    Scenario {
+        name: "breaker opens",
+        expected: "open; fallback: circuit-open",
+        run: |ctx| Box::pin(breaker_opens(ctx)),
+    },
+    Scenario {
+        name: "chaos off",
+        expected: "200, failure_rate 0.0",
+        run: |ctx| Box::pin(chaos(ctx, "recommendations", 0.0, 0)),
+    },
+    Scenario {
+        name: "breaker closes after 5 s",
+        expected: "2 probes pass; closed",
+        run: |ctx| Box::pin(breaker_closes(ctx)),
+    },
+    Scenario {
+        name: "dashboard, 1 failing + 1 slow",
+        expected: "200 < 1.5 s, degraded user+posts",
+        run: |ctx| Box::pin(dashboard_degraded(ctx)),
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -204,6 +240,112 @@ async fn admin_with_token(ctx: &Ctx) -> Result<Verdict, String> {
         .await?;
     let passed = res.status == StatusCode::OK && res.json()?["payments_charged"].is_u64();
     Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn recommendations_healthy(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/recommendations", &[]).await?;
+    let expected = serde_json::json!(crate::degrade::PERSONAL);
+    let passed = res.status == StatusCode::OK
+        && res.headers.get("bulwark-fallback").is_none()
+        && res.json()? == expected;
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+/// `POST /admin/chaos` for `target`.
+async fn chaos(
+    ctx: &Ctx,
+    target: &str,
+    failure_rate: f32,
+    latency_ms: u64,
+) -> Result<Verdict, String> {
+    let body = serde_json::json!({"target": target, "failure_rate": failure_rate, "latency_ms": latency_ms});
+    let req = ctx
+        .request(Method::POST, "/admin/chaos")
+        .header("authorization", ctx.bearer())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let res = ctx.send(req).await?;
+    let passed = res.status == StatusCode::OK
+        && (res.json()?["failure_rate"].as_f64() == Some(f64::from(failure_rate)));
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn recommendations_fallback(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/recommendations", &[]).await?;
+    let expected = serde_json::json!(crate::degrade::PERSONAL);
+    let reason = res.header("bulwark-fallback").to_owned();
+    let passed = res.status == StatusCode::OK && reason == "status" && res.json()? == expected;
+    Ok(Verdict::new(
+        passed,
+        format!("{} fallback: {reason}", res.status.as_u16()),
+    ))
+}
+
+async fn breaker_state(ctx: &Ctx, name: &str) -> Result<String, String> {
+    let bearer = ctx.bearer();
+    let res = ctx
+        .get("/admin/breakers", &[("authorization", bearer.as_str())])
+        .await?;
+    Ok(res.json()?[name]["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned())
+}
+
+async fn breaker_opens(ctx: &Ctx) -> Result<Verdict, String> {
+    // The window holds 1 success and 1 failure; 4 more failures reach the minimum of 5 calls
+    // at 80 % failures, and the next call meets an open circuit.
+    for _ in 0..4 {
+        ctx.get("/recommendations", &[]).await?;
+    }
+    let state = breaker_state(ctx, "recommendations").await?;
+    let res = ctx.get("/recommendations", &[]).await?;
+    let reason = res.header("bulwark-fallback").to_owned();
+    let passed = state == "open" && res.status == StatusCode::OK && reason == "circuit-open";
+    Ok(Verdict::new(passed, format!("{state}; fallback: {reason}")))
+}
+
+async fn breaker_closes(ctx: &Ctx) -> Result<Verdict, String> {
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let res = ctx.get("/recommendations", &[]).await?;
+        let clean = res.status == StatusCode::OK && res.headers.get("bulwark-fallback").is_none();
+        statuses.push(clean);
+    }
+    let state = breaker_state(ctx, "recommendations").await?;
+    let passed = statuses.iter().all(|ok| *ok) && state == "closed";
+    Ok(Verdict::new(
+        passed,
+        format!("probes clean: {statuses:?}; {state}"),
+    ))
+}
+
+async fn dashboard_degraded(ctx: &Ctx) -> Result<Verdict, String> {
+    chaos(ctx, "user", 1.0, 0).await?;
+    chaos(ctx, "posts", 0.0, 2_000).await?;
+    let start = std::time::Instant::now();
+    let res = ctx.get("/dashboard", &[]).await?;
+    let elapsed = start.elapsed();
+    chaos(ctx, "user", 0.0, 0).await?;
+    chaos(ctx, "posts", 0.0, 0).await?;
+    let body = res.json()?;
+    let degraded = &body["degraded"];
+    let passed = res.status == StatusCode::OK
+        && elapsed < std::time::Duration::from_millis(1_500)
+        && *degraded == serde_json::json!(["user", "posts"])
+        && body["notifications"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty());
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "{} in {} ms, degraded {degraded}",
+            res.status.as_u16(),
+            elapsed.as_millis()
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ use axum::Router;
 use bulwark::{
     StoreError,
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer},
+    fallback::LastGood,
     log::RequestLogLayer,
     redis::Redis,
 };
@@ -298,9 +299,13 @@ pub(crate) struct Shared {
     pub(crate) admin_token: AdminToken,
     pub(crate) started: Instant,
     /// The simulated upstreams and their injected faults.
-    pub(crate) upstreams: sim::Upstreams,
+    pub(crate) upstreams: Arc<sim::Upstreams>,
     /// One breaker per upstream, each a layer value (so one breaker however often applied).
     pub(crate) breakers: Breakers,
+    /// The last good `/recommendations` answers, shared by every app built from this state.
+    pub(crate) last_good: LastGood,
+    /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
+    pub(crate) sections: degrade::Sections,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -350,13 +355,17 @@ impl Breakers {
 
 impl AppState {
     pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
+        let upstreams = Arc::new(sim::Upstreams::default());
+        let breakers = Breakers::new();
         Self(Arc::new(Shared {
             store,
             stats: Stats::default(),
             admin_token,
             started: Instant::now(),
-            upstreams: sim::Upstreams::default(),
-            breakers: Breakers::new(),
+            upstreams: upstreams.clone(),
+            last_good: LastGood::new(100).expect("a non-zero capacity"),
+            sections: degrade::Sections::new(&upstreams, &breakers),
+            breakers,
         }))
     }
 }
@@ -626,9 +635,11 @@ mod tests {
     async fn readyz_memory() {
         let res = get("/readyz", &[]).await;
         assert_eq!(res.status(), StatusCode::OK);
+        let body = json(res).await;
+        assert_eq!(body["status"], "ready");
         assert_eq!(
-            json(res).await,
-            serde_json::json!({"status": "ready", "store": {"kind": "memory", "reachable": true}})
+            body["store"],
+            serde_json::json!({"kind": "memory", "reachable": true})
         );
     }
 
@@ -639,9 +650,11 @@ mod tests {
         let state = AppState::new(store, AdminToken::new(TEST_TOKEN).unwrap());
         let res = send(state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = json(res).await;
+        assert_eq!(body["status"], "unready");
         assert_eq!(
-            json(res).await,
-            serde_json::json!({"status": "unready", "store": {"kind": "redis", "reachable": false}})
+            body["store"],
+            serde_json::json!({"kind": "redis", "reachable": false})
         );
     }
 
