@@ -114,22 +114,22 @@ impl Sections {
                 upstreams,
                 "user",
                 breakers.user.clone(),
-                json!({"id": "u-42", "name": "Ada"}),
-                json!({"id": null, "name": "guest"}),
+                &json!({"id": "u-42", "name": "Ada"}),
+                &json!({"id": null, "name": "guest"}),
             ),
             posts: section(
                 upstreams,
                 "posts",
                 breakers.posts.clone(),
-                json!([{"id": 1, "title": "Circuit breakers in practice"}]),
-                json!([]),
+                &json!([{"id": 1, "title": "Circuit breakers in practice"}]),
+                &json!([]),
             ),
             notifications: section(
                 upstreams,
                 "notifications",
                 breakers.notifications.clone(),
-                json!([{"id": 7, "text": "Your order shipped"}]),
-                json!([]),
+                &json!([{"id": 7, "text": "Your order shipped"}]),
+                &json!([]),
             ),
         }
     }
@@ -139,14 +139,14 @@ fn section(
     upstreams: &Arc<Upstreams>,
     name: &'static str,
     breaker: CircuitBreakerLayer,
-    healthy: Value,
-    fallback: Value,
+    healthy: &Value,
+    fallback: &Value,
 ) -> Section {
     let upstreams = upstreams.clone();
     let healthy = Arc::new(healthy.to_string());
     let svc = ServiceBuilder::new()
         .map_response(|res: Response<_>| res.map(Body::new))
-        .layer(FallbackLayer::response(json_response(&fallback)))
+        .layer(FallbackLayer::response(json_response(fallback)))
         .layer(breaker)
         .timeout(Duration::from_millis(500))
         .service_fn(move |_req: Request<Body>| {
