@@ -57,7 +57,7 @@ mod error;
 pub mod fallback;
 pub mod key;
 pub mod log;
-mod metrics;
+pub mod metrics;
 pub mod prelude;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -27,6 +27,7 @@ mod degrade;
 mod demo;
 mod routes;
 mod sim;
+mod telemetry;
 
 use std::{
     ffi::OsString,
@@ -355,6 +356,8 @@ impl Breakers {
 
 impl AppState {
     pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
+        // Before any layer exists, so breakers' initial gauges are recorded too.
+        telemetry::handle();
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
         Self(Arc::new(Shared {

@@ -20,6 +20,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::telemetry::metrics))
         // Fallback outside the breaker, so it also answers while the circuit is open.
         .route(
             "/recommendations",
