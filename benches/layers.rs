@@ -29,6 +29,30 @@ fn log(c: &mut Criterion) {
             black_box(support::call(&mut svc, req))
         });
     });
+    let mut quiet = RequestLogLayer::new()
+        .request_metrics(false)
+        .layer(support::bare());
+    group.bench_function("no_subscriber/no_metrics", |b| {
+        b.iter(|| black_box(support::call(&mut quiet, support::request())));
+    });
+    // A JSON subscriber at INFO writing every line to a sink: formatting included, I/O not.
+    let json = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(json, || {
+        group.bench_function("json_subscriber", |b| {
+            b.iter(|| black_box(support::call(&mut quiet, support::request())));
+        });
+    });
+    // The duration histogram recorded into a Prometheus recorder (no subscriber).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        group.bench_function("no_subscriber/prometheus_recorder", |b| {
+            b.iter(|| black_box(support::call(&mut svc, support::request())));
+        });
+    });
     group.finish();
 }
 
