@@ -614,6 +614,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn every_scenario_passes() {
+        // The demo's subscriber, so scenarios that read the log tap see the request log.
+        crate::init_logging(true).ok();
         let rows = run(Store::Memory).await.unwrap();
         assert_eq!(rows.len(), SCENARIOS.len());
         assert!(rows.iter().all(|r| r.passed), "\n{}", table(&rows));

@@ -270,17 +270,36 @@ fn init_logging(demo: bool) -> Result<(), String> {
             .map_err(|e| format!("invalid RUST_LOG `{directives}`: {e}"))?,
         None => EnvFilter::new(if demo { "off" } else { "info" }),
     };
-    let builder = tracing_subscriber::fmt()
+    if !demo {
+        return tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .try_init()
+            .map_err(|e| format!("cannot install the log subscriber: {e}"));
+    }
+    // Demo: `RUST_LOG` lines to stderr, and the request log always into the in-memory tap,
+    // where scenarios check what a request's log line says.
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let stderr = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_span_list(false)
-        .with_env_filter(filter);
-    let installed = if demo {
-        builder.with_writer(std::io::stderr).try_init()
-    } else {
-        builder.with_writer(std::io::stdout).try_init()
-    };
-    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let tap = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_span_list(false)
+        .with_writer(telemetry::LogTap::global().clone())
+        .with_filter(EnvFilter::new("bulwark=info"));
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(tap)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
