@@ -70,6 +70,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: |ctx| Box::pin(request_id_kept(ctx)),
     },
     Scenario {
+        name: "a request's log line",
+        expected: "JSON with request_id, http.route, status, duration",
+        run: |ctx| Box::pin(log_line(ctx)),
+    },
+    Scenario {
         name: "no x-request-id",
         expected: "a generated 36-char UUIDv7",
         run: |ctx| Box::pin(request_id_generated(ctx)),
@@ -166,6 +171,42 @@ async fn request_id_kept(ctx: &Ctx) -> Result<Verdict, String> {
     let res = ctx.get("/healthz", &[("x-request-id", sent)]).await?;
     let got = res.header("x-request-id");
     Ok(Verdict::new(got == sent, format!("x-request-id: {got}")))
+}
+
+async fn log_line(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-log-line-1";
+    ctx.get("/healthz?token=s3cret", &[("x-request-id", id)])
+        .await?;
+    let v = logged(id).await?;
+    let passed = v["request_id"] == id
+        && v["http.route"] == "/healthz"
+        && v["http.response.status_code"] == 200
+        && v["url.query"] == "token=REDACTED"
+        && v["duration_ms"].is_number();
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "route={} status={} query={} duration_ms={}",
+            v["http.route"], v["http.response.status_code"], v["url.query"], v["duration_ms"]
+        ),
+    ))
+}
+
+/// The request log's completion line for request id `id`, from the demo's log tap. The line is
+/// written when the response body ends, which may be just after the client has it.
+async fn logged(id: &str) -> Result<Value, String> {
+    let needle = format!("\"request_id\":\"{id}\"");
+    for _ in 0..100 {
+        let lines = crate::telemetry::LogTap::global().lines_containing(&needle);
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.contains("\"http.response.status_code\""))
+        {
+            return serde_json::from_str(line).map_err(|e| format!("log line is not JSON: {e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("no completion log line with request_id {id}"))
 }
 
 async fn request_id_generated(ctx: &Ctx) -> Result<Verdict, String> {
