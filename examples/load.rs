@@ -12,6 +12,7 @@
 
 use std::{
     net::SocketAddr,
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -39,7 +40,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The arguments, or `None` when `--help` was asked for (and printed).
+fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         urls: Vec::new(),
         connections: 32,
@@ -78,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
                     "usage: load --url URL [--url URL ...] [--connections N] [--duration 10s] \
                      [--warm-up 1s] [--header 'name: value' ...]"
                 );
-                std::process::exit(0);
+                return Ok(None);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -86,7 +88,7 @@ fn parse_args() -> Result<Args, String> {
     if args.urls.is_empty() {
         return Err("at least one --url is needed".into());
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 #[derive(Default)]
@@ -160,12 +162,13 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("load: {e}");
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
     };
     let authority = args.urls[0].authority().map(|a| a.as_str().to_owned());
@@ -177,7 +180,7 @@ async fn main() {
         Some(addr) => addr,
         None => {
             eprintln!("load: cannot resolve {authority:?}");
-            std::process::exit(2);
+            return ExitCode::from(2);
         }
     };
     let args: &'static Args = Box::leak(Box::new(args));
@@ -225,6 +228,7 @@ async fn main() {
     );
     if n == 0 {
         eprintln!("load: no request completed");
-        std::process::exit(1);
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }

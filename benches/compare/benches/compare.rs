@@ -242,6 +242,20 @@ fn log(c: &mut Criterion) {
             TraceLayer::new_for_http().layer(bare())
         );
 
+        // tower-http's equivalent of what bulwark's layer does besides tracing: set a request
+        // id when missing and echo it on the response.
+        case!(
+            group,
+            "tower-http+request_id/no_subscriber",
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid
+                ))
+                .layer(TraceLayer::new_for_http())
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+                .service(bare())
+        );
+
         let json = || {
             tracing_subscriber::fmt()
                 .json()
