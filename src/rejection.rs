@@ -473,7 +473,7 @@ pub(crate) fn write_json_string(out: &mut String, s: &str) {
             b'\r' => out.push_str("\\r"),
             b'\t' => out.push_str("\\t"),
             c => {
-                let _ = write!(out, "\\u{:04x}", c);
+                let _ = write!(out, "\\u{c:04x}");
             }
         }
         rest = &rest[i + 1..];
