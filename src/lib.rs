@@ -31,6 +31,7 @@
 //! | --- | --- | --- |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
+//! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | GCRA quotas per key, 429 with `Retry-After` and `RateLimit` headers; memory or Redis |
 //!
 //! # Feature flags
 //!
@@ -57,6 +58,7 @@ pub mod key;
 pub mod log;
 mod metrics;
 pub mod prelude;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

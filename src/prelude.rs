@@ -6,4 +6,5 @@ pub use crate::{
     classify::{Classify, Outcome, ServerErrorsAsFailures},
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,
+    rate_limit::{Quota, RateLimitLayer},
 };
