@@ -103,10 +103,14 @@
 //! (never on every request). A table holds at most `max_keys` keys plus two shared buckets;
 //! a new key that finds it full shares an *overflow bucket* with every other such key until
 //! pruning makes room, so a flood of new keys is limited together and existing keys keep
-//! their own state. The table's memory is at most about `capacity × 17` bytes (entries plus
-//! one control byte each), and its capacity stays below `2 × max_keys + 1,024` after growth
-//! (hash tables double), so the default costs at most about 3.5 MB per quota, whatever number
-//! of distinct keys arrives. [`RateLimitHandle::key_tables`] shows the numbers.
+//! their own state. A table's capacity (entries it holds without growing) stays below
+//! `2 × (max_keys + 2) + 8 × shards`, where the table has four shards per CPU rounded up to a
+//! power of two (each shard's hash table at most doubles past its entries when it grows), and
+//! each unit of capacity costs about 20 bytes (a 16-byte entry and a control byte, at most 7/8
+//! full). So the default costs at most about 4 MB per quota on a machine of a few dozen CPUs,
+//! whatever number of distinct keys arrives: after a million
+//! distinct keys with `max_keys` 10,000 the test suite measures 10,001 entries in a capacity
+//! of 14,336 (about 280 KB). [`RateLimitHandle::key_tables`] shows the numbers.
 //!
 //! # Redis
 //!
