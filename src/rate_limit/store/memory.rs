@@ -288,6 +288,19 @@ impl QuotaState {
         self.emission.saturating_mul(u64::from(cost))
     }
 
+    /// Time until `key`'s bucket is full again, read from its stored state. `origin` was read
+    /// just before governor read its own start, so this errs short by nanoseconds, never long.
+    fn reset(&self, key: u64) -> Duration {
+        let table = &*self.table;
+        let tat = table
+            .map
+            .get(&key)
+            .or_else(|| table.map.get(&OVERFLOW))
+            .map_or(0, |state| state.load(Ordering::Acquire));
+        let now = self.gcra.clock().now().duration_since(self.origin).as_u64();
+        Duration::from_nanos(tat.saturating_sub(now))
+    }
+
     pub(crate) fn info(&self, remaining: u64, reset: Duration) -> RateLimitInfo {
         RateLimitInfo::new(
             self.quota.shared_name().clone(),
@@ -418,10 +431,7 @@ impl QuotaSet {
         }
         set.metrics.allowed();
         Verdict::Allowed(match strictest {
-            Some((q, left)) if want_info => {
-                let reset = Duration::from_nanos(q.weight(q.burst.saturating_sub(left)));
-                Some(q.info(u64::from(left), reset))
-            }
+            Some((q, left)) if want_info => Some(q.info(u64::from(left), q.reset(key))),
             _ => None,
         })
     }
