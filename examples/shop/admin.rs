@@ -4,7 +4,7 @@
 //! the token check covers it (and any unknown `/admin/...` path) without further work.
 
 use std::{
-    collections::hash_map::RandomState,
+    collections::{BTreeMap, hash_map::RandomState},
     fmt::{self, Write as _},
     hash::BuildHasher,
     sync::{Arc, atomic::Ordering},
@@ -18,10 +18,10 @@ use axum::{
         header::{AUTHORIZATION, WWW_AUTHENTICATE},
     },
     middleware::{self, Next},
-    response::Response,
-    routing::get,
+    response::{IntoResponse, Response},
+    routing::{get, post},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{AppState, routes::problem};
 
@@ -29,6 +29,8 @@ use crate::{AppState, routes::problem};
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/stats", get(stats))
+        .route("/chaos", post(chaos))
+        .route("/breakers", get(breakers))
         .fallback(crate::routes::not_found)
         .layer(middleware::from_fn_with_state(state, require_admin_token))
 }
@@ -45,6 +47,87 @@ async fn stats(State(state): State<AppState>) -> Json<StatsReport> {
         payments_charged: state.stats.payments_charged.load(Ordering::Relaxed),
         uptime_seconds: state.started.elapsed().as_secs(),
     })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChaosRequest {
+    target: String,
+    #[serde(default)]
+    failure_rate: f32,
+    #[serde(default)]
+    latency_ms: u64,
+}
+
+#[derive(Serialize)]
+struct ChaosReport {
+    target: String,
+    failure_rate: f32,
+    latency_ms: u64,
+}
+
+/// `POST /admin/chaos`: `{"target": "recommendations" | "user" | "posts" | "notifications",
+/// "failure_rate": 0.0..1.0, "latency_ms": int}` sets that upstream's injected faults.
+async fn chaos(
+    State(state): State<AppState>,
+    body: Result<Json<ChaosRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(body) => body,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    if !(0.0..=1.0).contains(&req.failure_rate) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "failure_rate must be between 0.0 and 1.0.",
+        );
+    }
+    let Some(upstream) = state.upstreams.get(&req.target) else {
+        let detail = format!(
+            "Unknown target; one of: {}.",
+            crate::sim::TARGETS.join(", ")
+        );
+        return problem(StatusCode::BAD_REQUEST, &detail);
+    };
+    upstream.set(req.failure_rate, req.latency_ms);
+    tracing::warn!(target = %req.target, failure_rate = req.failure_rate, latency_ms = req.latency_ms, "chaos set");
+    Json(ChaosReport {
+        target: req.target,
+        failure_rate: upstream.failure_rate(),
+        latency_ms: upstream.latency_ms(),
+    })
+    .into_response()
+}
+
+#[derive(Serialize)]
+struct BreakerReport {
+    state: &'static str,
+    calls: u64,
+    failures: u64,
+    failure_rate: Option<f64>,
+    rejected: u64,
+}
+
+/// `GET /admin/breakers`: every breaker's state and window.
+async fn breakers(State(state): State<AppState>) -> Json<BTreeMap<&'static str, BreakerReport>> {
+    Json(
+        state
+            .breakers
+            .handles()
+            .into_iter()
+            .map(|(name, handle)| {
+                let m = handle.metrics();
+                let report = BreakerReport {
+                    state: m.state.as_str(),
+                    calls: m.calls,
+                    failures: m.failures,
+                    failure_rate: m.failure_rate,
+                    rejected: m.rejected,
+                };
+                (name, report)
+            })
+            .collect(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
