@@ -205,5 +205,12 @@ fn rate_limit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, log, rejection, circuit_breaker, fallback, rate_limit);
+criterion_group!(
+    benches,
+    log,
+    rejection,
+    circuit_breaker,
+    fallback,
+    rate_limit
+);
 criterion_main!(benches);

@@ -472,7 +472,9 @@ fn login_refused(res: &Reply) -> (bool, String) {
     let retry_after = res.header("retry-after");
     let limit = res.header("ratelimit");
     let passed = res.status == StatusCode::TOO_MANY_REQUESTS
-        && retry_after.parse::<u64>().is_ok_and(|s| (1..=60).contains(&s))
+        && retry_after
+            .parse::<u64>()
+            .is_ok_and(|s| (1..=60).contains(&s))
         && limit.starts_with("\"login\";r=0;")
         && res.header("ratelimit-policy") == "\"login\";q=5;w=60"
         && res.header("content-type") == "application/problem+json";

@@ -142,7 +142,11 @@ pub(crate) async fn login(body: Bytes) -> Response {
 
 /// `a == b`, taking the same time for every `a` of `b`'s length.
 fn eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -184,10 +188,7 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["ratelimit"], "\"login\";r=4;t=12");
-        assert_eq!(
-            res.headers()["ratelimit-policy"],
-            "\"login\";q=5;w=60"
-        );
+        assert_eq!(res.headers()["ratelimit-policy"], "\"login\";q=5;w=60");
         assert_eq!(json(res).await, serde_json::json!({"user": "demo"}));
 
         let res = app(state.clone())
@@ -223,7 +224,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-        let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let retry: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=12).contains(&retry), "{retry}");
         assert_eq!(res.headers()["ratelimit-policy"], "\"login\";q=5;w=60");
         assert!(
@@ -272,7 +277,7 @@ mod tests {
         let state = crate::AppState::with_trusted_proxies(
             crate::Store::Memory,
             crate::admin::AdminToken::new(crate::tests::TEST_TOKEN).unwrap(),
-            vec![proxy],
+            &[proxy],
         );
         let through = |client: &str| {
             post(
@@ -311,7 +316,10 @@ mod tests {
         let mut allowed = 0u32;
         let mut refused = None;
         for _ in 0..300 {
-            let res = app(state.clone()).oneshot(get("192.0.2.9:1")).await.unwrap();
+            let res = app(state.clone())
+                .oneshot(get("192.0.2.9:1"))
+                .await
+                .unwrap();
             if res.status() == StatusCode::TOO_MANY_REQUESTS {
                 refused = Some(res);
                 break;
@@ -323,11 +331,17 @@ mod tests {
         assert_eq!(refused.headers()["ratelimit-policy"], "\"global\";q=50;w=1");
         assert!(refused.headers().contains_key("x-request-id"));
         // Another client is not affected.
-        let res = app(state.clone()).oneshot(get("192.0.2.10:1")).await.unwrap();
+        let res = app(state.clone())
+            .oneshot(get("192.0.2.10:1"))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         // 20 ms later the first client has one more request.
         tokio::time::advance(std::time::Duration::from_millis(20)).await;
-        let res = app(state.clone()).oneshot(get("192.0.2.9:1")).await.unwrap();
+        let res = app(state.clone())
+            .oneshot(get("192.0.2.9:1"))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let res = app(state).oneshot(get("192.0.2.9:1")).await.unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);

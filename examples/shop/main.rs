@@ -141,7 +141,7 @@ async fn main() -> ExitCode {
 
     match serve(
         listener,
-        AppState::with_trusted_proxies(store, admin_token, config.trusted_proxies),
+        AppState::with_trusted_proxies(store, admin_token, &config.trusted_proxies),
         shutdown_signal(),
     )
     .await
@@ -401,7 +401,7 @@ impl Breakers {
 impl AppState {
     /// The state, with no trusted proxy (client IPs are peer addresses).
     pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
-        Self::with_trusted_proxies(store, admin_token, Vec::new())
+        Self::with_trusted_proxies(store, admin_token, &[])
     }
 
     /// The state, reading client IPs through `X-Forwarded-For` as far as `trusted_proxies`
@@ -409,13 +409,13 @@ impl AppState {
     pub(crate) fn with_trusted_proxies(
         store: Store,
         admin_token: AdminToken,
-        trusted_proxies: Vec<IpNet>,
+        trusted_proxies: &[IpNet],
     ) -> Self {
         // Before any layer exists, so breakers' initial gauges are recorded too.
         telemetry::handle();
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
-        let limits = login::Limits::new(&store, &trusted_proxies);
+        let limits = login::Limits::new(&store, trusted_proxies);
         Self(Arc::new(Shared {
             limits,
             store,
@@ -673,7 +673,10 @@ mod tests {
         let nets: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(nets, ["10.0.0.0/8", "fd00::/8"]);
         let (message, usage) = refusal(&[], &[("SHOP_TRUSTED_PROXIES", "10.0.0.0/33")]);
-        assert!(!usage && message.contains("SHOP_TRUSTED_PROXIES"), "{message}");
+        assert!(
+            !usage && message.contains("SHOP_TRUSTED_PROXIES"),
+            "{message}"
+        );
     }
 
     #[cfg(unix)]

@@ -146,9 +146,8 @@ fn rate_limit(c: &mut Criterion) {
 
         // bulwark: a quota no run can exhaust (4 billion per second and burst), and one that
         // refuses everything after its first request.
-        let plenty = || {
-            bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX)
-        };
+        let plenty =
+            || bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
         axum_case!(
             group,
             "bulwark/allowed/global",
@@ -161,11 +160,10 @@ fn rate_limit(c: &mut Criterion) {
                 .key(bulwark::key::PeerIp::new())
                 .layer(axum_bare())
         );
-        let mut ours_rejecting =
-            bulwark::rate_limit::RateLimitLayer::new(bulwark::rate_limit::Quota::per_hour(
-                NonZeroU32::MIN,
-            ))
-            .layer(axum_bare());
+        let mut ours_rejecting = bulwark::rate_limit::RateLimitLayer::new(
+            bulwark::rate_limit::Quota::per_hour(NonZeroU32::MIN),
+        )
+        .layer(axum_bare());
         let _ = call(&mut ours_rejecting, axum_request());
         axum_case!(group, "bulwark/rejected", ours_rejecting);
 
