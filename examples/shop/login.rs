@@ -22,7 +22,7 @@ use axum::{
 use bulwark::{
     DefaultResponseForRejection,
     key::{IpNet, TrustedProxyIp},
-    rate_limit::{Quota, RateLimitHandle, RateLimitLayer},
+    rate_limit::{Quota, RateLimitLayer},
 };
 use serde::{Deserialize, Serialize};
 use tower::util::Either;
@@ -79,28 +79,12 @@ impl Limits {
             global: with_store(global, store),
         }
     }
-
-    /// `(name, handle)` for each limiter: quotas readable and replaceable at run time.
-    #[allow(dead_code)] // for admin routes and tests
-    pub(crate) fn handles(&self) -> [(&'static str, RateLimitHandle); 2] {
-        [
-            ("login", handle(&self.login)),
-            ("global", handle(&self.global)),
-        ]
-    }
 }
 
 fn with_store(layer: RateLimitLayer<TrustedProxyIp>, store: &Store) -> Limit {
     match store {
         Store::Memory => Either::Left(layer),
         Store::Redis(redis) => Either::Right(layer.redis(redis.clone())),
-    }
-}
-
-fn handle(limit: &Limit) -> RateLimitHandle {
-    match limit {
-        Either::Left(layer) => layer.handle(),
-        Either::Right(layer) => layer.handle(),
     }
 }
 
@@ -344,6 +328,28 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let res = app(state).oneshot(get("192.0.2.9:1")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn without_redis_each_instance_falls_back_to_its_own_limit() {
+        // Nothing listens on port 1: every Redis call fails, and the limiters decide locally.
+        let store = crate::Store::open(Some("redis://127.0.0.1:1/")).unwrap();
+        let state = crate::AppState::new(
+            store,
+            crate::admin::AdminToken::new(crate::tests::TEST_TOKEN).unwrap(),
+        );
+        for _ in 0..5 {
+            let res = app(state.clone())
+                .oneshot(post(BAD, "192.0.2.77:1", &[]))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        }
+        let res = app(state)
+            .oneshot(post(GOOD, "192.0.2.77:1", &[]))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 
