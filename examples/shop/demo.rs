@@ -171,6 +171,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "still 429: no proxy is trusted",
         run: |ctx| Box::pin(login_spoofed(ctx)),
     },
+    Scenario {
+        name: "a rejected request's log line",
+        expected: "bulwark.rejection=rate_limited, its request_id, 429",
+        run: |ctx| Box::pin(rejection_logged(ctx)),
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -427,6 +432,31 @@ async fn login_attempt(ctx: &Ctx, body: &str, headers: &[(&str, &str)]) -> Resul
         .body(Full::new(Bytes::from(body.to_owned())))
         .map_err(|e| format!("bad request: {e}"))?;
     ctx.send(req).await
+}
+
+/// A refused login's log line (found in the demo's log tap by the request id the client
+/// sent) names the rejection and the id. Runs after the login quota is used up.
+async fn rejection_logged(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-rejected-login-1";
+    let res = login_attempt(ctx, LOGIN_WRONG, &[("x-request-id", id)]).await?;
+    if res.status != StatusCode::TOO_MANY_REQUESTS {
+        return Ok(Verdict::new(
+            false,
+            format!("expected 429, got {}", res.summary()),
+        ));
+    }
+    let v = logged(id).await?;
+    let passed = v["bulwark.rejection"] == "rate_limited"
+        && v["request_id"] == id
+        && v["http.response.status_code"] == 429
+        && v["level"] == "WARN";
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "bulwark.rejection={} request_id={} status={} level={}",
+            v["bulwark.rejection"], v["request_id"], v["http.response.status_code"], v["level"]
+        ),
+    ))
 }
 
 const LOGIN_GOOD: &str = r#"{"user":"demo","password":"demo"}"#;
