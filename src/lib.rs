@@ -32,6 +32,7 @@
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
+//! | [`cache`] | [`CacheLayer`](cache::CacheLayer) | HTTP response cache: RFC 9111 or forced TTL, coalescing, `Cache-Status`, memory or Redis |
 //!
 //! # Feature flags
 //!
@@ -51,6 +52,7 @@
 mod macros;
 
 pub mod body;
+pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;
