@@ -96,7 +96,7 @@ where
                 } => {
                     let res = ready!(future.poll(cx))?;
                     let (mut parts, body) = res.into_parts();
-                    InvalidationTarget::report(shared, parts.status.as_u16(), &mut parts.headers);
+                    InvalidationTarget::report(shared, &mut parts);
                     let res = Response::from_parts(parts, CacheBody::inner(body));
                     let success = res.status().is_success() || res.status().is_redirection();
                     match target.take() {

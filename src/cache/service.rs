@@ -429,10 +429,11 @@ impl InvalidationTarget {
         keys
     }
 
-    pub(crate) fn report(shared: &Shared, status: u16, headers: &mut HeaderMap) {
+    pub(crate) fn report(shared: &Shared, parts: &mut response::Parts) {
         let mut s = CacheStatus::new(CacheOutcome::Method);
-        s.fwd_status = Some(status);
-        shared.report(s, headers, None);
+        s.fwd_status = Some(parts.status.as_u16());
+        shared.report(s, &mut parts.headers, None);
+        parts.extensions.insert(s);
     }
 }
 
@@ -775,8 +776,8 @@ where
                         );
                         if !is_head {
                             if let Join::Lead(guard) = shared.join(&key) {
-                                let added = stored.add_validators(&mut parts.headers);
                                 let head = head_of(&parts);
+                                let added = stored.add_validators(&mut parts.headers);
                                 let fut = inner.call(Request::from_parts(parts, body));
                                 let shared2 = shared.clone();
                                 let fwd = Forwarded {
@@ -866,6 +867,8 @@ where
             }
         }
     };
+    // The client's own head: its conditional fields decide whether it gets a 304.
+    let head = head_of(&parts);
     let added = match &stale {
         Some(e) => e
             .as_response()
@@ -873,7 +876,6 @@ where
             .add_validators(&mut parts.headers),
         None => false,
     };
-    let head = head_of(&parts);
     let fwd = Forwarded {
         base,
         key,
