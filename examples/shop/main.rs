@@ -23,6 +23,7 @@
 //! and the tests all build the app through `app`, so the new route is everywhere at once.
 
 mod admin;
+mod catalog;
 mod degrade;
 mod demo;
 mod routes;
@@ -307,6 +308,8 @@ pub(crate) struct Shared {
     pub(crate) last_good: LastGood,
     /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
     pub(crate) sections: degrade::Sections,
+    /// The `GET /products` cache (10 s, shared through Redis with `--redis`).
+    pub(crate) products_cache: bulwark::cache::CacheLayer,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -361,6 +364,7 @@ impl AppState {
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
         Self(Arc::new(Shared {
+            products_cache: catalog::products_cache(&store),
             store,
             stats: Stats::default(),
             admin_token,
@@ -386,6 +390,8 @@ impl Deref for AppState {
 pub(crate) struct Stats {
     /// Executions of the payment charge (not requests: an idempotent replay does not count).
     pub(crate) payments_charged: AtomicU64,
+    /// Queries the simulated product database answered (cache misses of `GET /products`).
+    pub(crate) products_queries: AtomicU64,
 }
 
 /// Where shared state lives.
