@@ -27,6 +27,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 #[derive(Clone)]
 pub struct Entry(pub(crate) Arc<EntryKind>);
 
+// Entries live behind an `Arc`; boxing the response would add an allocation per stored entry
+// for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum EntryKind {
     /// The header names a URL's responses vary on; variants are stored under keys derived from
     /// the base key, this index's `id` and the request's values of those headers.
