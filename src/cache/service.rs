@@ -774,7 +774,11 @@ where
                             now,
                             &key,
                         );
-                        if !is_head {
+                        // Refresh in the background (once: the flight table says whether a
+                        // refresh is already running). Without a tokio runtime to spawn on, the
+                        // stale answer is still served and the next request refreshes in line.
+                        let can_spawn = tokio::runtime::Handle::try_current().is_ok();
+                        if !is_head && can_spawn {
                             if let Join::Lead(guard) = shared.join(&key) {
                                 let head = head_of(&parts);
                                 let added = stored.add_validators(&mut parts.headers);

@@ -45,10 +45,14 @@ impl MemoryStore {
                 u32::try_from(key.len() + value.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntry)
-            .eviction_listener(|_, _, cause| match cause {
-                RemovalCause::Size => crate::metrics::cache_evicted("memory", "size"),
-                RemovalCause::Expired => crate::metrics::cache_evicted("memory", "expired"),
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            .eviction_listener(|key, _, cause| {
+                let cause = match cause {
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                tracing::trace!(target: "bulwark::cache", key = &**key, cause, "cache entry evicted");
+                crate::metrics::cache_evicted("memory", cause);
             })
             .build();
         Self { cache }
