@@ -1070,3 +1070,44 @@ async fn existing_cache_status_is_appended_to() {
     let b = send(&svc, get("/s")).await;
     assert_eq!(b.cs(), "origin-cache; hit, bulwark; hit; ttl=60");
 }
+
+// --- metrics --------------------------------------------------------------------------------
+
+#[test]
+fn decisions_are_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let seen = Seen::default();
+            let svc = CacheLayer::new(memory())
+                .ttl(Duration::from_secs(60))
+                .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+            send(&svc, get("/m")).await;
+            send(&svc, get("/m")).await;
+            send(&svc, get("/m")).await;
+            send(&svc, get_with("/m", &[("range", "bytes=0-1")])).await;
+        });
+    });
+    let mut counts = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let DebugValue::Counter(n) = value else { continue };
+        let outcome = key
+            .key()
+            .labels()
+            .find(|l| l.key() == "outcome")
+            .map(|l| l.value().to_owned())
+            .unwrap_or_default();
+        counts.insert(format!("{}:{outcome}", key.key().name()), n);
+    }
+    assert_eq!(counts.get("bulwark_cache_requests_total:miss"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("bulwark_cache_requests_total:hit"), Some(&2));
+    assert_eq!(counts.get("bulwark_cache_requests_total:bypass"), Some(&1));
+    assert_eq!(counts.get("bulwark_cache_stored_total:"), Some(&1));
+}
