@@ -1097,7 +1097,9 @@ fn decisions_are_counted() {
     });
     let mut counts = std::collections::HashMap::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let DebugValue::Counter(n) = value else { continue };
+        let DebugValue::Counter(n) = value else {
+            continue;
+        };
         let outcome = key
             .key()
             .labels()
@@ -1106,7 +1108,11 @@ fn decisions_are_counted() {
             .unwrap_or_default();
         counts.insert(format!("{}:{outcome}", key.key().name()), n);
     }
-    assert_eq!(counts.get("bulwark_cache_requests_total:miss"), Some(&1), "{counts:?}");
+    assert_eq!(
+        counts.get("bulwark_cache_requests_total:miss"),
+        Some(&1),
+        "{counts:?}"
+    );
     assert_eq!(counts.get("bulwark_cache_requests_total:hit"), Some(&2));
     assert_eq!(counts.get("bulwark_cache_requests_total:bypass"), Some(&1));
     assert_eq!(counts.get("bulwark_cache_stored_total:"), Some(&1));

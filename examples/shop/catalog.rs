@@ -105,4 +105,20 @@ mod tests {
         }
         assert_eq!(state.stats.products_queries.load(Ordering::Relaxed), 1);
     }
+
+    #[tokio::test]
+    async fn redis_down_still_serves_products() {
+        use crate::{AppState, Store, admin::AdminToken};
+        // Nothing listens on port 1: the cache bypasses, the database answers.
+        let store = Store::open(Some("redis://127.0.0.1:1/")).unwrap();
+        let state = AppState::new(store, AdminToken::new(crate::tests::TEST_TOKEN).unwrap());
+        let res = send(
+            state,
+            Request::get("/products").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let status = res.headers()["cache-status"].to_str().unwrap();
+        assert!(status.contains("fwd=bypass"), "{status}");
+    }
 }

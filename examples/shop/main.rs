@@ -405,7 +405,7 @@ pub(crate) enum Store {
 
 impl Store {
     /// Redis at `redis_url` if given (connected lazily: this never blocks), memory otherwise.
-    fn open(redis_url: Option<&str>) -> Result<Self, String> {
+    pub(crate) fn open(redis_url: Option<&str>) -> Result<Self, String> {
         match redis_url {
             None => Ok(Self::Memory),
             Some(url) => Redis::open(url)
