@@ -1117,3 +1117,88 @@ fn decisions_are_counted() {
     assert_eq!(counts.get("bulwark_cache_requests_total:bypass"), Some(&1));
     assert_eq!(counts.get("bulwark_cache_stored_total:"), Some(&1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn other_statuses_with_explicit_freshness_are_stored() {
+    for status in [400u16, 500, 503, 599, 999] {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |_, n| {
+            res(status, &[("cache-control", "max-age=60")], format!("v{n}"))
+        }));
+        send(&svc, get("/s")).await;
+        let b = send(&svc, get("/s")).await;
+        assert_eq!(
+            (b.status.as_u16(), b.cache.outcome),
+            (status, CacheOutcome::Hit)
+        );
+        // Without explicit freshness they are not.
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |_, n| {
+            res(status, &[("etag", "\"e\"")], format!("v{n}"))
+        }));
+        assert!(!send(&svc, get("/s")).await.cache.stored, "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_header_values_do_not_panic() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, n| {
+        match req.uri().path() {
+            "/age" => res(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "18446744073709551615"),
+                ],
+                format!("v{n}"),
+            ),
+            "/age2" => res(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "99999999999999999999999"),
+                ],
+                format!("v{n}"),
+            ),
+            "/max" => res(
+                200,
+                &[(
+                    "cache-control",
+                    "max-age=18446744073709551615, stale-while-revalidate=18446744073709551615",
+                )],
+                format!("v{n}"),
+            ),
+            _ => res(
+                200,
+                &[
+                    ("cache-control", "max-age=-1, s-maxage=x"),
+                    ("expires", "garbage"),
+                ],
+                format!("v{n}"),
+            ),
+        }
+    }));
+    for path in ["/age", "/age2", "/max", "/bad"] {
+        send(&svc, get(path)).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        send(
+            &svc,
+            get_with(
+                path,
+                &[(
+                    "cache-control",
+                    "max-stale=18446744073709551615, min-fresh=18446744073709551615",
+                )],
+            ),
+        )
+        .await;
+        send(&svc, get(path)).await;
+    }
+    // An Age beyond any max-age is stale at once.
+    assert!(!send(&svc, get("/age")).await.cache.outcome.is_hit());
+    assert_eq!(
+        send(&svc, get("/max")).await.cache.outcome,
+        CacheOutcome::Hit
+    );
+}

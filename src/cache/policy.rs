@@ -95,6 +95,7 @@ pub(crate) struct Directives {
     pub(crate) private: bool,
     pub(crate) public: bool,
     pub(crate) s_maxage: bool,
+    pub(crate) max_age: bool,
     pub(crate) must_revalidate: bool,
     pub(crate) proxy_revalidate: bool,
     pub(crate) only_if_cached: bool,
@@ -119,6 +120,7 @@ impl Directives {
                     "private" => d.private = true,
                     "public" => d.public = true,
                     "s-maxage" => d.s_maxage = true,
+                    "max-age" => d.max_age = true,
                     "must-revalidate" => d.must_revalidate = true,
                     "proxy-revalidate" => d.proxy_revalidate = true,
                     "only-if-cached" => d.only_if_cached = true,
@@ -138,23 +140,60 @@ impl Directives {
     }
 }
 
+/// The largest `Age` a cache reports (RFC 9111 section 5.1): larger or unparsable-but-numeric
+/// values are replaced by it before the policy sees them.
+const MAX_AGE_VALUE: u64 = 2_147_483_648;
+/// The longest any entry is kept or considered fresh, whatever its headers say: keeps time
+/// arithmetic far from overflow and stores' expiry values sane.
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The response headers that decide caching: with targeted cache control (RFC 9213), the target
-/// field's value stands in for `Cache-Control`, and `Expires` and `Pragma` are ignored.
-fn effective_headers<'a>(cfg: &Config, headers: &'a HeaderMap) -> Cow<'a, HeaderMap> {
-    let Some(target) = &cfg.target else {
-        return Cow::Borrowed(headers);
-    };
-    if !headers.contains_key(target) {
-        return Cow::Borrowed(headers);
+/// field's value stands in for `Cache-Control`, and `Expires` and `Pragma` are ignored. An
+/// `Age` beyond 2^31 seconds is capped.
+fn effective_headers<'a>(
+    target: Option<&HeaderName>,
+    headers: &'a HeaderMap,
+) -> Cow<'a, HeaderMap> {
+    let mut out = Cow::Borrowed(headers);
+    if let Some(target) = target.filter(|t| headers.contains_key(*t)) {
+        let h = out.to_mut();
+        h.remove(header::CACHE_CONTROL);
+        h.remove(header::EXPIRES);
+        h.remove(header::PRAGMA);
+        for v in headers.get_all(target) {
+            h.append(header::CACHE_CONTROL, v.clone());
+        }
     }
-    let mut h = headers.clone();
-    h.remove(header::CACHE_CONTROL);
-    h.remove(header::EXPIRES);
-    h.remove(header::PRAGMA);
-    for v in headers.get_all(target) {
-        h.append(header::CACHE_CONTROL, v.clone());
+    let age_too_big = headers.get(header::AGE).is_some_and(|v| {
+        let v = v.to_str().unwrap_or("").trim();
+        !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && v.parse::<u64>().map_or(true, |n| n > MAX_AGE_VALUE)
+    });
+    if age_too_big {
+        out.to_mut()
+            .insert(header::AGE, HeaderValue::from(MAX_AGE_VALUE));
     }
-    Cow::Owned(h)
+    out
+}
+
+/// The status the RFC 9111 policy evaluates. The policy library only stores the statuses it
+/// lists as understood; any other final status is storable with explicit freshness
+/// (RFC 9111 section 3), so it is evaluated as a `200` when the response has `max-age`,
+/// `s-maxage` or `Expires`.
+fn policy_status(status: StatusCode, headers: &HeaderMap, d: &Directives) -> StatusCode {
+    const UNDERSTOOD: &[u16] = &[
+        200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+    ];
+    let s = status.as_u16();
+    if UNDERSTOOD.contains(&s) || s < 200 || s == 206 || s == 304 {
+        return status;
+    }
+    if d.max_age || d.s_maxage || headers.contains_key(header::EXPIRES) {
+        StatusCode::OK
+    } else {
+        status
+    }
 }
 
 /// The header names a response varies on, or `None` for `Vary: *`.
@@ -374,7 +413,7 @@ pub(crate) fn decide(
     let Some(vary) = vary_names(&res.headers) else {
         return Err(NotStored::VaryStar);
     };
-    let effective = effective_headers(cfg, &res.headers);
+    let effective = effective_headers(cfg.target.as_ref(), &res.headers);
     let d = Directives::parse(effective.get_all(header::CACHE_CONTROL));
     if d.no_store || d.private {
         return Err(NotStored::Directive);
@@ -394,11 +433,14 @@ pub(crate) fn decide(
         if no_stale {
             Duration::ZERO
         } else {
-            directive.map_or(default, Duration::from_secs)
+            directive
+                .map_or(default, Duration::from_secs)
+                .min(MAX_LIFETIME)
         }
     };
     match cfg.mode {
         Mode::Forced(ttl) => {
+            let ttl = ttl.min(MAX_LIFETIME);
             if !res.status.is_success() {
                 return Err(NotStored::Status);
             }
@@ -409,7 +451,7 @@ pub(crate) fn decide(
                 req: stored_req,
                 response_time: now,
                 fresh_until: now + ttl,
-                keep_for: ttl + swr.max(sie),
+                keep_for: (ttl + swr.max(sie)).min(MAX_LIFETIME),
                 swr,
                 sie,
                 allows_authorized,
@@ -419,14 +461,14 @@ pub(crate) fn decide(
         }
         Mode::Policy => {
             let head = PolicyResponse {
-                status: res.status,
+                status: policy_status(res.status, &effective, &d),
                 headers: &effective,
             };
             let policy = CachePolicy::new_options(&stored_req, &head, now, cfg.options());
             if !policy.is_storable() {
                 return Err(NotStored::Directive);
             }
-            let ttl = policy.time_to_live(now);
+            let ttl = policy.time_to_live(now).min(MAX_LIFETIME);
             let validator = res.headers.contains_key(header::ETAG)
                 || res.headers.contains_key(header::LAST_MODIFIED);
             let swr = pick(d.stale_while_revalidate, cfg.stale_while_revalidate);
@@ -444,7 +486,7 @@ pub(crate) fn decide(
                 req: stored_req,
                 response_time: now,
                 fresh_until: now + ttl,
-                keep_for: ttl + swr.max(sie).max(retention),
+                keep_for: (ttl + swr.max(sie).max(retention)).min(MAX_LIFETIME),
                 swr,
                 sie,
                 allows_authorized,
@@ -457,32 +499,20 @@ pub(crate) fn decide(
 
 /// Rebuilds the policy of an entry read back from bytes.
 pub(crate) fn rebuild_policy(
-    cfg_heuristic: CacheOptions,
+    options: CacheOptions,
     target: Option<&HeaderName>,
     req: &StoredParts,
     status: StatusCode,
     headers: &HeaderMap,
     response_time: SystemTime,
 ) -> CachePolicy {
-    let cfg_target = target.filter(|t| headers.contains_key(*t));
-    let effective = match cfg_target {
-        Some(t) => {
-            let mut h = headers.clone();
-            h.remove(header::CACHE_CONTROL);
-            h.remove(header::EXPIRES);
-            h.remove(header::PRAGMA);
-            for v in headers.get_all(t) {
-                h.append(header::CACHE_CONTROL, v.clone());
-            }
-            Cow::Owned(h)
-        }
-        None => Cow::Borrowed(headers),
-    };
+    let effective = effective_headers(target, headers);
+    let d = Directives::parse(effective.get_all(header::CACHE_CONTROL));
     let head = PolicyResponse {
-        status,
+        status: policy_status(status, &effective, &d),
         headers: &effective,
     };
-    CachePolicy::new_options(req, &head, response_time, cfg_heuristic)
+    CachePolicy::new_options(req, &head, response_time, options)
 }
 
 struct PolicyResponse<'a> {
