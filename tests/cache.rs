@@ -1202,3 +1202,26 @@ async fn absurd_header_values_do_not_panic() {
         CacheOutcome::Hit
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn qualified_no_cache_and_private_omit_the_listed_fields() {
+    for cc in [
+        "no-cache=\"a, b\", max-age=3600",
+        "private=\"a, b\", max-age=3600",
+    ] {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |_, n| {
+            res(
+                200,
+                &[("cache-control", cc), ("a", "1"), ("b", "2"), ("c", "3")],
+                format!("v{n}"),
+            )
+        }));
+        let first = send(&svc, get("/q")).await;
+        assert_eq!(first.headers["a"], "1", "the first answer is untouched");
+        let hit = send(&svc, get("/q")).await;
+        assert_eq!(hit.cache.outcome, CacheOutcome::Hit, "{cc}");
+        assert!(!hit.headers.contains_key("a") && !hit.headers.contains_key("b"));
+        assert_eq!(hit.headers["c"], "3");
+    }
+}

@@ -103,21 +103,47 @@ pub(crate) struct Directives {
     pub(crate) stale_if_error: Option<u64>,
 }
 
+/// Splits a `Cache-Control` value into `(name, argument, raw text)` directives, honouring quoted
+/// arguments (`no-cache="a, b"` is one directive).
+fn split_directives(value: &str) -> Vec<(&str, Option<&str>, &str)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let bytes = value.as_bytes();
+    for i in 0..=bytes.len() {
+        let end = i == bytes.len();
+        if !end && bytes[i] == b'"' {
+            quoted = !quoted;
+        }
+        if end || (bytes[i] == b',' && !quoted) {
+            let raw = value[start..i].trim();
+            start = i + 1;
+            if raw.is_empty() {
+                continue;
+            }
+            let (name, arg) = match raw.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                None => (raw, None),
+            };
+            out.push((name, arg, raw));
+        }
+    }
+    out
+}
+
 impl Directives {
     pub(crate) fn parse<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
         let mut d = Self::default();
         for value in values {
             let Ok(value) = value.to_str() else { continue };
-            for item in value.split(',') {
-                let (name, arg) = match item.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (item.trim(), None),
-                };
+            for (name, arg, _) in split_directives(value) {
                 let secs = || arg.and_then(|a| a.parse::<u64>().ok());
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" => d.no_store = true,
-                    "no-cache" => d.no_cache = true,
-                    "private" => d.private = true,
+                    // The qualified forms (`no-cache="field"`, `private="field"`) only keep the
+                    // listed fields out of the cache (see `effective_headers`).
+                    "no-cache" if arg.is_none() => d.no_cache = true,
+                    "private" if arg.is_none() => d.private = true,
                     "public" => d.public = true,
                     "s-maxage" => d.s_maxage = true,
                     "max-age" => d.max_age = true,
@@ -164,6 +190,39 @@ fn effective_headers<'a>(
             h.append(header::CACHE_CONTROL, v.clone());
         }
     }
+    // Qualified `no-cache="a, b"` and `private="a"` (RFC 9111 sections 5.2.2.4 and 5.2.2.7):
+    // the response may be stored without the listed fields, so the policy sees the directive
+    // removed and `omitted_fields` lists the fields to drop from the stored copy.
+    let qualified = out
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| !qualified_fields(v).is_empty()));
+    if qualified {
+        let values: Vec<String> = out
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| {
+                split_directives(v)
+                    .into_iter()
+                    .filter(|(n, a, _)| {
+                        !(a.is_some()
+                            && (n.eq_ignore_ascii_case("no-cache")
+                                || n.eq_ignore_ascii_case("private")))
+                    })
+                    .map(|(_, _, raw)| raw)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .collect();
+        let h = out.to_mut();
+        h.remove(header::CACHE_CONTROL);
+        for v in values.into_iter().filter(|v| !v.is_empty()) {
+            if let Ok(v) = HeaderValue::try_from(v) {
+                h.append(header::CACHE_CONTROL, v);
+            }
+        }
+    }
     let age_too_big = headers.get(header::AGE).is_some_and(|v| {
         let v = v.to_str().unwrap_or("").trim();
         !v.is_empty()
@@ -175,6 +234,17 @@ fn effective_headers<'a>(
             .insert(header::AGE, HeaderValue::from(MAX_AGE_VALUE));
     }
     out
+}
+
+/// The fields listed by qualified `no-cache="..."` and `private="..."` directives.
+fn qualified_fields(value: &str) -> Vec<HeaderName> {
+    split_directives(value)
+        .into_iter()
+        .filter(|(n, _, _)| n.eq_ignore_ascii_case("no-cache") || n.eq_ignore_ascii_case("private"))
+        .filter_map(|(_, a, _)| a)
+        .flat_map(|a| a.split(','))
+        .filter_map(|f| HeaderName::from_bytes(f.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// The status the RFC 9111 policy evaluates. The policy library only stores the statuses it
@@ -307,6 +377,16 @@ impl Decision {
     pub(crate) fn into_stored(self, res: &response::Parts, body: Bytes) -> Stored {
         let mut headers = res.headers.clone();
         strip_hop_by_hop(&mut headers);
+        let omitted: Vec<HeaderName> = res
+            .headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(qualified_fields)
+            .collect();
+        for name in omitted {
+            headers.remove(name);
+        }
         Stored {
             status: res.status,
             headers,
