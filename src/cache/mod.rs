@@ -74,6 +74,37 @@
 //! [`CacheHandle::purge`] removes one base key, [`CacheHandle::purge_prefix`] every key with a
 //! prefix.
 //!
+//! ```
+//! use std::time::Duration;
+//! use bulwark::cache::{CacheLayer, CacheStore};
+//! use http::Request;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), bulwark::StoreError> {
+//! let layer = CacheLayer::new(CacheStore::memory(1 << 20)).ttl(Duration::from_secs(60));
+//! let handle = layer.handle(); // after configuring: builder methods make a new cache
+//!
+//! // The key of a request, as the layer makes it; then drop it, or a whole catalog.
+//! let (parts, ()) = Request::get("http://shop.test/products?page=2").body(()).unwrap().into_parts();
+//! let key = handle.key_for(&parts).unwrap();
+//! assert_eq!(key, "GET shop.test/products?page=2");
+//! handle.purge(&key).await?;
+//! handle.purge_prefix("GET shop.test/products").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Shared between instances through Redis (feature `redis`):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use bulwark::{cache::{CacheLayer, CacheStore}, redis::Redis};
+//!
+//! let redis = Redis::open("redis://127.0.0.1:6379/")?.prefix("shop");
+//! let layer = CacheLayer::new(CacheStore::redis(redis)).ttl(Duration::from_secs(10));
+//! # let _ = layer; Ok(()) }
+//! ```
+//!
 //! # Coalescing
 //!
 //! Concurrent misses for one key make one inner call: the first request leads, the others wait
