@@ -112,9 +112,9 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
 
 /// One request passed through a cache layer.
 #[inline]
-pub(crate) fn cache_request(cache: &str, outcome: &'static str) {
+pub(crate) fn cache_request(cache: &std::sync::Arc<str>, outcome: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_cache_requests_total", "cache" => cache.to_owned(), "outcome" => outcome)
+    metrics::counter!("bulwark_cache_requests_total", "cache" => cache.clone(), "outcome" => outcome)
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (cache, outcome);
@@ -122,9 +122,9 @@ pub(crate) fn cache_request(cache: &str, outcome: &'static str) {
 
 /// One answer stored by a cache layer.
 #[inline]
-pub(crate) fn cache_stored(cache: &str) {
+pub(crate) fn cache_stored(cache: &std::sync::Arc<str>) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_cache_stored_total", "cache" => cache.to_owned()).increment(1);
+    metrics::counter!("bulwark_cache_stored_total", "cache" => cache.clone()).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = cache;
 }

@@ -774,6 +774,18 @@ impl Stored {
                     Freshness::Stale { by_request: false }
                 }
             }
+            // The common case, a request without its own directives: fresh while the policy's
+            // lifetime lasts (what `before_request` decides too, without building its answer).
+            Some(policy)
+                if !req.headers.contains_key(header::CACHE_CONTROL)
+                    && !req.headers.contains_key(header::PRAGMA) =>
+            {
+                if policy.time_to_live(now).is_zero() {
+                    Freshness::Stale { by_request: false }
+                } else {
+                    Freshness::Fresh
+                }
+            }
             Some(policy) => match policy.before_request(&AsGet(req), now) {
                 BeforeRequest::Fresh(_) => Freshness::Fresh,
                 BeforeRequest::Stale { matches: false, .. } => Freshness::Unusable,

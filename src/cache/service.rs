@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     /// an entry lives exactly as long as its leader's call.
     flights: Mutex<HashMap<String, Arc<watch::Sender<FlightState>>>>,
     next_index: AtomicU64,
+    /// The cache's name, as a metric label (cloned without allocating).
+    label: Arc<str>,
 }
 
 impl fmt::Debug for Shared {
@@ -88,7 +90,9 @@ impl Shared {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
+        let label = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
         Self {
+            label,
             cfg,
             store,
             key,
@@ -182,7 +186,7 @@ impl Shared {
         };
         match result {
             Ok(()) => {
-                crate::metrics::cache_stored(self.name());
+                crate::metrics::cache_stored(&self.label);
                 (entry, true)
             }
             Err(e) => {
@@ -215,7 +219,7 @@ impl Shared {
     /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
     fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
         status.write(self.name(), headers);
-        crate::metrics::cache_request(self.name(), status.outcome.as_str());
+        crate::metrics::cache_request(&self.label, status.outcome.as_str());
         tracing::debug!(
             target: "bulwark::cache",
             cache = self.name(),
