@@ -13,7 +13,9 @@
 //! - every header passes both ways untouched, multi-valued ones (`Set-Cookie`) as they are,
 //!   except hop-by-hop fields (`Connection` and what it lists, `Keep-Alive`, `TE`,
 //!   `Transfer-Encoding`, `Upgrade`, `Proxy-*`); no compression, no body rewriting;
-//! - any status passes through (999 too); the cache adds `Cache-Status`, and `Age` on hits;
+//! - any final status passes through (999 too); the cache adds `Cache-Status`, and `Age` on
+//!   hits. Interim `1xx` answers from the origin (`103 Early Hints`) are read and dropped by the
+//!   hyper client: hyper 1's server has no way to forward them, so the final answer follows;
 //! - upstream timeout 60 s; idle upstream connections are dropped after 2 s, before origins that
 //!   close idle connections at 5 s can race a reused connection;
 //! - an origin that cannot be reached or breaks off mid-answer gets a 502 (or the stale entry
@@ -562,6 +564,26 @@ mod tests {
         });
         let proxy = start_proxy(broken).await;
         assert_eq!(send(proxy, "GET", "/", &[], "").await.status, 502);
+    }
+
+    #[tokio::test]
+    async fn interim_answers_do_not_break_the_final_one() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+                      HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+                )
+                .await;
+        });
+        let proxy = start_proxy(origin).await;
+        let r = send(proxy, "GET", "/", &[], "").await;
+        assert_eq!((r.status, &r.body[..]), (200, &b"final"[..]));
     }
 
     #[test]
