@@ -134,9 +134,9 @@ impl Shared {
                 entry,
                 index: None,
             }),
-            EntryKind::Index { id, vary } => {
+            EntryKind::Index { id, vary, keep_for } => {
                 let key = variant_key(base, *id, &policy::vary_key(vary, headers));
-                let index = Some((*id, vary.clone()));
+                let index = Some((*id, vary.clone(), *keep_for));
                 match self.store.inner.get(&key).await? {
                     Some(v) if v.as_response().is_some() => Ok(Lookup::Found {
                         key,
@@ -151,27 +151,27 @@ impl Shared {
 
     /// Stores `stored` for `base`, with a `Vary` index when it varies. Returns the entry, and
     /// whether the store took it.
-    async fn put(
-        &self,
-        base: &str,
-        index: Option<&(u64, Vec<HeaderName>)>,
-        stored: Stored,
-    ) -> (Entry, bool) {
+    async fn put(&self, base: &str, index: Option<&IndexInfo>, stored: Stored) -> (Entry, bool) {
         let entry;
         let result = if stored.vary.is_empty() {
             entry = Entry::response(stored);
             self.store.inner.put(base, entry.clone()).await
         } else {
-            let id = match index {
-                Some((id, names)) if *names == stored.vary => Ok(*id),
-                _ => {
-                    let id = self.next_index.fetch_add(1, Ordering::Relaxed);
-                    self.store
-                        .inner
-                        .put(base, Entry::index(id, stored.vary.clone()))
-                        .await
-                        .map(|()| id)
+            let (id, write) = match index {
+                // The same index, long enough for this variant: nothing to write.
+                Some((id, names, keep)) if *names == stored.vary && *keep >= stored.keep_for => {
+                    (*id, false)
                 }
+                // The same index, kept longer now.
+                Some((id, names, _)) if *names == stored.vary => (*id, true),
+                // No index, or one for other headers: a new one (old variants become unreachable).
+                _ => (self.next_index.fetch_add(1, Ordering::Relaxed), true),
+            };
+            let id = if write {
+                let index = Entry::index(id, stored.vary.clone(), stored.keep_for);
+                self.store.inner.put(base, index).await.map(|()| id)
+            } else {
+                Ok(id)
             };
             let key = id
                 .as_ref()
@@ -240,15 +240,18 @@ fn variant_key(base: &str, id: u64, vary_key: &str) -> String {
     key
 }
 
+/// A `Vary` index as read: its id, header names and retention.
+type IndexInfo = (u64, Vec<HeaderName>, std::time::Duration);
+
 enum Lookup {
     Found {
         key: String,
         entry: Entry,
-        index: Option<(u64, Vec<HeaderName>)>,
+        index: Option<IndexInfo>,
     },
     Miss {
         key: String,
-        index: Option<(u64, Vec<HeaderName>)>,
+        index: Option<IndexInfo>,
     },
 }
 
@@ -580,7 +583,7 @@ async fn buffer<B: Body<Data = Bytes>>(body: B, limit: usize) -> Buffered<B> {
 struct Forwarded {
     base: String,
     key: String,
-    index: Option<(u64, Vec<HeaderName>)>,
+    index: Option<IndexInfo>,
     guard: Option<FlightGuard>,
     outcome: CacheOutcome,
     /// The stale entry being revalidated, and whether the request carries its validators.

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use super::{Entry, EntryKind};
 use crate::{StoreError, cache::policy::Stored};
 
-const MAGIC: &[u8; 4] = b"BWC1";
+const MAGIC: &[u8; 4] = b"BWC2";
 
 /// The stored view of the request a response answered.
 #[derive(Debug, Clone)]
@@ -24,9 +24,10 @@ pub(super) fn encode(entry: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(entry.weight());
     out.extend_from_slice(MAGIC);
     match &*entry.0 {
-        EntryKind::Index { id, vary } => {
+        EntryKind::Index { id, vary, keep_for } => {
             out.push(0);
             out.extend_from_slice(&id.to_be_bytes());
+            millis(&mut out, *keep_for);
             names(&mut out, vary);
         }
         EntryKind::Response(s) => {
@@ -163,8 +164,9 @@ pub(super) fn decode(input: &[u8]) -> Result<Entry, StoreError> {
     match r.u8()? {
         0 => {
             let id = r.u64()?;
+            let keep_for = r.millis()?;
             let vary = r.names()?;
-            Ok(Entry::index(id, vary))
+            Ok(Entry::index(id, vary, keep_for))
         }
         1 => {
             let status = StatusCode::from_u16(r.u16()?).map_err(|_| bad("invalid status code"))?;
@@ -212,9 +214,16 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        let idx = Entry::index(7, vec![HeaderName::from_static("accept")]);
+        let idx = Entry::index(
+            7,
+            vec![HeaderName::from_static("accept")],
+            Duration::from_secs(9),
+        );
         let back = decode(&encode(&idx)).unwrap();
-        assert!(matches!(&*back.0, EntryKind::Index { id: 7, vary } if vary.len() == 1));
+        assert!(matches!(
+            &*back.0,
+            EntryKind::Index { id: 7, vary, keep_for } if vary.len() == 1 && keep_for.as_secs() == 9
+        ));
         assert!(decode(b"nope").is_err());
         assert!(decode(&encode(&idx)[..10]).is_err());
     }

@@ -36,14 +36,16 @@ pub(crate) enum EntryKind {
     Index {
         id: u64,
         vary: Vec<http::HeaderName>,
+        /// As long as the longest-kept variant stored under it.
+        keep_for: Duration,
     },
     /// A stored response.
     Response(Stored),
 }
 
 impl Entry {
-    pub(crate) fn index(id: u64, vary: Vec<http::HeaderName>) -> Self {
-        Self(Arc::new(EntryKind::Index { id, vary }))
+    pub(crate) fn index(id: u64, vary: Vec<http::HeaderName>, keep_for: Duration) -> Self {
+        Self(Arc::new(EntryKind::Index { id, vary, keep_for }))
     }
 
     pub(crate) fn response(stored: Stored) -> Self {
@@ -74,8 +76,7 @@ impl Entry {
     #[must_use]
     pub fn time_to_keep(&self) -> Duration {
         match &*self.0 {
-            // An index lives as long as the longest variant may: the layer's longest retention.
-            EntryKind::Index { .. } => Duration::from_secs(24 * 3600),
+            EntryKind::Index { keep_for, .. } => *keep_for,
             EntryKind::Response(s) => s.time_to_keep(),
         }
     }
@@ -99,10 +100,11 @@ impl Entry {
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.0 {
-            EntryKind::Index { id, vary } => f
+            EntryKind::Index { id, vary, keep_for } => f
                 .debug_struct("Entry::Index")
                 .field("id", id)
                 .field("vary", vary)
+                .field("keep_for", keep_for)
                 .finish(),
             EntryKind::Response(s) => f
                 .debug_struct("Entry::Response")
