@@ -1225,3 +1225,44 @@ async fn qualified_no_cache_and_private_omit_the_listed_fields() {
         assert_eq!(hit.headers["c"], "3");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalescing_on_the_multi_thread_runtime() {
+    let seen = Seen::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let calls = seen.calls.clone();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(600))
+        .layer(service_fn(move |_req: Request<()>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let g = g.clone();
+            async move {
+                // Held until the test opens the gate, so every request arrives meanwhile.
+                let _permit = g.acquire().await.unwrap();
+                Ok::<_, Infallible>(res(200, &[], "one".into()))
+            }
+        }));
+    let barrier = Arc::new(tokio::sync::Barrier::new(51));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (svc, barrier) = (svc.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            send(&svc, get("/mt")).await
+        }));
+    }
+    barrier.wait().await;
+    // Let the requests reach the cache, then release the one inner call.
+    while seen.calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().body, "one");
+    }
+    assert_eq!(seen.calls(), 1);
+}
