@@ -802,7 +802,7 @@ where
                                 tokio::spawn(async move {
                                     if let Ok(res) = fut.await {
                                         let res = settle(&shared2, &head, res, fwd).await;
-                                        // Nobody reads the refreshed answer: drain nothing, drop it.
+                                        // Nobody reads the refreshed answer; what mattered was storing it.
                                         drop(res);
                                     }
                                 });
