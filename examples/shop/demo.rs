@@ -70,6 +70,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: |ctx| Box::pin(request_id_kept(ctx)),
     },
     Scenario {
+        name: "a request's log line",
+        expected: "JSON with request_id, http.route, status, duration",
+        run: |ctx| Box::pin(log_line(ctx)),
+    },
+    Scenario {
         name: "no x-request-id",
         expected: "a generated 36-char UUIDv7",
         run: |ctx| Box::pin(request_id_generated(ctx)),
@@ -140,6 +145,37 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "200 < 1.5 s, degraded user+posts",
         run: |ctx| Box::pin(dashboard_degraded(ctx)),
     },
+    // Rate limiting: 5 login attempts per minute per client IP; every attempt counts.
+    Scenario {
+        name: "POST /login demo/demo",
+        expected: "200, RateLimit r=4 (attempt 1 of 5)",
+        run: |ctx| Box::pin(login_ok(ctx)),
+    },
+    Scenario {
+        name: "POST /login wrong password",
+        expected: "401 problem+json (attempt 2)",
+        run: |ctx| Box::pin(login_wrong(ctx)),
+    },
+    Scenario {
+        name: "POST /login bad JSON",
+        expected: "400 problem+json (attempt 3)",
+        run: |ctx| Box::pin(login_bad_json(ctx)),
+    },
+    Scenario {
+        name: "6th login attempt in a minute",
+        expected: "attempts 4-5 pass; 429, Retry-After, RateLimit",
+        run: |ctx| Box::pin(login_sixth(ctx)),
+    },
+    Scenario {
+        name: "login with spoofed X-Forwarded-For",
+        expected: "still 429: no proxy is trusted",
+        run: |ctx| Box::pin(login_spoofed(ctx)),
+    },
+    Scenario {
+        name: "a rejected request's log line",
+        expected: "bulwark.rejection=rate_limited, its request_id, 429",
+        run: |ctx| Box::pin(rejection_logged(ctx)),
+    },
     // Caching: /products.
     Scenario {
         name: "GET /products twice",
@@ -177,6 +213,42 @@ async fn request_id_kept(ctx: &Ctx) -> Result<Verdict, String> {
     let res = ctx.get("/healthz", &[("x-request-id", sent)]).await?;
     let got = res.header("x-request-id");
     Ok(Verdict::new(got == sent, format!("x-request-id: {got}")))
+}
+
+async fn log_line(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-log-line-1";
+    ctx.get("/healthz?token=s3cret", &[("x-request-id", id)])
+        .await?;
+    let v = logged(id).await?;
+    let passed = v["request_id"] == id
+        && v["http.route"] == "/healthz"
+        && v["http.response.status_code"] == 200
+        && v["url.query"] == "token=REDACTED"
+        && v["duration_ms"].is_number();
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "route={} status={} query={} duration_ms={}",
+            v["http.route"], v["http.response.status_code"], v["url.query"], v["duration_ms"]
+        ),
+    ))
+}
+
+/// The request log's completion line for request id `id`, from the demo's log tap. The line is
+/// written when the response body ends, which may be just after the client has it.
+async fn logged(id: &str) -> Result<Value, String> {
+    let needle = format!("\"request_id\":\"{id}\"");
+    for _ in 0..100 {
+        let lines = crate::telemetry::LogTap::global().lines_containing(&needle);
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.contains("\"http.response.status_code\""))
+        {
+            return serde_json::from_str(line).map_err(|e| format!("log line is not JSON: {e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("no completion log line with request_id {id}"))
 }
 
 async fn request_id_generated(ctx: &Ctx) -> Result<Verdict, String> {
@@ -359,6 +431,125 @@ async fn dashboard_degraded(ctx: &Ctx) -> Result<Verdict, String> {
     ))
 }
 
+/// `POST /login` with `body` and extra `headers`.
+async fn login_attempt(ctx: &Ctx, body: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    let mut req = ctx
+        .request(Method::POST, "/login")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    ctx.send(req).await
+}
+
+/// A refused login's log line (found in the demo's log tap by the request id the client
+/// sent) names the rejection and the id. Runs after the login quota is used up.
+async fn rejection_logged(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-rejected-login-1";
+    let res = login_attempt(ctx, LOGIN_WRONG, &[("x-request-id", id)]).await?;
+    if res.status != StatusCode::TOO_MANY_REQUESTS {
+        return Ok(Verdict::new(
+            false,
+            format!("expected 429, got {}", res.summary()),
+        ));
+    }
+    let v = logged(id).await?;
+    let passed = v["bulwark.rejection"] == "rate_limited"
+        && v["request_id"] == id
+        && v["http.response.status_code"] == 429
+        && v["level"] == "WARN";
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "bulwark.rejection={} request_id={} status={} level={}",
+            v["bulwark.rejection"], v["request_id"], v["http.response.status_code"], v["level"]
+        ),
+    ))
+}
+
+const LOGIN_GOOD: &str = r#"{"user":"demo","password":"demo"}"#;
+const LOGIN_WRONG: &str = r#"{"user":"demo","password":"hunter2"}"#;
+
+async fn login_ok(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_GOOD, &[]).await?;
+    let limit = res.header("ratelimit").to_owned();
+    let passed = res.status == StatusCode::OK
+        && res.json()? == serde_json::json!({"user": "demo"})
+        && limit.starts_with("\"login\";r=4;")
+        && res.header("ratelimit-policy") == "\"login\";q=5;w=60";
+    Ok(Verdict::new(
+        passed,
+        format!("{} RateLimit: {limit}", res.status.as_u16()),
+    ))
+}
+
+async fn login_wrong(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_WRONG, &[]).await?;
+    let passed = res.status == StatusCode::UNAUTHORIZED
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 401;
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+async fn login_bad_json(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, "{\"user\": ", &[]).await?;
+    let passed = res.status == StatusCode::BAD_REQUEST
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 400;
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+/// The answer to a refused login as a table cell, and whether it is a proper 429.
+fn login_refused(res: &Reply) -> (bool, String) {
+    let retry_after = res.header("retry-after");
+    let limit = res.header("ratelimit");
+    let passed = res.status == StatusCode::TOO_MANY_REQUESTS
+        && retry_after
+            .parse::<u64>()
+            .is_ok_and(|s| (1..=60).contains(&s))
+        && limit.starts_with("\"login\";r=0;")
+        && res.header("ratelimit-policy") == "\"login\";q=5;w=60"
+        && res.header("content-type") == "application/problem+json";
+    (
+        passed,
+        format!(
+            "{} Retry-After: {retry_after}, RateLimit: {limit}",
+            res.status.as_u16()
+        ),
+    )
+}
+
+async fn login_sixth(ctx: &Ctx) -> Result<Verdict, String> {
+    for attempt in 4..=5 {
+        let res = login_attempt(ctx, LOGIN_WRONG, &[]).await?;
+        if res.status != StatusCode::UNAUTHORIZED {
+            return Ok(Verdict::new(
+                false,
+                format!("attempt {attempt}: {}", res.status.as_u16()),
+            ));
+        }
+    }
+    // The right password does not help either: the limit comes first.
+    let res = login_attempt(ctx, LOGIN_GOOD, &[]).await?;
+    let (passed, got) = login_refused(&res);
+    Ok(Verdict::new(passed, got))
+}
+
+async fn login_spoofed(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_GOOD, &[("x-forwarded-for", "203.0.113.77")]).await?;
+    let (passed, got) = login_refused(&res);
+    Ok(Verdict::new(passed, got))
+}
+
 async fn products_cached(ctx: &Ctx) -> Result<Verdict, String> {
     let first = ctx.get("/products", &[]).await?;
     let second = ctx.get("/products", &[]).await?;
@@ -491,6 +682,18 @@ pub(crate) async fn run(store: Store) -> std::io::Result<Vec<Row>> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    // Each run keeps its Redis state under its own prefix, so a run never meets what an earlier
+    // one left behind (say, the login attempts of a run a minute ago).
+    let store = match store {
+        Store::Redis(redis) => {
+            let run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            Store::Redis(redis.prefix(format!("shop-demo-{run}")))
+        }
+        Store::Memory => Store::Memory,
+    };
     let state = AppState::new(store, token.clone());
     let server = tokio::spawn(crate::serve(listener, state, async move {
         // A dropped sender also stops the shop.
@@ -699,6 +902,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn every_scenario_passes() {
+        // The demo's subscriber, so scenarios that read the log tap see the request log.
+        crate::init_logging(true).ok();
         let rows = run(Store::Memory).await.unwrap();
         assert_eq!(rows.len(), SCENARIOS.len());
         assert!(rows.iter().all(|r| r.passed), "\n{}", table(&rows));

@@ -8,7 +8,7 @@ use axum::{
     extract::State,
     http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 
@@ -36,6 +36,11 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         .route(
             "/products",
             get(crate::catalog::products).layer(state.products_cache.clone()),
+        )
+        // Rate limited before the handler reads anything, so every attempt counts.
+        .route(
+            "/login",
+            post(crate::login::login).layer(state.limits.login.clone()),
         )
 }
 

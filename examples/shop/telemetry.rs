@@ -1,6 +1,11 @@
-//! `GET /metrics`: every bulwark metric in the Prometheus text format.
+//! `GET /metrics`: every bulwark metric in the Prometheus text format; and the demo's log tap,
+//! which keeps the last log lines in memory so a scenario can check what was logged.
 
-use std::sync::OnceLock;
+use std::{
+    collections::VecDeque,
+    io,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use axum::{
     http::{HeaderValue, header::CONTENT_TYPE},
@@ -44,6 +49,81 @@ pub(crate) async fn metrics() -> Response {
     res
 }
 
+/// The last [`LogTap::CAPACITY`] JSON log lines, kept in memory (bounded: the oldest line goes
+/// first). In demo mode the request log is written here as well, so a scenario can find the
+/// completion line of a request by its id.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LogTap(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTap {
+    /// How many lines the tap keeps.
+    pub(crate) const CAPACITY: usize = 512;
+
+    /// The process's tap (one per process, like the subscriber it feeds).
+    pub(crate) fn global() -> &'static LogTap {
+        static TAP: OnceLock<LogTap> = OnceLock::new();
+        TAP.get_or_init(LogTap::default)
+    }
+
+    /// The kept lines that contain `needle`, oldest first.
+    pub(crate) fn lines_containing(&self, needle: &str) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    fn push(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line).trim_end().to_owned();
+        if line.is_empty() {
+            return;
+        }
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == Self::CAPACITY {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+}
+
+/// One formatted event on its way into the tap: the subscriber writes an event in one or more
+/// `write` calls, and the line is kept when the writer is dropped.
+#[derive(Debug)]
+pub(crate) struct TapWriter {
+    tap: LogTap,
+    buf: Vec<u8>,
+}
+
+impl io::Write for TapWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for TapWriter {
+    fn drop(&mut self) {
+        self.tap.push(&self.buf);
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogTap {
+    type Writer = TapWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        TapWriter {
+            tap: self.clone(),
+            buf: Vec::with_capacity(512),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::{body::Body, http::Request};
@@ -79,5 +159,28 @@ mod tests {
         );
         assert!(text.contains("route=\"/healthz\""), "{text}");
         assert!(text.contains("le=\"0.005\""), "{text}");
+    }
+
+    #[test]
+    fn the_log_tap_keeps_the_last_lines_only() {
+        use std::io::Write;
+        use tracing_subscriber::fmt::MakeWriter;
+
+        let tap = super::LogTap::default();
+        for i in 0..super::LogTap::CAPACITY + 10 {
+            let mut w = tap.make_writer();
+            write!(w, "{{\"n\":{i},").unwrap();
+            writeln!(w, "\"end\":true}}").unwrap();
+        }
+        assert!(
+            tap.lines_containing("\"n\":9,").is_empty(),
+            "the oldest lines went"
+        );
+        let last = tap.lines_containing(&format!("\"n\":{},", super::LogTap::CAPACITY + 9));
+        assert_eq!(last.len(), 1);
+        assert!(
+            last[0].ends_with("\"end\":true}"),
+            "one line per event: {last:?}"
+        );
     }
 }

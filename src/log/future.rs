@@ -27,33 +27,25 @@ pin_project! {
 
 struct State {
     id: RequestId,
-    log: Option<Box<LogInfo>>,
-    metrics: Option<MetricInfo>,
-    start: Instant,
-    config: Arc<Config>,
-    sampled: Arc<AtomicU64>,
+    /// Only when a subscriber listens or metrics are on: otherwise the request is not timed
+    /// and nothing is shared with the layer, so the pass-through path clones no `Arc`.
+    tracked: Option<Tracked>,
+}
+
+/// What a logged or measured request carries to its completion.
+pub(super) struct Tracked {
+    pub(super) log: Option<Box<LogInfo>>,
+    pub(super) metrics: Option<MetricInfo>,
+    pub(super) start: Instant,
+    pub(super) config: Arc<Config>,
+    pub(super) sampled: Arc<AtomicU64>,
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        id: RequestId,
-        log: Option<Box<LogInfo>>,
-        metrics: Option<MetricInfo>,
-        start: Instant,
-        config: Arc<Config>,
-        sampled: Arc<AtomicU64>,
-    ) -> Self {
+    pub(super) fn new(inner: F, id: RequestId, tracked: Option<Tracked>) -> Self {
         Self {
             inner,
-            state: Some(State {
-                id,
-                log,
-                metrics,
-                start,
-                config,
-                sampled,
-            }),
+            state: Some(State { id, tracked }),
         }
     }
 }
@@ -76,43 +68,58 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.state.as_ref().and_then(|s| s.log.as_ref()) {
-            Some(log) => {
-                let _entered = log.span.enter();
+        let span = this
+            .state
+            .as_ref()
+            .and_then(|s| s.tracked.as_ref())
+            .and_then(|t| t.log.as_ref())
+            .map(|log| &log.span);
+        let result = match span {
+            Some(span) => {
+                let _entered = span.enter();
                 ready!(this.inner.poll(cx))
             }
             None => ready!(this.inner.poll(cx)),
         };
-        let state = this.state.take().expect("polled after completion");
-        let head = state.start.elapsed();
-        Poll::Ready(match result {
-            Ok(mut res) => {
-                res.headers_mut()
-                    .entry(&X_REQUEST_ID)
-                    .or_insert_with(|| state.id.header_value().clone());
-                if state.log.is_none() && state.metrics.is_none() {
-                    Ok(res.map(LogBody::passthrough))
-                } else {
-                    let completion = Completion {
-                        status: res.status(),
-                        markers: Markers::of(&res),
-                        id: state.id,
-                        log: state.log,
-                        metrics: state.metrics,
-                        start: state.start,
-                        head,
-                        bytes: 0,
-                        empty: res.body().is_end_stream(),
-                        config: state.config,
-                        sampled: state.sampled,
-                    };
-                    Ok(res.map(|body| LogBody::new(body, completion)))
-                }
+        let State { id, tracked } = this.state.take().expect("polled after completion");
+        Poll::Ready(match (result, tracked) {
+            (Ok(mut res), None) => {
+                echo_id(&mut res, id);
+                Ok(res.map(LogBody::passthrough))
             }
-            Err(err) => {
-                super::body::log_error(&state.id, state.log.as_deref(), head, &err);
+            (Ok(mut res), Some(t)) => {
+                let head = t.start.elapsed();
+                let completion = Completion {
+                    status: res.status(),
+                    markers: Markers::of(&res),
+                    id: id.clone(),
+                    log: t.log,
+                    metrics: t.metrics,
+                    start: t.start,
+                    head,
+                    bytes: 0,
+                    empty: res.body().is_end_stream(),
+                    config: t.config,
+                    sampled: t.sampled,
+                };
+                echo_id(&mut res, id);
+                Ok(res.map(|body| LogBody::new(body, completion)))
+            }
+            (Err(err), tracked) => {
+                if let Some(t) = tracked {
+                    super::body::log_error(&id, t.log.as_deref(), t.start.elapsed(), &err);
+                }
                 Err(err)
             }
         })
+    }
+}
+
+/// Puts the request id on the response, unless the inner service set one itself.
+#[inline]
+fn echo_id<B>(res: &mut Response<B>, id: RequestId) {
+    if !res.headers().contains_key(&X_REQUEST_ID) {
+        res.headers_mut()
+            .insert(X_REQUEST_ID.clone(), id.into_header_value());
     }
 }

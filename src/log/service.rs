@@ -4,7 +4,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Method, Request, Response, header::USER_AGENT};
+use http::{HeaderName, HeaderValue, Method, Request, Response, header::USER_AGENT};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Level;
@@ -12,7 +12,7 @@ use tracing::Level;
 use super::{
     MakeRequestId, RequestId, X_REQUEST_ID,
     body::{LogInfo, MetricInfo},
-    future::ResponseFuture,
+    future::{ResponseFuture, Tracked},
     layer::Config,
     redact::traceparent,
 };
@@ -48,7 +48,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let start = Instant::now();
         let id = match req.headers().get(&X_REQUEST_ID).and_then(RequestId::parse) {
             Some(id) => id,
             None => {
@@ -60,10 +59,16 @@ where
         };
         req.extensions_mut().insert(id.clone());
 
+        let log = tracing::enabled!(target: "bulwark::log", Level::ERROR);
+        let metrics = cfg!(feature = "metrics") && self.config.metrics;
+        if !log && !metrics {
+            // Nobody listens: no clock read, no span, nothing shared with the layer.
+            return ResponseFuture::new(self.inner.call(req), id, None);
+        }
+        let start = Instant::now();
         let route = route(&req);
-        let log = tracing::enabled!(target: "bulwark::log", Level::ERROR)
-            .then(|| Box::new(log_info(&req, &id, route.as_ref(), &self.config)));
-        let metrics = (cfg!(feature = "metrics") && self.config.metrics).then(|| MetricInfo {
+        let log = log.then(|| Box::new(log_info(&req, &id, route.as_ref(), &self.config)));
+        let metrics = metrics.then(|| MetricInfo {
             method: method_label(req.method()),
             route: route.clone(),
         });
@@ -71,15 +76,14 @@ where
             Some(log) => log.span.in_scope(|| self.inner.call(req)),
             None => self.inner.call(req),
         };
-        ResponseFuture::new(
-            future,
-            id,
+        let tracked = Tracked {
             log,
             metrics,
             start,
-            self.config.clone(),
-            self.sampled.clone(),
-        )
+            config: self.config.clone(),
+            sampled: self.sampled.clone(),
+        };
+        ResponseFuture::new(future, id, Some(tracked))
     }
 }
 
@@ -108,40 +112,43 @@ fn log_info<B>(
     let method = method_label(req.method());
     let uri = req.uri();
     let route_str = route.map(Route::as_str);
-    let name = match route_str {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_owned(),
-    };
     let trace = req
         .headers()
         .get(&TRACEPARENT)
         .and_then(|v| traceparent(v.as_bytes()))
         .map(|(t, s)| (t.to_owned(), s.to_owned()));
+    // The span carries what nested events need to be found and grouped: its name, the
+    // request id and trace ids, the route (or, without one, the path). The completion event
+    // carries everything else, so no field is formatted twice per line.
     let span = tracing::info_span!(
         target: "bulwark::log",
         "request",
-        otel.name = %name,
+        otel.name = %SpanName(method, route_str),
         otel.kind = "server",
         http.request.method = method,
-        url.path = uri.path(),
         http.route = route_str,
+        url.path = route_str.is_none().then(|| uri.path()),
         request_id = id.as_str(),
         trace_id = trace.as_ref().map(|t| t.0.as_str()),
         span_id = trace.as_ref().map(|t| t.1.as_str()),
     );
-    let server = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()));
+    let server = match req.headers().get(http::header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     LogInfo {
         span,
         method,
         method_original: (method == "_OTHER").then(|| req.method().as_str().to_owned()),
         uri: uri.clone(),
         query: uri.query().map(|q| config.redactor.query(q)),
-        scheme: uri.scheme_str().unwrap_or("http").to_owned(),
+        scheme: if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            "https"
+        } else {
+            "http"
+        },
         server,
         version: version(req.version()),
         route: route.cloned(),
@@ -151,6 +158,18 @@ fn log_info<B>(
             .log_headers
             .then(|| config.redactor.headers(req.headers())),
         trace,
+    }
+}
+
+/// `{METHOD} {route}`, or the method alone without a route, written without allocating.
+struct SpanName<'a>(&'static str, Option<&'a str>);
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(route) => write!(f, "{} {route}", self.0),
+            None => f.write_str(self.0),
+        }
     }
 }
 
@@ -172,6 +191,7 @@ pub(super) struct Route {
 }
 
 impl Route {
+    #[cfg_attr(not(feature = "axum"), allow(clippy::unused_self))]
     pub(super) fn as_str(&self) -> &str {
         #[cfg(feature = "axum")]
         return self.inner.as_str();
