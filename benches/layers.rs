@@ -205,12 +205,67 @@ fn rate_limit(c: &mut Criterion) {
     group.finish();
 }
 
+fn cache(c: &mut Criterion) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use bulwark::cache::{CacheLayer, CacheStore};
+    let mut group = c.benchmark_group("cache");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let memory = || CacheStore::memory(64 * 1024 * 1024);
+    // Hit: the answer is in the memory store and fresh.
+    let mut hit = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(3600))
+        .layer(support::bare());
+    support::call(&mut hit, support::request());
+    group.bench_function("memory/hit", |b| {
+        b.iter(|| black_box(support::call(&mut hit, support::request())));
+    });
+    // Miss, stored: every request a new key (the store stays bounded by bytes).
+    let n = Arc::new(AtomicU64::new(0));
+    let mut miss = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(3600))
+        .key(move |_| Some(format!("k{}", n.fetch_add(1, Ordering::Relaxed))))
+        .layer(support::bare());
+    group.bench_function("memory/miss_stored", |b| {
+        b.iter(|| black_box(support::call(&mut miss, support::request())));
+    });
+    // Miss, not storable: policy mode and an answer without caching headers.
+    let mut uncacheable = CacheLayer::new(memory()).layer(support::bare());
+    group.bench_function("memory/miss_not_storable", |b| {
+        b.iter(|| black_box(support::call(&mut uncacheable, support::request())));
+    });
+    // Bypass: the key hook declines.
+    let mut bypass = CacheLayer::new(memory())
+        .key(|_| None)
+        .layer(support::bare());
+    group.bench_function("bypass", |b| {
+        b.iter(|| black_box(support::call(&mut bypass, support::request())));
+    });
+    // An unsafe method: passed through, then the URI is invalidated.
+    let mut post = CacheLayer::new(memory()).layer(support::bare());
+    group.bench_function("post_invalidates", |b| {
+        b.iter(|| {
+            let mut req = support::request();
+            *req.method_mut() = http::Method::POST;
+            black_box(support::call(&mut post, req))
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     log,
     rejection,
     circuit_breaker,
     fallback,
-    rate_limit
+    rate_limit,
+    cache
 );
 criterion_main!(benches);

@@ -33,6 +33,7 @@
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
 //! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | GCRA quotas per key, 429 with `Retry-After` and `RateLimit` headers; memory or Redis |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
+//! | [`cache`] | [`CacheLayer`](cache::CacheLayer) | HTTP response cache: RFC 9111 or forced TTL, coalescing, `Cache-Status`, memory or Redis |
 //!
 //! # Feature flags
 //!
@@ -52,6 +53,7 @@
 mod macros;
 
 pub mod body;
+pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;

@@ -17,6 +17,9 @@
 //! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 //! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker`, `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
 //! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
+//! | `bulwark_cache_requests_total` | counter | `cache` (its `Cache-Status` name), `outcome` ([`CacheOutcome::as_str`](crate::cache::CacheOutcome::as_str): `hit`, `miss`, `stale`, `bypass`, ...) |
+//! | `bulwark_cache_stored_total` | counter | `cache` |
+//! | `bulwark_cache_evictions_total` | counter | `store` (`memory`), `cause` (`size`, `expired`) |
 //!
 //! For a Prometheus histogram (rather than a summary) of request durations, give the exporter
 //! the OpenTelemetry bucket boundaries: 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
@@ -206,4 +209,33 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (reason, outcome);
+}
+
+/// One request passed through a cache layer.
+#[inline]
+pub(crate) fn cache_request(cache: &std::sync::Arc<str>, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_cache_requests_total", "cache" => cache.clone(), "outcome" => outcome)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (cache, outcome);
+}
+
+/// One answer stored by a cache layer.
+#[inline]
+pub(crate) fn cache_stored(cache: &std::sync::Arc<str>) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_cache_stored_total", "cache" => cache.clone()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = cache;
+}
+
+/// One cache entry evicted by its store.
+#[inline]
+pub(crate) fn cache_evicted(store: &'static str, cause: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_cache_evictions_total", "store" => store, "cause" => cause)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (store, cause);
 }

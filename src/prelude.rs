@@ -2,6 +2,7 @@
 
 pub use crate::{
     ConfigError, Rejection, ResponseForRejection,
+    cache::{CacheLayer, CacheStore},
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
     classify::{Classify, Outcome, ServerErrorsAsFailures},
     fallback::FallbackLayer,

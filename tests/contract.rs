@@ -366,3 +366,44 @@ async fn rate_limit_shares_state() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+
+use bulwark::cache::{CacheLayer, CacheStore};
+
+fn cache() -> CacheLayer {
+    CacheLayer::new(CacheStore::memory(1 << 20)).ttl(std::time::Duration::from_secs(30))
+}
+
+layer_contract!(cache, cache);
+
+#[tokio::test]
+async fn cache_shares_state() {
+    assert_shared_state(
+        cache,
+        |svc: <CacheLayer as Layer<FailOnDemand>>::Service| async move {
+            let res = svc
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert!(
+                res.headers()["cache-status"]
+                    .to_str()
+                    .unwrap()
+                    .ends_with("stored")
+            );
+        },
+        async |svc| {
+            let res = svc
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            res.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .starts_with("bulwark; hit")
+        },
+    )
+    .await;
+}

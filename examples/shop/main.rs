@@ -24,6 +24,7 @@
 //! and the tests all build the app through `app`, so the new route is everywhere at once.
 
 mod admin;
+mod catalog;
 mod degrade;
 mod demo;
 mod login;
@@ -349,6 +350,8 @@ pub(crate) struct Shared {
     pub(crate) last_good: LastGood,
     /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
     pub(crate) sections: degrade::Sections,
+    /// The `GET /products` cache (10 s, shared through Redis with `--redis`).
+    pub(crate) products_cache: bulwark::cache::CacheLayer,
     /// The rate limiters: `POST /login` and the global one around every route.
     pub(crate) limits: login::Limits,
 }
@@ -417,6 +420,7 @@ impl AppState {
         let breakers = Breakers::new();
         let limits = login::Limits::new(&store, trusted_proxies);
         Self(Arc::new(Shared {
+            products_cache: catalog::products_cache(&store),
             limits,
             store,
             stats: Stats::default(),
@@ -443,6 +447,8 @@ impl Deref for AppState {
 pub(crate) struct Stats {
     /// Executions of the payment charge (not requests: an idempotent replay does not count).
     pub(crate) payments_charged: AtomicU64,
+    /// Queries the simulated product database answered (cache misses of `GET /products`).
+    pub(crate) products_queries: AtomicU64,
 }
 
 /// Where shared state lives.
@@ -456,7 +462,7 @@ pub(crate) enum Store {
 
 impl Store {
     /// Redis at `redis_url` if given (connected lazily: this never blocks), memory otherwise.
-    fn open(redis_url: Option<&str>) -> Result<Self, String> {
+    pub(crate) fn open(redis_url: Option<&str>) -> Result<Self, String> {
         match redis_url {
             None => Ok(Self::Memory),
             Some(url) => Redis::open(url)

@@ -33,6 +33,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             ),
         )
         .route("/dashboard", get(crate::degrade::dashboard))
+        .route(
+            "/products",
+            get(crate::catalog::products).layer(state.products_cache.clone()),
+        )
         // Rate limited before the handler reads anything, so every attempt counts.
         .route(
             "/login",
