@@ -55,6 +55,15 @@ fn same_key(_thread: usize) -> Request<support::Body> {
     support::request()
 }
 
+/// Each thread sends from its own peer address (one key per thread).
+fn key_per_thread(thread: usize) -> Request<support::Body> {
+    let mut req = support::request();
+    let octet = u8::try_from(thread % 250).unwrap_or(0) + 1;
+    req.extensions_mut()
+        .insert(std::net::SocketAddr::from(([198, 51, 100, octet], 40_000)));
+    req
+}
+
 fn group<S>(c: &mut Criterion, name: &str, svc: &S, request: fn(usize) -> Request<support::Body>)
 where
     S: Service<Request<support::Body>> + Clone + Send + 'static,
@@ -86,5 +95,29 @@ fn circuit_breaker(c: &mut Criterion) {
     group(c, "circuit_breaker/count_window", &count, same_key);
 }
 
-criterion_group!(benches, baseline, circuit_breaker);
+fn rate_limit(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    use bulwark::{
+        key::PeerIp,
+        rate_limit::{Quota, RateLimitLayer},
+    };
+    // A quota no run can exhaust, so every call is an allowed one.
+    let limiter = RateLimitLayer::new(Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX))
+        .key(PeerIp::new())
+        .layer(support::bare());
+    group(c, "rate_limit/same_key", &limiter, same_key);
+    group(c, "rate_limit/key_per_thread", &limiter, key_per_thread);
+}
+
+fn cache(c: &mut Criterion) {
+    use bulwark::cache::{CacheLayer, CacheStore};
+    let mut cache = CacheLayer::new(CacheStore::memory(1 << 20))
+        .ttl(Duration::from_secs(3_600))
+        .layer(support::bare());
+    support::call(&mut cache, support::request());
+    group(c, "cache/same_key_hit", &cache, same_key);
+}
+
+criterion_group!(benches, baseline, circuit_breaker, rate_limit, cache);
 criterion_main!(benches);

@@ -259,6 +259,50 @@ fn cache(c: &mut Criterion) {
     group.finish();
 }
 
+/// All the layers, in the README's recommended order, in memory, around the bare baseline: a
+/// GET that passes through every layer (the cache's key hook declines it), and a GET answered
+/// from the cache.
+fn stack(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    use bulwark::{
+        cache::{CacheLayer, CacheStore},
+        circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
+        key::PeerIp,
+        rate_limit::{Quota, RateLimitLayer},
+    };
+    use tower::ServiceBuilder;
+
+    let mut group = c.benchmark_group("stack");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let build = |cache: CacheLayer| {
+        ServiceBuilder::new()
+            .layer(RequestLogLayer::new())
+            .layer(
+                RateLimitLayer::new(Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX))
+                    .key(PeerIp::new()),
+            )
+            .layer(cache)
+            .layer(FallbackLayer::response(http::Response::new("fallback")))
+            .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+            .service(support::bare())
+    };
+    let mut pass = build(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None));
+    group.bench_function("pass_through", |b| {
+        b.iter(|| black_box(support::call(&mut pass, support::request())));
+    });
+    let mut hit =
+        build(CacheLayer::new(CacheStore::memory(1 << 20)).ttl(Duration::from_secs(3_600)));
+    support::call(&mut hit, support::request());
+    group.bench_function("cache_hit", |b| {
+        b.iter(|| black_box(support::call(&mut hit, support::request())));
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     log,
@@ -266,6 +310,7 @@ criterion_group!(
     circuit_breaker,
     fallback,
     rate_limit,
-    cache
+    cache,
+    stack
 );
 criterion_main!(benches);

@@ -242,6 +242,12 @@ fn cache(c: &mut Criterion) {
         let mut svc = peer.layer(bare());
         let _ = call(&mut svc, request());
         case!(group, "tower-resilience/hit", svc);
+
+        let mut ours = bulwark::cache::CacheLayer::new(bulwark::cache::CacheStore::memory(1 << 20))
+            .ttl(Duration::from_secs(3_600))
+            .layer(bare());
+        let _ = call(&mut ours, request());
+        case!(group, "bulwark/hit", ours);
         group.finish();
     });
 }
@@ -347,6 +353,26 @@ fn stack(c: &mut Criterion) {
         let mut svc = svc;
         let _ = call(&mut svc, request());
         case!(group, "tower-resilience/four_layers_cache_hit", svc);
+
+        // bulwark: the same four (fallback, breaker, limiter, cache hit), then all seven in the
+        // README's order (the layers not landed yet in this bench are added as they land).
+        let mut ours = tower::ServiceBuilder::new()
+            .layer(bulwark::rate_limit::RateLimitLayer::new(
+                bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX),
+            ))
+            .layer(
+                bulwark::cache::CacheLayer::new(bulwark::cache::CacheStore::memory(1 << 20))
+                    .ttl(Duration::from_secs(3_600)),
+            )
+            .layer(bulwark::fallback::FallbackLayer::response(Response::new(
+                "fallback",
+            )))
+            .layer(bulwark::circuit_breaker::CircuitBreakerLayer::new(
+                bulwark::circuit_breaker::CircuitBreakerConfig::default(),
+            ))
+            .service(bare());
+        let _ = call(&mut ours, request());
+        case!(group, "bulwark/four_layers_cache_hit", ours);
         group.finish();
     });
 }
