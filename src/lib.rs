@@ -32,6 +32,7 @@
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
+//! | [`idempotency`] | [`IdempotencyLayer`](idempotency::IdempotencyLayer) | runs a keyed unsafe request once and replays its response to retries |
 //!
 //! # Feature flags
 //!
@@ -55,6 +56,7 @@ pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod fallback;
+pub mod idempotency;
 pub mod key;
 pub mod log;
 pub mod metrics;

@@ -14,6 +14,7 @@
 //! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 //! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker`, `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
 //! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
+//! | `bulwark_idempotency_requests_total` | counter | `outcome` (`new`, `replayed`, `in_flight`, `mismatch`, `not_replayable`, `released`, `lease_lost`, `store_error`) |
 //!
 //! For a Prometheus histogram (rather than a summary) of request durations, give the exporter
 //! the OpenTelemetry bucket boundaries: 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
@@ -105,4 +106,13 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (reason, outcome);
+}
+
+/// One keyed request's outcome in the idempotency layer.
+#[inline]
+pub(crate) fn idempotency(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_idempotency_requests_total", "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
 }
