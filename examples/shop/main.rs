@@ -14,6 +14,7 @@
 //! | `main.rs` | arguments and environment, `AppState`, `app` (the one router), serving, logging |
 //! | `routes.rs` | the public routes and the shop's problem+json helper |
 //! | `admin.rs` | `/admin/*`: bearer-token check, admin token, admin routes |
+//! | `payments.rs` | `POST /payments` behind the idempotency layer, `GET /payments/{id}` |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
 //!
 //! Adding a route: write the handler in `routes.rs` (or `admin.rs` for an admin route, which is
@@ -25,6 +26,7 @@
 mod admin;
 mod degrade;
 mod demo;
+mod payments;
 mod routes;
 mod sim;
 mod telemetry;
@@ -326,6 +328,10 @@ pub(crate) struct Shared {
     pub(crate) last_good: LastGood,
     /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
     pub(crate) sections: degrade::Sections,
+    /// `POST /payments`'s idempotency layer: one value, so one store however often applied.
+    pub(crate) idempotency: bulwark::idempotency::IdempotencyLayer,
+    /// The payments made.
+    pub(crate) payments: payments::Ledger,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -380,6 +386,8 @@ impl AppState {
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
         Self(Arc::new(Shared {
+            idempotency: payments::idempotency(&store),
+            payments: payments::Ledger::default(),
             store,
             stats: Stats::default(),
             admin_token,

@@ -33,6 +33,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             ),
         )
         .route("/dashboard", get(crate::degrade::dashboard))
+        .merge(crate::payments::router(state))
 }
 
 #[derive(Serialize)]
