@@ -179,6 +179,15 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 
 const PAYMENT: &str = r#"{"amount":1200,"currency":"EUR"}"#;
 
+/// `name` made unique to this demo run, so a rerun against the same Redis (where keys are kept
+/// for 24 h) starts afresh.
+fn run_key(name: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| RandomState::new().hash_one(0u8));
+    format!("{name}-{run:016x}")
+}
+
 /// `POST /payments` with `key` (if any) and `body`.
 fn payment(
     ctx: &Ctx,
@@ -209,7 +218,7 @@ async fn charged(ctx: &Ctx) -> Result<u64, String> {
 async fn payment_first(ctx: &Ctx) -> Result<Verdict, String> {
     let before = charged(ctx).await?;
     let res = ctx
-        .send(payment(ctx, Some("demo-payment-1"), PAYMENT)?)
+        .send(payment(ctx, Some(&run_key("demo-payment-1")), PAYMENT)?)
         .await?;
     let body = res.json()?;
     let passed = res.status == StatusCode::CREATED
@@ -229,7 +238,7 @@ async fn payment_first(ctx: &Ctx) -> Result<Verdict, String> {
 async fn payment_replayed(ctx: &Ctx) -> Result<Verdict, String> {
     let before = charged(ctx).await?;
     let res = ctx
-        .send(payment(ctx, Some("demo-payment-1"), PAYMENT)?)
+        .send(payment(ctx, Some(&run_key("demo-payment-1")), PAYMENT)?)
         .await?;
     // The stored payment is what the first answer said.
     let stored = ctx.get(res.header("location"), &[]).await?;
@@ -252,7 +261,7 @@ async fn payment_mismatch(ctx: &Ctx) -> Result<Verdict, String> {
     let before = charged(ctx).await?;
     let other = r#"{"amount":9900,"currency":"EUR"}"#;
     let res = ctx
-        .send(payment(ctx, Some("demo-payment-1"), other)?)
+        .send(payment(ctx, Some(&run_key("demo-payment-1")), other)?)
         .await?;
     let passed = res.status == StatusCode::UNPROCESSABLE_ENTITY
         && res.header("content-type") == "application/problem+json"
@@ -273,7 +282,7 @@ async fn payment_burst(ctx: &Ctx) -> Result<Verdict, String> {
     let mut tasks = Vec::with_capacity(N);
     for _ in 0..N {
         let client = ctx.client.clone();
-        let req = payment(ctx, Some("demo-double-click"), PAYMENT)?;
+        let req = payment(ctx, Some(&run_key("demo-double-click")), PAYMENT)?;
         tasks.push(tokio::spawn(async move { client.request(req).await }));
     }
     let (mut created, mut replayed, mut conflicts) = (0, 0, 0);

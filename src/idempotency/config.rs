@@ -76,7 +76,6 @@ impl Default for IdempotencyConfig {
 
 impl IdempotencyConfig {
     /// A builder starting from the defaults.
-    #[must_use]
     pub fn builder() -> IdempotencyConfigBuilder {
         IdempotencyConfigBuilder(Self::default())
     }

@@ -130,15 +130,12 @@ impl StoredResponse {
     /// # Errors
     ///
     /// [`StoreError::Malformed`] if `bytes` is not such a response.
-    pub fn decode(bytes: Bytes) -> Result<Self, StoreError> {
+    pub fn decode(bytes: &Bytes) -> Result<Self, StoreError> {
         let malformed = |detail: &str| StoreError::Malformed {
             operation: "claim",
             detail: detail.to_owned(),
         };
-        let mut r = Reader {
-            bytes: &bytes,
-            pos: 0,
-        };
+        let mut r = Reader { bytes, pos: 0 };
         if r.take(4) != Some(MAGIC) {
             return Err(malformed("unknown response format"));
         }
@@ -394,13 +391,13 @@ mod tests {
             headers,
             body: Bytes::from_static(b"{\"id\":1}"),
         };
-        let back = StoredResponse::decode(Bytes::from(res.encode())).unwrap();
+        let back = StoredResponse::decode(&Bytes::from(res.encode())).unwrap();
         assert_eq!(back, res);
-        assert!(StoredResponse::decode(Bytes::from_static(b"BWI1\x00")).is_err());
-        assert!(StoredResponse::decode(Bytes::from_static(b"nope")).is_err());
+        assert!(StoredResponse::decode(&Bytes::from_static(b"BWI1\x00")).is_err());
+        assert!(StoredResponse::decode(&Bytes::from_static(b"nope")).is_err());
         let mut truncated = res.encode();
         truncated.truncate(12);
-        assert!(StoredResponse::decode(Bytes::from(truncated)).is_err());
+        assert!(StoredResponse::decode(&Bytes::from(truncated)).is_err());
     }
 
     #[test]

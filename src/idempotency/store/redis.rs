@@ -141,7 +141,7 @@ impl Store for RedisStore {
             }),
             3 => Ok(Claim::Completed {
                 fingerprint: fingerprint(&stored_fp, "claim")?,
-                response: Arc::new(StoredResponse::decode(Bytes::from(data))?),
+                response: Arc::new(StoredResponse::decode(&Bytes::from(data))?),
             }),
             4 => Ok(Claim::NotReplayable {
                 fingerprint: fingerprint(&stored_fp, "claim")?,
