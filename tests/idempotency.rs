@@ -838,3 +838,42 @@ async fn works_in_an_axum_router() {
     assert_eq!(no_key.status(), StatusCode::BAD_REQUEST);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A body that yields "partial" and then fails.
+struct Broken(u8);
+
+impl Body for Broken {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(match self.0 {
+            1 => Some(Ok(Frame::data(Bytes::from_static(b"partial")))),
+            2 => Some(Err(std::io::Error::other("upstream reset"))),
+            _ => None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_failing_response_body_is_passed_on_and_not_stored() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let svc = layer().layer(service_fn(move |_req: In| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(Broken(0))) }
+    }));
+    let res = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "partial");
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert_eq!(err.to_string(), "upstream reset");
+    // Not stored: the retry runs.
+    let res = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert!(!replayed(&res));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

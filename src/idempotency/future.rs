@@ -1,6 +1,7 @@
 //! The response future and the pass-through body of [`Idempotency`](super::Idempotency).
 
 use std::{
+    any::Any,
     fmt,
     future::Future,
     pin::Pin,
@@ -29,6 +30,7 @@ pin_project! {
     enum Kind<B> {
         Plain { #[pin] body: B },
         Rest { prefix: Option<Bytes>, body: Pin<Box<B>> },
+        Failed { prefix: Option<Bytes>, error: Option<Box<dyn Any + Send + Sync>> },
     }
 }
 
@@ -49,17 +51,35 @@ impl<B> PassBody<B> {
     }
 }
 
+impl<B> PassBody<B> {
+    /// What was read of a body that then failed with `error` (a `B::Error`), which is passed
+    /// on after the bytes read.
+    pub(crate) fn failed<E: Send + Sync + 'static>(prefix: Bytes, error: E) -> Self {
+        Self {
+            kind: Kind::Failed {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                error: Some(Box::new(error)),
+            },
+        }
+    }
+}
+
 impl<B> fmt::Debug for PassBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Plain { .. } => "Plain",
             Kind::Rest { .. } => "Rest",
+            Kind::Failed { .. } => "Failed",
         };
         f.debug_struct("PassBody").field("kind", &kind).finish()
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for PassBody<B> {
+impl<B> Body for PassBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: 'static,
+{
     type Data = Bytes;
     type Error = B::Error;
 
@@ -73,6 +93,16 @@ impl<B: Body<Data = Bytes>> Body for PassBody<B> {
                 Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
                 None => body.as_mut().poll_frame(cx),
             },
+            KindProj::Failed { prefix, error } => match prefix.take() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                // Always a `B::Error`: `failed` is only called with one.
+                None => Poll::Ready(
+                    error
+                        .take()
+                        .and_then(|e| e.downcast::<B::Error>().ok())
+                        .map(|e| Err(*e)),
+                ),
+            },
         }
     }
 
@@ -80,6 +110,7 @@ impl<B: Body<Data = Bytes>> Body for PassBody<B> {
         match &self.kind {
             Kind::Plain { body } => body.is_end_stream(),
             Kind::Rest { prefix, body } => prefix.is_none() && body.is_end_stream(),
+            Kind::Failed { prefix, error } => prefix.is_none() && error.is_none(),
         }
     }
 
@@ -95,6 +126,9 @@ impl<B: Body<Data = Bytes>> Body for PassBody<B> {
                     hint.set_upper(upper + extra);
                 }
                 hint
+            }
+            Kind::Failed { prefix, .. } => {
+                SizeHint::with_exact(prefix.as_ref().map_or(0, |p| p.len() as u64))
             }
         }
     }

@@ -82,7 +82,7 @@ where
     ReqB: Body + Send + 'static,
     ReqB::Error: fmt::Display + Send,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: fmt::Display,
+    ResB::Error: fmt::Display + Send + Sync + 'static,
 {
     type Response = Answer<ResB>;
     type Error = S::Error;
@@ -236,7 +236,7 @@ where
     ReqB: Body,
     ReqB::Error: fmt::Display,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: fmt::Display,
+    ResB::Error: fmt::Display + Send + Sync + 'static,
 {
     let config = &shared.config;
     let (mut parts, body) = req.into_parts();
@@ -391,24 +391,23 @@ where
                 ResponseBody::new(PassBody::rest(prefix, rest)),
             ))
         }
-        Read::Failed(prefix, rest) => {
+        Read::Failed(prefix, error) => {
             // The body broke while it was read: the response is not stored and the key is
-            // freed, so a retry runs again. The client gets what was read and then the end of
-            // the broken body.
-            tracing::warn!(target: TARGET, key = %store_key.short(), "response body failed; not stored");
+            // freed, so a retry runs again. The client gets what was read, then the error.
+            tracing::warn!(target: TARGET, key = %store_key.short(), %error, "response body failed; not stored");
             guard.release("response body failed").await;
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::new(PassBody::rest(prefix, rest)),
+                ResponseBody::new(PassBody::failed(prefix, error)),
             ))
         }
     }
 }
 
-enum Read<B> {
+enum Read<B: Body> {
     Whole(Bytes),
     TooLarge(Bytes, Pin<Box<B>>),
-    Failed(Bytes, Pin<Box<B>>),
+    Failed(Bytes, B::Error),
 }
 
 /// Reads a response body up to `limit` bytes; past it, hands back what was read and the rest.
@@ -424,7 +423,7 @@ where
     loop {
         match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
             None => return Read::Whole(buf.freeze()),
-            Some(Err(_)) => return Read::Failed(buf.freeze(), body),
+            Some(Err(error)) => return Read::Failed(buf.freeze(), error),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     buf.extend_from_slice(&data);
