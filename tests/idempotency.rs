@@ -877,3 +877,38 @@ async fn a_failing_response_body_is_passed_on_and_not_stored() {
     assert!(!replayed(&res));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn outcomes_are_counted_in_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let svc = layer().layer(payments(Arc::default()));
+            for body in ["{}", "{}", "{}", "[]"] {
+                svc.clone().oneshot(post(Some("k"), body)).await.unwrap();
+            }
+        });
+    });
+    let counts: std::collections::BTreeMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "bulwark_idempotency_requests_total")
+        .map(|(key, _, _, value)| {
+            let outcome = key.key().labels().next().unwrap().value().to_owned();
+            let DebugValue::Counter(n) = value else {
+                panic!("not a counter");
+            };
+            (outcome, n)
+        })
+        .collect();
+    assert_eq!(counts["new"], 1);
+    assert_eq!(counts["replayed"], 2);
+    assert_eq!(counts["mismatch"], 1);
+}

@@ -81,7 +81,15 @@
 //! 6. **Release.** A 5xx answer, a bulwark rejection from an inner layer, an inner `Err`, or a
 //!    request dropped before its answer (the client went away) frees the key so a retry runs
 //!    (each configurable). A crashed worker's key is free when its lease ends: the lease is
-//!    separate from the retention, so one never holds a key for the other's time.
+//!    separate from the retention, so one never holds a key for the other's time. The same
+//!    holds for a request dropped while its claim was on the way to Redis (the claim may have
+//!    been made without an answer): the key is blocked until the lease ends, never forever.
+//!
+//! Releasing on cancel assumes a handler dropped half-way did nothing that must not happen
+//! twice (or does it in one step, as the shop's charge does). If a handler can be cancelled
+//! between two side effects, set
+//! [`release_on_cancel(false)`](IdempotencyConfigBuilder::release_on_cancel): a retry then gets
+//! 409 until the lease ends.
 //!
 //! # Stores and their failure policy
 //!
