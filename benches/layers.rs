@@ -220,12 +220,66 @@ fn idempotency(c: &mut Criterion) {
     group.finish();
 }
 
+fn rate_limit(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    use bulwark::{
+        key::PeerIp,
+        rate_limit::{Quota, RateLimitLayer},
+    };
+    let mut group = c.benchmark_group("rate_limit");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    // A quota no bench run can exhaust: a billion requests per second, bursts of 4 billion.
+    let plenty = || Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+    let mut global = RateLimitLayer::new(plenty()).layer(support::bare());
+    group.bench_function("allowed/global_key", |b| {
+        b.iter(|| black_box(support::call(&mut global, support::request())));
+    });
+    let mut per_ip = RateLimitLayer::new(plenty())
+        .key(PeerIp::new())
+        .layer(support::bare());
+    group.bench_function("allowed/peer_ip", |b| {
+        b.iter(|| black_box(support::call(&mut per_ip, support::request())));
+    });
+    let mut per_ip_headers = RateLimitLayer::new(plenty())
+        .key(PeerIp::new())
+        .headers_on_allowed(true)
+        .layer(support::bare());
+    group.bench_function("allowed/peer_ip_with_headers", |b| {
+        b.iter(|| black_box(support::call(&mut per_ip_headers, support::request())));
+    });
+    let mut two_quotas = RateLimitLayer::with_quotas([
+        plenty().named("a"),
+        Quota::per_hour(NonZeroU32::MAX).named("b"),
+    ])
+    .expect("valid quotas")
+    .key(PeerIp::new())
+    .layer(support::bare());
+    group.bench_function("allowed/peer_ip_two_quotas", |b| {
+        b.iter(|| black_box(support::call(&mut two_quotas, support::request())));
+    });
+    let mut rejected = RateLimitLayer::new(Quota::per_hour(NonZeroU32::MIN)).layer(support::bare());
+    let _ = support::call(&mut rejected, support::request());
+    group.bench_function("rejected/global_key", |b| {
+        b.iter(|| {
+            let res = support::call(&mut rejected, support::request());
+            assert_eq!(res.status(), 429);
+            black_box(res)
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     log,
     rejection,
     circuit_breaker,
     fallback,
-    idempotency
+    idempotency,
+    rate_limit
 );
 criterion_main!(benches);

@@ -31,6 +31,7 @@
 //! | --- | --- | --- |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
+//! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | GCRA quotas per key, 429 with `Retry-After` and `RateLimit` headers; memory or Redis |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
 //! | [`idempotency`] | [`IdempotencyLayer`](idempotency::IdempotencyLayer) | runs a keyed unsafe request once and replays its response to retries |
 //!
@@ -61,6 +62,7 @@ pub mod key;
 pub mod log;
 pub mod metrics;
 pub mod prelude;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

@@ -8,4 +8,5 @@ pub use crate::{
     idempotency::{IdempotencyLayer, IdempotencyStore},
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,
+    rate_limit::{Quota, RateLimitLayer},
 };

@@ -416,3 +416,39 @@ async fn idempotency_shares_its_store() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiter
+
+use bulwark::rate_limit::{Quota, RateLimitLayer};
+
+fn rate_limit() -> RateLimitLayer {
+    RateLimitLayer::new(Quota::per_minute(std::num::NonZeroU32::new(1_000).unwrap()))
+}
+
+layer_contract!(rate_limit, rate_limit);
+
+#[tokio::test]
+async fn rate_limit_shares_state() {
+    assert_shared_state(
+        || RateLimitLayer::new(Quota::per_minute(std::num::NonZeroU32::new(2).unwrap())),
+        |svc: <RateLimitLayer as Layer<Failing>>::Service| async move {
+            for _ in 0..2 {
+                let res = svc
+                    .clone()
+                    .oneshot(Request::new(Body::empty()))
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 500, "allowed through to the inner service");
+            }
+        },
+        async |svc| {
+            svc.oneshot(Request::new(Body::empty()))
+                .await
+                .unwrap()
+                .status()
+                == 429
+        },
+    )
+    .await;
+}

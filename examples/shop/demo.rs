@@ -171,6 +171,37 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "one charge; others 201 replays or 409",
         run: |ctx| Box::pin(payment_burst(ctx)),
     },
+    // Rate limiting: 5 login attempts per minute per client IP; every attempt counts.
+    Scenario {
+        name: "POST /login demo/demo",
+        expected: "200, RateLimit r=4 (attempt 1 of 5)",
+        run: |ctx| Box::pin(login_ok(ctx)),
+    },
+    Scenario {
+        name: "POST /login wrong password",
+        expected: "401 problem+json (attempt 2)",
+        run: |ctx| Box::pin(login_wrong(ctx)),
+    },
+    Scenario {
+        name: "POST /login bad JSON",
+        expected: "400 problem+json (attempt 3)",
+        run: |ctx| Box::pin(login_bad_json(ctx)),
+    },
+    Scenario {
+        name: "6th login attempt in a minute",
+        expected: "attempts 4-5 pass; 429, Retry-After, RateLimit",
+        run: |ctx| Box::pin(login_sixth(ctx)),
+    },
+    Scenario {
+        name: "login with spoofed X-Forwarded-For",
+        expected: "still 429: no proxy is trusted",
+        run: |ctx| Box::pin(login_spoofed(ctx)),
+    },
+    Scenario {
+        name: "a rejected request's log line",
+        expected: "bulwark.rejection=rate_limited, its request_id, 429",
+        run: |ctx| Box::pin(rejection_logged(ctx)),
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -545,6 +576,125 @@ async fn dashboard_degraded(ctx: &Ctx) -> Result<Verdict, String> {
     ))
 }
 
+/// `POST /login` with `body` and extra `headers`.
+async fn login_attempt(ctx: &Ctx, body: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    let mut req = ctx
+        .request(Method::POST, "/login")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    ctx.send(req).await
+}
+
+/// A refused login's log line (found in the demo's log tap by the request id the client
+/// sent) names the rejection and the id. Runs after the login quota is used up.
+async fn rejection_logged(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-rejected-login-1";
+    let res = login_attempt(ctx, LOGIN_WRONG, &[("x-request-id", id)]).await?;
+    if res.status != StatusCode::TOO_MANY_REQUESTS {
+        return Ok(Verdict::new(
+            false,
+            format!("expected 429, got {}", res.summary()),
+        ));
+    }
+    let v = logged(id).await?;
+    let passed = v["bulwark.rejection"] == "rate_limited"
+        && v["request_id"] == id
+        && v["http.response.status_code"] == 429
+        && v["level"] == "WARN";
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "bulwark.rejection={} request_id={} status={} level={}",
+            v["bulwark.rejection"], v["request_id"], v["http.response.status_code"], v["level"]
+        ),
+    ))
+}
+
+const LOGIN_GOOD: &str = r#"{"user":"demo","password":"demo"}"#;
+const LOGIN_WRONG: &str = r#"{"user":"demo","password":"hunter2"}"#;
+
+async fn login_ok(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_GOOD, &[]).await?;
+    let limit = res.header("ratelimit").to_owned();
+    let passed = res.status == StatusCode::OK
+        && res.json()? == serde_json::json!({"user": "demo"})
+        && limit.starts_with("\"login\";r=4;")
+        && res.header("ratelimit-policy") == "\"login\";q=5;w=60";
+    Ok(Verdict::new(
+        passed,
+        format!("{} RateLimit: {limit}", res.status.as_u16()),
+    ))
+}
+
+async fn login_wrong(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_WRONG, &[]).await?;
+    let passed = res.status == StatusCode::UNAUTHORIZED
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 401;
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+async fn login_bad_json(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, "{\"user\": ", &[]).await?;
+    let passed = res.status == StatusCode::BAD_REQUEST
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 400;
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+/// The answer to a refused login as a table cell, and whether it is a proper 429.
+fn login_refused(res: &Reply) -> (bool, String) {
+    let retry_after = res.header("retry-after");
+    let limit = res.header("ratelimit");
+    let passed = res.status == StatusCode::TOO_MANY_REQUESTS
+        && retry_after
+            .parse::<u64>()
+            .is_ok_and(|s| (1..=60).contains(&s))
+        && limit.starts_with("\"login\";r=0;")
+        && res.header("ratelimit-policy") == "\"login\";q=5;w=60"
+        && res.header("content-type") == "application/problem+json";
+    (
+        passed,
+        format!(
+            "{} Retry-After: {retry_after}, RateLimit: {limit}",
+            res.status.as_u16()
+        ),
+    )
+}
+
+async fn login_sixth(ctx: &Ctx) -> Result<Verdict, String> {
+    for attempt in 4..=5 {
+        let res = login_attempt(ctx, LOGIN_WRONG, &[]).await?;
+        if res.status != StatusCode::UNAUTHORIZED {
+            return Ok(Verdict::new(
+                false,
+                format!("attempt {attempt}: {}", res.status.as_u16()),
+            ));
+        }
+    }
+    // The right password does not help either: the limit comes first.
+    let res = login_attempt(ctx, LOGIN_GOOD, &[]).await?;
+    let (passed, got) = login_refused(&res);
+    Ok(Verdict::new(passed, got))
+}
+
+async fn login_spoofed(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_GOOD, &[("x-forwarded-for", "203.0.113.77")]).await?;
+    let (passed, got) = login_refused(&res);
+    Ok(Verdict::new(passed, got))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running
 // ---------------------------------------------------------------------------------------------
@@ -603,6 +753,18 @@ pub(crate) async fn run(store: Store) -> std::io::Result<Vec<Row>> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    // Each run keeps its Redis state under its own prefix, so a run never meets what an earlier
+    // one left behind (say, the login attempts of a run a minute ago).
+    let store = match store {
+        Store::Redis(redis) => {
+            let run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            Store::Redis(redis.prefix(format!("shop-demo-{run}")))
+        }
+        Store::Memory => Store::Memory,
+    };
     let state = AppState::new(store, token.clone());
     let server = tokio::spawn(crate::serve(listener, state, async move {
         // A dropped sender also stops the shop.

@@ -15,6 +15,7 @@
 //! | `routes.rs` | the public routes and the shop's problem+json helper |
 //! | `admin.rs` | `/admin/*`: bearer-token check, admin token, admin routes |
 //! | `payments.rs` | `POST /payments` behind the idempotency layer, `GET /payments/{id}` |
+//! | `login.rs` | `POST /login` and the rate limiters (login, global per client IP) |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
 //!
 //! Adding a route: write the handler in `routes.rs` (or `admin.rs` for an admin route, which is
@@ -26,6 +27,7 @@
 mod admin;
 mod degrade;
 mod demo;
+mod login;
 mod payments;
 mod routes;
 mod sim;
@@ -46,6 +48,7 @@ use bulwark::{
     StoreError,
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer},
     fallback::LastGood,
+    key::IpNet,
     log::RequestLogLayer,
     redis::Redis,
 };
@@ -70,6 +73,10 @@ Options:
 Environment:
   SHOP_ADMIN_TOKEN   bearer token for /admin/* (at least 16 visible ASCII characters);
                      without it a random token is generated and printed once to stderr
+  SHOP_TRUSTED_PROXIES
+                     comma-separated networks of your reverse proxies, e.g. 10.0.0.0/8;
+                     their X-Forwarded-For tells the client IP for rate limits
+                     [default: none: the client IP is the connection's peer address]
   RUST_LOG           log filter, e.g. `info` or `bulwark=debug,info` [default: info;
                      with --demo logs go to stderr and default to off]
 
@@ -136,7 +143,7 @@ async fn main() -> ExitCode {
 
     match serve(
         listener,
-        AppState::new(store, admin_token),
+        AppState::with_trusted_proxies(store, admin_token, &config.trusted_proxies),
         shutdown_signal(),
     )
     .await
@@ -170,6 +177,8 @@ struct Config {
     addr: SocketAddr,
     redis_url: Option<String>,
     admin_token: Option<AdminToken>,
+    /// Proxies whose `X-Forwarded-For` is believed (`SHOP_TRUSTED_PROXIES`); none by default.
+    trusted_proxies: Vec<IpNet>,
     demo: bool,
 }
 
@@ -250,10 +259,24 @@ where
                 .map_err(|e| Invalid::Config(format!("invalid SHOP_ADMIN_TOKEN: {e}")))
         })
         .transpose()?;
+    let trusted_proxies = env("SHOP_TRUSTED_PROXIES")
+        .map(|list| {
+            list.split(',')
+                .filter(|net| !net.trim().is_empty())
+                .map(|net| {
+                    net.parse::<IpNet>().map_err(|e| {
+                        Invalid::Config(format!("invalid SHOP_TRUSTED_PROXIES entry `{net}`: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(Command::Run(Config {
         addr,
         redis_url: redis_url.or_else(|| env("REDIS_URL")),
         admin_token,
+        trusted_proxies,
         demo,
     }))
 }
@@ -332,6 +355,8 @@ pub(crate) struct Shared {
     pub(crate) idempotency: bulwark::idempotency::IdempotencyLayer,
     /// The payments made.
     pub(crate) payments: payments::Ledger,
+    /// The rate limiters: `POST /login` and the global one around every route.
+    pub(crate) limits: login::Limits,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -380,14 +405,27 @@ impl Breakers {
 }
 
 impl AppState {
+    /// The state, with no trusted proxy (client IPs are peer addresses).
     pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
+        Self::with_trusted_proxies(store, admin_token, &[])
+    }
+
+    /// The state, reading client IPs through `X-Forwarded-For` as far as `trusted_proxies`
+    /// wrote it.
+    pub(crate) fn with_trusted_proxies(
+        store: Store,
+        admin_token: AdminToken,
+        trusted_proxies: &[IpNet],
+    ) -> Self {
         // Before any layer exists, so breakers' initial gauges are recorded too.
         telemetry::handle();
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
+        let limits = login::Limits::new(&store, trusted_proxies);
         Self(Arc::new(Shared {
             idempotency: payments::idempotency(&store),
             payments: payments::Ledger::default(),
+            limits,
             store,
             stats: Stats::default(),
             admin_token,
@@ -458,14 +496,17 @@ impl Store {
 
 /// The shop's router: the one function `main`, the demo and the tests build the app with.
 ///
-/// The request-log layer is outermost, so every response (401s and 404s included) carries
-/// `x-request-id` and gets one log line.
+/// The request-log layer is outermost, so every response (401s, 404s and 429s included)
+/// carries `x-request-id` and gets one log line. Inside it, the global rate limit guards every
+/// route.
 pub(crate) fn app(state: AppState) -> Router {
+    let global = state.limits.global.clone();
     Router::new()
         .merge(routes::router(&state))
         .nest("/admin", admin::router(state.clone()))
         .fallback(routes::not_found)
         .with_state(state)
+        .layer(global)
         .layer(RequestLogLayer::new())
 }
 
@@ -585,6 +626,7 @@ mod tests {
         assert_eq!(c.addr, DEFAULT_ADDR);
         assert_eq!(c.redis_url, None);
         assert_eq!(c.admin_token, None);
+        assert!(c.trusted_proxies.is_empty());
         assert!(!c.demo);
     }
 
@@ -634,6 +676,15 @@ mod tests {
 
         let c = config(&[], &[("SHOP_ADMIN_TOKEN", TEST_TOKEN)]);
         assert_eq!(c.admin_token.unwrap().reveal(), TEST_TOKEN);
+
+        let c = config(&[], &[("SHOP_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,")]);
+        let nets: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "fd00::/8"]);
+        let (message, usage) = refusal(&[], &[("SHOP_TRUSTED_PROXIES", "10.0.0.0/33")]);
+        assert!(
+            !usage && message.contains("SHOP_TRUSTED_PROXIES"),
+            "{message}"
+        );
     }
 
     #[cfg(unix)]

@@ -8,7 +8,7 @@ use axum::{
     extract::State,
     http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 
@@ -34,6 +34,11 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         )
         .route("/dashboard", get(crate::degrade::dashboard))
         .merge(crate::payments::router(state))
+        // Rate limited before the handler reads anything, so every attempt counts.
+        .route(
+            "/login",
+            post(crate::login::login).layer(state.limits.login.clone()),
+        )
 }
 
 #[derive(Serialize)]
