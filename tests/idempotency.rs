@@ -912,3 +912,72 @@ fn outcomes_are_counted_in_metrics() {
     assert_eq!(counts["replayed"], 2);
     assert_eq!(counts["mismatch"], 1);
 }
+
+#[tokio::test]
+async fn works_in_a_plain_hyper_server_with_incoming_bodies() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let inner = service_fn(move |req: Request<RequestBody<hyper::body::Incoming>>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let body = req.into_body().collect().await?.to_bytes();
+            let res = Response::builder()
+                .status(201)
+                .header("location", "/payments/1")
+                .body(Full::new(body))
+                .unwrap();
+            Ok::<_, hyper::Error>(res)
+        }
+    });
+    let addr = support::serve_hyper(layer().layer(inner)).await;
+    let req = || {
+        Request::post(format!("http://{addr}/payments"))
+            .header("idempotency-key", "\"hyper-1\"")
+            .body(Full::new(Bytes::from_static(b"{\"amount\":1}")))
+            .unwrap()
+    };
+    let (status, headers, body) = support::send(addr, req()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(body, "{\"amount\":1}");
+    let (status, headers, body) = support::send(addr, req()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["location"], "/payments/1");
+    assert_eq!(body, "{\"amount\":1}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A body that must never be read.
+struct Unreadable;
+
+impl Body for Unreadable {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        panic!("the layer read the body of a request it does not handle");
+    }
+}
+
+#[tokio::test]
+async fn bodies_of_requests_passed_through_are_not_read() {
+    let svc = layer().layer(service_fn(|_req: Request<RequestBody<Unreadable>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    }));
+    for method in ["GET", "PUT", "DELETE"] {
+        let req = Request::builder()
+            .method(method)
+            .uri("/payments")
+            .header("idempotency-key", "k")
+            .body(Unreadable)
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // A POST without a key (optional) passes through unread too.
+    let req = Request::post("/payments").body(Unreadable).unwrap();
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
