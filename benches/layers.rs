@@ -152,6 +152,74 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
+fn idempotency(c: &mut Criterion) {
+    use bulwark::{
+        body::RequestBody,
+        idempotency::{IdempotencyLayer, IdempotencyStore},
+    };
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::Full;
+
+    fn post(key: Option<&str>) -> Request<support::Body> {
+        let mut req = Request::post("http://example.test/payments")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer bench-token");
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        req.body(Full::new(Bytes::from_static(
+            br#"{"amount":1200,"currency":"EUR"}"#,
+        )))
+        .expect("valid request")
+    }
+    // The handler: 201 with a Location and a small JSON body, whatever the request body type.
+    fn handler<B>() -> impl tower::Service<
+        Request<B>,
+        Response = Response<support::Body>,
+        Error = std::convert::Infallible,
+        Future = impl std::future::Future<
+            Output = Result<Response<support::Body>, std::convert::Infallible>,
+        >,
+    > + Clone {
+        tower::service_fn(|_req: Request<B>| async {
+            Ok(Response::builder()
+                .status(201)
+                .header("location", "/payments/42")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"id":42,"amount":1200,"currency":"EUR"}"#,
+                )))
+                .expect("valid response"))
+        })
+    }
+
+    let mut group = c.benchmark_group("idempotency");
+    let mut bare = handler::<support::Body>();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, post(None))));
+    });
+    let layer = IdempotencyLayer::new(IdempotencyStore::memory());
+    let mut svc = layer.layer(handler::<RequestBody<support::Body>>());
+    group.bench_function("no_key", |b| {
+        b.iter(|| black_box(support::call(&mut svc, post(None))));
+    });
+    // A fresh key per call: body read, fingerprint, claim, handler, response buffered and
+    // stored. The key's formatting is part of the measured request building.
+    let mut n = 0u64;
+    group.bench_function("first", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = format!("bench-{n}");
+            black_box(support::call(&mut svc, post(Some(&key))))
+        });
+    });
+    black_box(support::call(&mut svc, post(Some("replayed"))));
+    group.bench_function("replay", |b| {
+        b.iter(|| black_box(support::call(&mut svc, post(Some("replayed")))));
+    });
+    group.finish();
+}
+
 fn rate_limit(c: &mut Criterion) {
     use std::num::NonZeroU32;
 
@@ -311,6 +379,7 @@ criterion_group!(
     fallback,
     rate_limit,
     cache,
+    idempotency,
     stack
 );
 criterion_main!(benches);

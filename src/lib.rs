@@ -34,6 +34,7 @@
 //! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | GCRA quotas per key, 429 with `Retry-After` and `RateLimit` headers; memory or Redis |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
 //! | [`cache`] | [`CacheLayer`](cache::CacheLayer) | HTTP response cache: RFC 9111 or forced TTL, coalescing, `Cache-Status`, memory or Redis |
+//! | [`idempotency`] | [`IdempotencyLayer`](idempotency::IdempotencyLayer) | runs a keyed unsafe request once and replays its response to retries |
 //!
 //! # Feature flags
 //!
@@ -58,6 +59,7 @@ pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod fallback;
+pub mod idempotency;
 pub mod key;
 pub mod log;
 pub mod metrics;

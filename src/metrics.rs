@@ -20,6 +20,7 @@
 //! | `bulwark_cache_requests_total` | counter | `cache` (its `Cache-Status` name), `outcome` ([`CacheOutcome::as_str`](crate::cache::CacheOutcome::as_str): `hit`, `miss`, `stale`, `bypass`, ...) |
 //! | `bulwark_cache_stored_total` | counter | `cache` |
 //! | `bulwark_cache_evictions_total` | counter | `store` (`memory`), `cause` (`size`, `expired`) |
+//! | `bulwark_idempotency_requests_total` | counter | `outcome` (`new`, `replayed`, `in_flight`, `mismatch`, `not_replayable`, `released`, `lease_lost`, `store_error`) |
 //!
 //! For a Prometheus histogram (rather than a summary) of request durations, give the exporter
 //! the OpenTelemetry bucket boundaries: 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
@@ -238,4 +239,13 @@ pub(crate) fn cache_evicted(store: &'static str, cause: &'static str) {
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (store, cause);
+}
+
+/// One keyed request's outcome in the idempotency layer.
+#[inline]
+pub(crate) fn idempotency(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_idempotency_requests_total", "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
 }

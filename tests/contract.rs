@@ -33,9 +33,9 @@ use http::{Request, Response, StatusCode};
 use support::ReadyProbe;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
-/// An axum-style handler service: infallible, answers 200 "ok".
-fn ok_service() -> impl Service<
-    Request<Body>,
+/// An axum-style handler service: infallible, answers 200 "ok", whatever the request body.
+fn ok_service<B: Send + 'static>() -> impl Service<
+    Request<B>,
     Response = Response<Body>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
@@ -43,20 +43,60 @@ fn ok_service() -> impl Service<
 + Send
 + Sync
 + 'static {
-    service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::from("ok"))) })
+    service_fn(|_req: Request<B>| async { Ok::<_, Infallible>(Response::new(Body::from("ok"))) })
 }
 
 fn assert_infallible<S: Service<R, Error = Infallible>, R>(_: &S) {}
 
+/// Echoes the request body, whatever its type: hyper's `Incoming`, or the body a layer that
+/// buffers requests hands on (`bulwark::body::RequestBody<Incoming>`).
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl<B> Service<Request<B>> for Echo
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<bulwark::BoxError>,
+{
+    type Response = Response<http_body_util::Full<bytes::Bytes>>;
+    type Error = bulwark::BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, bulwark::BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(Into::into)?
+                .to_bytes();
+            Ok(Response::new(http_body_util::Full::new(body)))
+        })
+    }
+}
+
 macro_rules! layer_contract {
+    // A layer whose inner service gets the request body as it came.
     ($name:ident, $make:expr) => {
+        layer_contract!($name, $make, Body);
+    };
+    // A layer that buffers request bodies hands its inner service `$inner_body` for `Body`.
+    ($name:ident, $make:expr, $inner_body:ty) => {
         mod $name {
             use super::*;
 
             #[tokio::test]
             async fn poll_ready_only_forwards() {
                 let (mut svc, mut handle) =
-                    tower_test::mock::spawn_layer::<Request<Body>, Response<Body>, _>(($make)());
+                    tower_test::mock::spawn_layer::<Request<$inner_body>, Response<Body>, _>(
+                        ($make)(),
+                    );
                 handle.allow(0);
                 assert!(
                     svc.poll_ready().is_pending(),
@@ -106,12 +146,7 @@ macro_rules! layer_contract {
 
             #[tokio::test]
             async fn serves_hyper_incoming_bodies() {
-                let inner = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    use http_body_util::BodyExt;
-                    let body = req.into_body().collect().await?.to_bytes();
-                    Ok::<_, hyper::Error>(Response::new(http_body_util::Full::new(body)))
-                });
-                let addr = support::serve_hyper(($make)().layer(inner)).await;
+                let addr = support::serve_hyper(($make)().layer(Echo)).await;
                 let (status, _, body) = support::send(
                     addr,
                     Request::post(format!("http://{addr}/"))
@@ -326,6 +361,57 @@ async fn circuit_breaker_shares_state() {
                 .unwrap()
                 .status()
                 == 503
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+
+use bulwark::idempotency::{IdempotencyLayer, IdempotencyStore};
+
+layer_contract!(
+    idempotency,
+    || IdempotencyLayer::new(IdempotencyStore::memory()),
+    bulwark::body::RequestBody<Body>
+);
+
+/// Answers 201 "charged"; the shared-state check below runs it once per key.
+#[derive(Clone, Default)]
+struct Charge;
+
+impl<B: Send + 'static> Service<Request<B>> for Charge {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        let mut res = Response::new(Body::from("charged"));
+        *res.status_mut() = StatusCode::CREATED;
+        std::future::ready(Ok(res))
+    }
+}
+
+#[tokio::test]
+async fn idempotency_shares_its_store() {
+    let pay = || {
+        Request::post("/pay")
+            .header("idempotency-key", "k")
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_shared_state(
+        || IdempotencyLayer::new(IdempotencyStore::memory()),
+        |svc: <IdempotencyLayer as Layer<Charge>>::Service| async move {
+            let res = svc.oneshot(pay()).await.unwrap();
+            assert!(res.headers().get("idempotent-replayed").is_none());
+        },
+        async |svc| {
+            let res = svc.oneshot(pay()).await.unwrap();
+            res.headers().get("idempotent-replayed").is_some()
         },
     )
     .await;

@@ -145,6 +145,32 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "200 < 1.5 s, degraded user+posts",
         run: |ctx| Box::pin(dashboard_degraded(ctx)),
     },
+    // Idempotency: /payments.
+    Scenario {
+        name: "POST /payments",
+        expected: "201 payment, Location, charged once",
+        run: |ctx| Box::pin(payment_first(ctx)),
+    },
+    Scenario {
+        name: "POST /payments, same key again",
+        expected: "201 same body, Idempotent-Replayed: true",
+        run: |ctx| Box::pin(payment_replayed(ctx)),
+    },
+    Scenario {
+        name: "POST /payments, same key, other body",
+        expected: "422 problem+json, not charged",
+        run: |ctx| Box::pin(payment_mismatch(ctx)),
+    },
+    Scenario {
+        name: "POST /payments, no key",
+        expected: "400 problem+json",
+        run: |ctx| Box::pin(payment_without_key(ctx)),
+    },
+    Scenario {
+        name: "16 concurrent double-clicks",
+        expected: "one charge; others 201 replays or 409",
+        run: |ctx| Box::pin(payment_burst(ctx)),
+    },
     // Rate limiting: 5 login attempts per minute per client IP; every attempt counts.
     Scenario {
         name: "POST /login demo/demo",
@@ -192,6 +218,136 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------------------------
+
+const PAYMENT: &str = r#"{"amount":1200,"currency":"EUR"}"#;
+
+/// `name` made unique to this demo run, so a rerun against the same Redis (where keys are kept
+/// for 24 h) starts afresh.
+fn run_key(name: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| RandomState::new().hash_one(0u8));
+    format!("{name}-{run:016x}")
+}
+
+/// `POST /payments` with `key` (if any) and `body`.
+fn payment(
+    ctx: &Ctx,
+    key: Option<&str>,
+    body: &'static str,
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut req = ctx
+        .request(Method::POST, "/payments")
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    req.body(Full::new(Bytes::from_static(body.as_bytes())))
+        .map_err(|e| format!("bad request: {e}"))
+}
+
+/// `payments_charged` from `GET /admin/stats`.
+async fn charged(ctx: &Ctx) -> Result<u64, String> {
+    let bearer = ctx.bearer();
+    let res = ctx
+        .get("/admin/stats", &[("authorization", bearer.as_str())])
+        .await?;
+    res.json()?["payments_charged"]
+        .as_u64()
+        .ok_or_else(|| format!("no payments_charged in {}", res.summary()))
+}
+
+async fn payment_first(ctx: &Ctx) -> Result<Verdict, String> {
+    let before = charged(ctx).await?;
+    let res = ctx
+        .send(payment(ctx, Some(&run_key("demo-payment-1")), PAYMENT)?)
+        .await?;
+    let body = res.json()?;
+    let passed = res.status == StatusCode::CREATED
+        && body["amount"] == 1200
+        && body["currency"] == "EUR"
+        && body["id"]
+            .as_str()
+            .is_some_and(|id| res.header("location") == format!("/payments/{id}"))
+        && res.headers.get("idempotent-replayed").is_none()
+        && charged(ctx).await? == before + 1;
+    Ok(Verdict::new(
+        passed,
+        format!("{} location: {}", res.summary(), res.header("location")),
+    ))
+}
+
+async fn payment_replayed(ctx: &Ctx) -> Result<Verdict, String> {
+    let before = charged(ctx).await?;
+    let res = ctx
+        .send(payment(ctx, Some(&run_key("demo-payment-1")), PAYMENT)?)
+        .await?;
+    // The stored payment is what the first answer said.
+    let stored = ctx.get(res.header("location"), &[]).await?;
+    let passed = res.status == StatusCode::CREATED
+        && res.header("idempotent-replayed") == "true"
+        && stored.status == StatusCode::OK
+        && res.json()? == stored.json()?
+        && charged(ctx).await? == before;
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "{} replayed: {}",
+            res.summary(),
+            res.header("idempotent-replayed")
+        ),
+    ))
+}
+
+async fn payment_mismatch(ctx: &Ctx) -> Result<Verdict, String> {
+    let before = charged(ctx).await?;
+    let other = r#"{"amount":9900,"currency":"EUR"}"#;
+    let res = ctx
+        .send(payment(ctx, Some(&run_key("demo-payment-1")), other)?)
+        .await?;
+    let passed = res.status == StatusCode::UNPROCESSABLE_ENTITY
+        && res.header("content-type") == "application/problem+json"
+        && charged(ctx).await? == before;
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn payment_without_key(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.send(payment(ctx, None, PAYMENT)?).await?;
+    let passed = res.status == StatusCode::BAD_REQUEST
+        && res.header("content-type") == "application/problem+json";
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn payment_burst(ctx: &Ctx) -> Result<Verdict, String> {
+    const N: usize = 16;
+    let before = charged(ctx).await?;
+    let mut tasks = Vec::with_capacity(N);
+    for _ in 0..N {
+        let client = ctx.client.clone();
+        let req = payment(ctx, Some(&run_key("demo-double-click")), PAYMENT)?;
+        tasks.push(tokio::spawn(async move { client.request(req).await }));
+    }
+    let (mut created, mut replayed, mut conflicts) = (0, 0, 0);
+    for task in tasks {
+        let res = task
+            .await
+            .map_err(|e| format!("task failed: {e}"))?
+            .map_err(|e| format!("request failed: {e}"))?;
+        match res.status() {
+            StatusCode::CREATED if res.headers().contains_key("idempotent-replayed") => {
+                replayed += 1
+            }
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => conflicts += 1,
+            other => return Ok(Verdict::new(false, format!("unexpected {other}"))),
+        }
+    }
+    let charges = charged(ctx).await? - before;
+    Ok(Verdict::new(
+        charges == 1 && created == 1 && replayed + conflicts == N - 1,
+        format!("charged {charges}; 201 {created}, replays {replayed}, 409 {conflicts}"),
+    ))
+}
 
 async fn healthz(ctx: &Ctx) -> Result<Verdict, String> {
     let res = ctx.get("/healthz", &[]).await?;

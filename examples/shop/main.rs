@@ -14,6 +14,7 @@
 //! | `main.rs` | arguments and environment, `AppState`, `app` (the one router), serving, logging |
 //! | `routes.rs` | the public routes and the shop's problem+json helper |
 //! | `admin.rs` | `/admin/*`: bearer-token check, admin token, admin routes |
+//! | `payments.rs` | `POST /payments` behind the idempotency layer, `GET /payments/{id}` |
 //! | `login.rs` | `POST /login` and the rate limiters (login, global per client IP) |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
 //!
@@ -28,6 +29,7 @@ mod catalog;
 mod degrade;
 mod demo;
 mod login;
+mod payments;
 mod routes;
 mod sim;
 mod telemetry;
@@ -352,6 +354,10 @@ pub(crate) struct Shared {
     pub(crate) sections: degrade::Sections,
     /// The `GET /products` cache (10 s, shared through Redis with `--redis`).
     pub(crate) products_cache: bulwark::cache::CacheLayer,
+    /// `POST /payments`'s idempotency layer: one value, so one store however often applied.
+    pub(crate) idempotency: bulwark::idempotency::IdempotencyLayer,
+    /// The payments made.
+    pub(crate) payments: payments::Ledger,
     /// The rate limiters: `POST /login` and the global one around every route.
     pub(crate) limits: login::Limits,
 }
@@ -421,6 +427,8 @@ impl AppState {
         let limits = login::Limits::new(&store, trusted_proxies);
         Self(Arc::new(Shared {
             products_cache: catalog::products_cache(&store),
+            idempotency: payments::idempotency(&store),
+            payments: payments::Ledger::default(),
             limits,
             store,
             stats: Stats::default(),

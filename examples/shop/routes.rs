@@ -37,6 +37,7 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             "/products",
             get(crate::catalog::products).layer(state.products_cache.clone()),
         )
+        .merge(crate::payments::router(state))
         // Rate limited before the handler reads anything, so every attempt counts.
         .route(
             "/login",

@@ -1,0 +1,476 @@
+//! [`Idempotency`]: the service, and the path of a keyed request.
+
+use std::{
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http_body::Body;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::{
+    IDEMPOTENT_REPLAYED, IdempotencyConfig, IdempotencyKey, OnStoreError, ScopeExtractor, StoreKey,
+    fingerprint::FingerprintHasher,
+    future::{PassBody, ResponseFuture},
+    handle::{Outcome, Stats},
+    store::{Claim, Completion, LeaseToken, Store, StoredResponse},
+};
+use crate::{
+    Rejection, ResponseForRejection,
+    body::{RequestBody, ResponseBody, to_bytes_limited},
+};
+
+const TARGET: &str = "bulwark::idempotency";
+
+/// The service made by [`IdempotencyLayer`](super::IdempotencyLayer). See the
+/// [module docs](super).
+///
+/// Cheap to clone when the inner service is: everything else sits behind an `Arc`.
+#[must_use]
+pub struct Idempotency<S, St, X, R> {
+    pub(super) inner: S,
+    pub(super) shared: Arc<Shared<St, X, R>>,
+}
+
+/// Everything but the inner service, shared by clones and futures.
+pub(crate) struct Shared<St, X, R> {
+    pub(crate) store: St,
+    pub(crate) scope: X,
+    pub(crate) on_rejection: R,
+    pub(crate) config: IdempotencyConfig,
+    pub(crate) stats: Arc<Stats>,
+}
+
+crate::macros::define_inner_service_accessors!(Idempotency<S, St, X, R>);
+
+impl<S: Clone, St, X, R> Clone for Idempotency<S, St, X, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug, X, R> fmt::Debug for Idempotency<S, St, X, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .field("store", &self.shared.store)
+            .field("scope", &std::any::type_name::<X>())
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+type Answer<B> = Response<ResponseBody<PassBody<B>>>;
+
+impl<S, St, X, R, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S, St, X, R>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: Store,
+    X: ScopeExtractor<ReqB>,
+    R: ResponseForRejection,
+    ReqB: Body + Send + 'static,
+    ReqB::Error: fmt::Display + Send,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: fmt::Display + Send + Sync + 'static,
+{
+    type Response = Answer<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        let config = &shared.config;
+        if !config.applies(req.method(), req.uri().path()) {
+            return ResponseFuture::inner(self.inner.call(req.map(RequestBody::new)));
+        }
+        let key = match IdempotencyKey::from_headers(req.headers()) {
+            Ok(Some(key)) => key,
+            Ok(None) if !config.require_key => {
+                return ResponseFuture::inner(self.inner.call(req.map(RequestBody::new)));
+            }
+            Ok(None) => {
+                return ResponseFuture::ready(reject(shared, Rejection::IdempotencyKeyMissing));
+            }
+            Err(reason) => {
+                tracing::debug!(target: TARGET, %reason, "idempotency key refused");
+                return ResponseFuture::ready(reject(shared, Rejection::IdempotencyKeyInvalid));
+            }
+        };
+        let scope = shared.scope.extract(&req);
+        let scope = scope.as_ref().map(AsRef::as_ref);
+        let store_key = StoreKey::new(scope, &key);
+        let hasher = FingerprintHasher::new(
+            req.method(),
+            req.uri(),
+            req.headers(),
+            &config.fingerprint_headers,
+            scope,
+        );
+        // The body is read before the inner service is called, so the instance that was polled
+        // ready moves into the future and a fresh clone stays behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::boxed(Box::pin(keyed(
+            Arc::clone(shared),
+            inner,
+            req,
+            key,
+            store_key,
+            hasher,
+        )))
+    }
+}
+
+fn reject<St, X, R: ResponseForRejection, B>(
+    shared: &Shared<St, X, R>,
+    rejection: Rejection,
+) -> Answer<B> {
+    rejection.into_response_with(&shared.on_rejection)
+}
+
+/// Frees a claim if its request is dropped before it completed (the client went away).
+struct ClaimGuard<St: Store> {
+    store: St,
+    key: StoreKey,
+    token: LeaseToken,
+    stats: Arc<Stats>,
+    armed: bool,
+}
+
+impl<St: Store> Drop for ClaimGuard<St> {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!(
+                target: TARGET,
+                key = %self.key.short(),
+                "request cancelled; releasing its idempotency claim",
+            );
+            self.stats.record(Outcome::Released);
+            self.store.release_detached(self.key, self.token);
+        }
+    }
+}
+
+impl<St: Store> ClaimGuard<St> {
+    async fn release(mut self, why: &'static str) {
+        self.armed = false;
+        self.stats.record(Outcome::Released);
+        match self.store.release(self.key, self.token).await {
+            Ok(released) => tracing::debug!(
+                target: TARGET,
+                key = %self.key.short(),
+                why,
+                released,
+                "idempotency claim released",
+            ),
+            Err(error) => {
+                self.stats.record(Outcome::StoreError);
+                tracing::warn!(
+                    target: TARGET,
+                    key = %self.key.short(),
+                    why,
+                    %error,
+                    "idempotency claim not released; it ends with its lease",
+                );
+            }
+        }
+    }
+
+    async fn complete(mut self, completion: Completion, retention: Duration) {
+        self.armed = false;
+        match self
+            .store
+            .complete(self.key, self.token, completion, retention)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.stats.record(Outcome::LeaseLost);
+                tracing::warn!(
+                    target: TARGET,
+                    key = %self.key.short(),
+                    "response not stored: the idempotency lease ended before the request completed",
+                );
+            }
+            Err(error) => {
+                self.stats.record(Outcome::StoreError);
+                tracing::warn!(
+                    target: TARGET,
+                    key = %self.key.short(),
+                    %error,
+                    "response not stored; retries get 409 until the lease ends",
+                );
+            }
+        }
+    }
+}
+
+async fn keyed<S, St, X, R, ReqB, ResB>(
+    shared: Arc<Shared<St, X, R>>,
+    mut inner: S,
+    req: Request<ReqB>,
+    key: IdempotencyKey,
+    store_key: StoreKey,
+    hasher: FingerprintHasher,
+) -> Result<Answer<ResB>, S::Error>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
+    St: Store,
+    R: ResponseForRejection,
+    ReqB: Body,
+    ReqB::Error: fmt::Display,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: fmt::Display + Send + Sync + 'static,
+{
+    let config = &shared.config;
+    let (mut parts, body) = req.into_parts();
+    let bytes = match to_bytes_limited(body, config.max_request_bytes).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::debug!(target: TARGET, key = %store_key.short(), %error, "request body not read");
+            return Ok(reject(&shared, error.rejection()));
+        }
+    };
+    let fingerprint = hasher.finish(&bytes);
+    let mut wait_until = None;
+    let token = loop {
+        let claim = match shared
+            .store
+            .claim(store_key, fingerprint, config.lease)
+            .await
+        {
+            Ok(claim) => claim,
+            Err(error) => {
+                shared.stats.record(Outcome::StoreError);
+                match config.on_store_error {
+                    OnStoreError::FailClosed => {
+                        tracing::warn!(
+                            target: TARGET,
+                            key = %store_key.short(),
+                            store = shared.store.name(),
+                            %error,
+                            "idempotency store failed; request refused (fail closed)",
+                        );
+                        return Ok(reject(
+                            &shared,
+                            Rejection::backend_unavailable(Duration::from_secs(1)),
+                        ));
+                    }
+                    OnStoreError::FailOpen => {
+                        tracing::warn!(
+                            target: TARGET,
+                            key = %store_key.short(),
+                            store = shared.store.name(),
+                            %error,
+                            "idempotency store failed; request runs unprotected (fail open)",
+                        );
+                        parts.extensions.insert(key);
+                        let req = Request::from_parts(parts, RequestBody::full(bytes));
+                        let res = inner.call(req).await?;
+                        return Ok(res.map(|b| ResponseBody::new(PassBody::new(b))));
+                    }
+                }
+            }
+        };
+        let (Claim::InFlight { fingerprint: f, .. }
+        | Claim::Completed { fingerprint: f, .. }
+        | Claim::NotReplayable { fingerprint: f }) = &claim
+        else {
+            let Claim::Acquired(token) = claim else {
+                unreachable!("every other claim is matched above")
+            };
+            break token;
+        };
+        if *f != fingerprint {
+            shared.stats.record(Outcome::Mismatch);
+            tracing::info!(target: TARGET, key = %store_key.short(), "idempotency key reused with another request");
+            return Ok(reject(&shared, Rejection::IdempotencyMismatch));
+        }
+        match claim {
+            Claim::Completed { response, .. } => {
+                shared.stats.record(Outcome::Replayed);
+                tracing::debug!(
+                    target: TARGET,
+                    key = %store_key.short(),
+                    status = response.status.as_u16(),
+                    "idempotent response replayed",
+                );
+                return Ok(replay(&response));
+            }
+            Claim::NotReplayable { .. } => {
+                shared.stats.record(Outcome::NotReplayable);
+                return Ok(reject(&shared, Rejection::IdempotencyNotReplayable));
+            }
+            Claim::InFlight { lease_left, .. } => {
+                if let Some(wait) = config.wait_for_in_flight {
+                    let now = Instant::now();
+                    let until = *wait_until.get_or_insert(now + wait);
+                    if now < until {
+                        let step = (until - now).min(Duration::from_millis(50));
+                        tokio::time::sleep(step).await;
+                        continue;
+                    }
+                }
+                shared.stats.record(Outcome::InFlight);
+                tracing::debug!(target: TARGET, key = %store_key.short(), "idempotent request still in flight");
+                let hint = config.in_flight_retry_after.min(lease_left);
+                return Ok(reject(&shared, Rejection::idempotency_in_flight(hint)));
+            }
+            Claim::Acquired(_) => unreachable!("matched above"),
+        }
+    };
+
+    shared.stats.record(Outcome::New);
+    tracing::debug!(target: TARGET, key = %store_key.short(), "idempotency key claimed");
+    let guard = ClaimGuard {
+        store: shared.store.clone(),
+        key: store_key,
+        token,
+        stats: Arc::clone(&shared.stats),
+        armed: config.release_on_cancel,
+    };
+    parts.extensions.insert(key);
+    let result = inner
+        .call(Request::from_parts(parts, RequestBody::full(bytes)))
+        .await;
+    let res = match result {
+        Ok(res) => res,
+        Err(err) => {
+            guard.release("error").await;
+            return Err(err);
+        }
+    };
+    if config.release_on_rejection && res.extensions().get::<Rejection>().is_some() {
+        guard.release("rejection").await;
+        return Ok(res.map(|b| ResponseBody::new(PassBody::new(b))));
+    }
+    if config.release_on_server_error && res.status().is_server_error() {
+        guard.release("server error").await;
+        return Ok(res.map(|b| ResponseBody::new(PassBody::new(b))));
+    }
+
+    let (parts, body) = res.into_parts();
+    match read_limited(body, config.max_response_bytes).await {
+        Read::Whole(bytes) => {
+            let stored = StoredResponse {
+                status: parts.status,
+                headers: end_to_end(&parts.headers),
+                body: bytes.clone(),
+            };
+            guard
+                .complete(Completion::Response(Arc::new(stored)), config.retention)
+                .await;
+            Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
+        }
+        Read::TooLarge(prefix, rest) => {
+            tracing::info!(
+                target: TARGET,
+                key = %store_key.short(),
+                limit = config.max_response_bytes,
+                "response too large to keep; the key is completed without replay",
+            );
+            guard.complete(Completion::TooLarge, config.retention).await;
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::new(PassBody::rest(prefix, rest)),
+            ))
+        }
+        Read::Failed(prefix, error) => {
+            // The body broke while it was read: the response is not stored and the key is
+            // freed, so a retry runs again. The client gets what was read, then the error.
+            tracing::warn!(target: TARGET, key = %store_key.short(), %error, "response body failed; not stored");
+            guard.release("response body failed").await;
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::new(PassBody::failed(prefix, error)),
+            ))
+        }
+    }
+}
+
+enum Read<B: Body> {
+    Whole(Bytes),
+    TooLarge(Bytes, Pin<Box<B>>),
+    Failed(Bytes, B::Error),
+}
+
+/// Reads a response body up to `limit` bytes; past it, hands back what was read and the rest.
+async fn read_limited<B>(body: B, limit: usize) -> Read<B>
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = Box::pin(body);
+    if body.size_hint().lower() > limit as u64 {
+        return Read::TooLarge(Bytes::new(), body);
+    }
+    let mut buf = BytesMut::new();
+    loop {
+        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            None => return Read::Whole(buf.freeze()),
+            Some(Err(error)) => return Read::Failed(buf.freeze(), error),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > limit {
+                        return Read::TooLarge(buf.freeze(), body);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stored response, replayed exactly, marked `Idempotent-Replayed: true`.
+fn replay<B>(stored: &StoredResponse) -> Answer<B> {
+    let mut res = Response::new(ResponseBody::full(stored.body.clone()));
+    *res.status_mut() = stored.status;
+    *res.headers_mut() = stored.headers.clone();
+    res.headers_mut()
+        .insert(&IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    res
+}
+
+/// `headers` without hop-by-hop fields (RFC 9110 section 7.6.1): `Connection` and every field
+/// it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
+/// `Proxy-Authenticate`, `Proxy-Authorization`.
+pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    const HOP: [&str; 7] = [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ];
+    let mut out = headers.clone();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(v) = value.to_str() {
+            for name in v.split(',') {
+                out.remove(name.trim().to_ascii_lowercase().as_str());
+            }
+        }
+    }
+    out.remove(header::CONNECTION);
+    out.remove(header::TRANSFER_ENCODING);
+    for name in HOP {
+        out.remove(name);
+    }
+    out
+}

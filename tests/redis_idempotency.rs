@@ -1,0 +1,303 @@
+//! The idempotency layer on a real Redis: two layer instances sharing one server behave as one
+//! (exactly once across them, replays from either), owner-checked leases, and fail-closed
+//! answers while Redis is down.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bulwark::{
+    Rejection,
+    body::RequestBody,
+    idempotency::{
+        Fingerprint, IdempotencyKey, IdempotencyLayer, IdempotencyStore, StoreKey,
+        store::{Claim, Completion, LeaseToken, RedisStore, Store, StoredResponse},
+    },
+    redis::Redis,
+};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use support::RedisServer;
+use tokio::sync::{Barrier, Notify};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type In = Request<RequestBody<Full<Bytes>>>;
+
+fn post(key: &str, body: &'static str) -> Request<Full<Bytes>> {
+    Request::post("/payments")
+        .header("idempotency-key", key)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+fn redis(server: &RedisServer, prefix: &str) -> Redis {
+    Redis::open(&server.url())
+        .unwrap()
+        .prefix(prefix)
+        .timeout(Duration::from_millis(300))
+}
+
+/// Two layers, as two instances of the app would have, sharing one Redis.
+fn two_instances(server: &RedisServer, prefix: &str) -> [IdempotencyLayer; 2] {
+    [
+        IdempotencyLayer::new(IdempotencyStore::redis(redis(server, prefix))),
+        IdempotencyLayer::new(IdempotencyStore::redis(redis(server, prefix))),
+    ]
+}
+
+/// 201 with `Location` naming the call; a short pause so duplicates arrive while it runs.
+fn payments(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<In, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    service_fn(move |_req: In| {
+        let calls = calls.clone();
+        async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(Response::builder()
+                .status(201)
+                .header("location", format!("/payments/{n}"))
+                .header("connection", "close")
+                .body(Full::new(Bytes::from(format!(r#"{{"id":{n}}}"#))))
+                .unwrap())
+        }
+    })
+}
+
+fn replayed<B>(res: &Response<B>) -> bool {
+    res.headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_run_64_concurrent_duplicates_once() {
+    const N: usize = 64;
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let [a, b] = two_instances(&server, "exactly-once");
+    let services = [
+        a.layer(payments(calls.clone())),
+        b.layer(payments(calls.clone())),
+    ];
+    let barrier = Arc::new(Barrier::new(N));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let svc = services[i % 2].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let res = svc.oneshot(post("double-click", "{}")).await.unwrap();
+            (res.status(), replayed(&res))
+        }));
+    }
+    let (mut first, mut others) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::CREATED, false) => first += 1,
+            (StatusCode::CREATED, true) | (StatusCode::CONFLICT, false) => others += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one execution across both instances"
+    );
+    assert_eq!((first, others), (1, N - 1));
+
+    // Both instances replay the stored response, exactly, minus hop-by-hop fields.
+    for svc in services {
+        let res = svc.oneshot(post("double-click", "{}")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        assert!(replayed(&res));
+        assert_eq!(res.headers()["location"], "/payments/1");
+        assert!(!res.headers().contains_key("connection"));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, r#"{"id":1}"#);
+    }
+}
+
+#[tokio::test]
+async fn replay_and_mismatch_from_the_other_instance() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let [a, b] = two_instances(&server, "other-instance");
+    let a = a.layer(payments(calls.clone()));
+    let b = b.layer(payments(calls.clone()));
+    a.oneshot(post("k", r#"{"amount":1}"#)).await.unwrap();
+    let res = b
+        .clone()
+        .oneshot(post("k", r#"{"amount":1}"#))
+        .await
+        .unwrap();
+    assert!(replayed(&res));
+    let res = b
+        .clone()
+        .oneshot(post("k", r#"{"amount":2}"#))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Another prefix is another namespace.
+    let c = IdempotencyLayer::new(IdempotencyStore::redis(redis(&server, "elsewhere")))
+        .layer(payments(calls.clone()));
+    let res = c.oneshot(post("k", r#"{"amount":1}"#)).await.unwrap();
+    assert!(!replayed(&res));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+fn store_key(key: &str) -> StoreKey {
+    StoreKey::new(None, &IdempotencyKey::parse(key.as_bytes()).unwrap())
+}
+
+#[tokio::test]
+async fn leases_are_owner_checked_and_separate_from_retention() {
+    let Some(server) = RedisServer::shared() else {
+        return;
+    };
+    let store = RedisStore::new(redis(&server, "leases"));
+    let fp = Fingerprint::from_bytes([1; 32]);
+    let key = store_key("lease");
+    let lease = Duration::from_millis(100);
+    let day = Duration::from_secs(86_400);
+
+    let Claim::Acquired(old) = store.claim(key, fp, lease).await.unwrap() else {
+        panic!("first claim");
+    };
+    assert!(matches!(
+        store.claim(key, fp, lease).await.unwrap(),
+        Claim::InFlight { lease_left, .. } if lease_left <= lease
+    ));
+    let stranger = LeaseToken::generate();
+    assert!(!store.release(key, stranger).await.unwrap());
+    assert!(
+        !store
+            .complete(key, stranger, Completion::TooLarge, day)
+            .await
+            .unwrap()
+    );
+
+    // The lease runs out (Redis expires it); a newer claim wins; the old owner's late
+    // completion and release change nothing.
+    tokio::time::sleep(lease * 3).await;
+    let Claim::Acquired(newer) = store.claim(key, fp, Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("claim after the lease ended");
+    };
+    let response = StoredResponse {
+        status: StatusCode::CREATED,
+        headers: HeaderMap::new(),
+        body: Bytes::from_static(b"late"),
+    };
+    assert!(
+        !store
+            .complete(key, old, Completion::Response(Arc::new(response)), day)
+            .await
+            .unwrap()
+    );
+    assert!(!store.release(key, old).await.unwrap());
+    let response = StoredResponse {
+        status: StatusCode::CREATED,
+        headers: HeaderMap::new(),
+        body: Bytes::from_static(b"newer"),
+    };
+    assert!(
+        store
+            .complete(key, newer, Completion::Response(Arc::new(response)), day)
+            .await
+            .unwrap()
+    );
+    // Completed: kept for the retention period, long after the lease would have ended.
+    tokio::time::sleep(lease * 3).await;
+    let Claim::Completed { response, .. } = store.claim(key, fp, lease).await.unwrap() else {
+        panic!("completed entry");
+    };
+    assert_eq!(response.body, "newer");
+    assert_eq!(response.status, StatusCode::CREATED);
+
+    // Released by its owner: free at once.
+    let key = store_key("released");
+    let Claim::Acquired(token) = store.claim(key, fp, day).await.unwrap() else {
+        panic!();
+    };
+    assert!(store.release(key, token).await.unwrap());
+    assert!(matches!(
+        store.claim(key, fp, day).await.unwrap(),
+        Claim::Acquired(_)
+    ));
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_with_503() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Notify::new());
+    let (counter, wait) = (calls.clone(), gate.clone());
+    let layer = IdempotencyLayer::new(IdempotencyStore::redis(redis(&server, "down")));
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(move |_req: In| {
+        let (counter, wait) = (counter.clone(), wait.clone());
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            wait.notified().await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ran"))))
+        }
+    }));
+
+    // Redis stops while a request runs: its answer still reaches the client; nothing is
+    // stored for it.
+    let running = tokio::spawn(svc.clone().oneshot(post("mid", "{}")));
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    server.stop();
+    gate.notify_one();
+    let res = running.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(handle.stats().store_errors >= 1);
+
+    // While Redis is down: 503 within the call timeout, the handler not called.
+    let res = svc.clone().oneshot(post("new", "{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(matches!(
+        res.extensions().get::<Rejection>(),
+        Some(Rejection::BackendUnavailable { .. })
+    ));
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Back up: requests run again.
+    server.restart();
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        let svc = svc.clone();
+        let req = tokio::spawn(svc.oneshot(post("after", "{}")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.notify_one();
+        status = req.await.unwrap().unwrap().status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+}
