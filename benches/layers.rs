@@ -7,6 +7,7 @@ mod support;
 
 use std::{hint::black_box, time::Duration};
 
+use bulwark::fallback::{FallbackLayer, LastGood};
 use bulwark::{RateLimitInfo, Rejection, log::RequestLogLayer};
 use criterion::{Criterion, criterion_group, criterion_main};
 use tower::Layer;
@@ -26,6 +27,30 @@ fn log(c: &mut Criterion) {
             let mut req = support::request();
             req.headers_mut().remove("x-request-id");
             black_box(support::call(&mut svc, req))
+        });
+    });
+    let mut quiet = RequestLogLayer::new()
+        .request_metrics(false)
+        .layer(support::bare());
+    group.bench_function("no_subscriber/no_metrics", |b| {
+        b.iter(|| black_box(support::call(&mut quiet, support::request())));
+    });
+    // A JSON subscriber at INFO writing every line to a sink: formatting included, I/O not.
+    let json = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(json, || {
+        group.bench_function("json_subscriber", |b| {
+            b.iter(|| black_box(support::call(&mut quiet, support::request())));
+        });
+    });
+    // The duration histogram recorded into a Prometheus recorder (no subscriber).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        group.bench_function("no_subscriber/prometheus_recorder", |b| {
+            b.iter(|| black_box(support::call(&mut svc, support::request())));
         });
     });
     group.finish();
@@ -52,6 +77,48 @@ fn rejection(c: &mut Criterion) {
                 Rejection::circuit_open(Duration::from_secs(5)).into_response::<support::Body>(),
             )
         });
+    });
+    group.finish();
+}
+
+/// The bare baseline's twin that answers 503: what the fallback's triggers fire on.
+fn unavailable() -> impl tower::Service<
+    http::Request<support::Body>,
+    Response = http::Response<support::Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<support::Body>, std::convert::Infallible>>,
+> + Clone {
+    tower::service_fn(|_req: http::Request<support::Body>| async {
+        let mut res = http::Response::new(support::Body::new(bytes::Bytes::from_static(b"down")));
+        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        Ok(res)
+    })
+}
+
+fn fallback(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fallback");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let layer = FallbackLayer::response(http::Response::new("fallback"));
+    let mut svc = layer.layer(support::bare());
+    group.bench_function("pass_through", |b| {
+        b.iter(|| black_box(support::call(&mut svc, support::request())));
+    });
+    let mut svc = layer.layer(unavailable());
+    group.bench_function("triggered", |b| {
+        b.iter(|| black_box(support::call(&mut svc, support::request())));
+    });
+    // Last good: every good answer is buffered and kept; a failing call replays it.
+    let store = LastGood::new(1_000).expect("valid capacity");
+    let mut svc = FallbackLayer::last_good(store.clone()).layer(support::bare());
+    group.bench_function("last_good/keep", |b| {
+        b.iter(|| black_box(support::call(&mut svc, support::request())));
+    });
+    let mut svc = FallbackLayer::last_good(store).layer(unavailable());
+    group.bench_function("last_good/replay", |b| {
+        b.iter(|| black_box(support::call(&mut svc, support::request())));
     });
     group.finish();
 }
@@ -85,5 +152,5 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, log, rejection, circuit_breaker);
+criterion_group!(benches, log, rejection, circuit_breaker, fallback);
 criterion_main!(benches);

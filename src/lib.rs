@@ -31,6 +31,7 @@
 //! | --- | --- | --- |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
+//! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
 //!
 //! # Feature flags
 //!
@@ -53,9 +54,10 @@ pub mod body;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;
+pub mod fallback;
 pub mod key;
 pub mod log;
-mod metrics;
+pub mod metrics;
 pub mod prelude;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

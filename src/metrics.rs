@@ -1,10 +1,23 @@
-//! Metric emission, through the `metrics` facade when the `metrics` feature is on, and nothing
-//! at all when it is off. Layers call these functions; names and labels live here only.
+//! Every metric bulwark records, through the [`metrics`](https://docs.rs/metrics) facade
+//! (feature `metrics`, on by default; without it nothing is recorded and nothing is paid).
+//! Install any `metrics` recorder (e.g. `metrics-exporter-prometheus`) to collect them.
+//!
+//! Every label has a bounded set of values: layer and breaker names are configuration, kinds
+//! and reasons are fixed vocabularies, and routes are templates (axum's `MatchedPath`), never raw
+//! paths, keys or client addresses.
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
+//! | `http_server_request_duration_seconds` | histogram (seconds) | `method` (or `_OTHER`), `route` (template, empty when unknown), `status_class` (`2xx`...) |
 //! | `bulwark_rejections_total` | counter | `rejection` ([`Rejection::kind`](crate::Rejection::kind)) |
 //! | `bulwark_store_errors_total` | counter | `store`, `operation` |
+//! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
+//! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker`, `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
+//! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
+//!
+//! For a Prometheus histogram (rather than a summary) of request durations, give the exporter
+//! the OpenTelemetry bucket boundaries: 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+//! 1, 2.5, 5, 7.5, 10 seconds (the shop example does).
 
 /// One rejection answered.
 #[inline]
@@ -53,4 +66,43 @@ pub(crate) fn breaker_transition(
         "to" => to.as_str()
     )
     .increment(1);
+}
+
+/// One HTTP request served, for the `http_server_request_duration_seconds` histogram.
+#[inline]
+pub(crate) fn http_request(
+    method: &'static str,
+    route: &str,
+    status: http::StatusCode,
+    elapsed: std::time::Duration,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        metrics::histogram!(
+            "http_server_request_duration_seconds",
+            "method" => method,
+            "route" => route.to_owned(),
+            "status_class" => class
+        )
+        .record(elapsed.as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (method, route, status, elapsed);
+}
+
+/// One fallback ran: `outcome` is `answered`, or `failed` when the original result went out.
+#[inline]
+pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_fallbacks_total", "reason" => reason, "outcome" => outcome)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (reason, outcome);
 }

@@ -4,6 +4,7 @@ pub use crate::{
     ConfigError, Rejection, ResponseForRejection,
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
     classify::{Classify, Outcome, ServerErrorsAsFailures},
+    fallback::FallbackLayer,
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,
 };

@@ -129,6 +129,11 @@ macro_rules! layer_contract {
 }
 
 layer_contract!(request_log, RequestLogLayer::new);
+layer_contract!(fallback, || {
+    bulwark::fallback::FallbackLayer::last_good(bulwark::fallback::LastGood::new(100).unwrap()).or(
+        bulwark::fallback::StaticResponse::new(Response::new("fallback")),
+    )
+});
 
 /// Asserts that every way of getting a second service from `layer` shares the first one's
 /// state: `exhaust` drives a service until its state changes (e.g. a quota is spent), and
@@ -164,6 +169,46 @@ pub async fn assert_shared_state<L, S, Fut>(
         changed(layer.layer(S::default())).await,
         "two services made by one layer value do not share state"
     );
+}
+
+/// An axum-style handler answering 200 "good", or 503 to requests with `x-fail`.
+#[derive(Clone, Default)]
+struct FailOnDemand;
+
+impl Service<Request<Body>> for FailOnDemand {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let mut res = Response::new(Body::from("good"));
+        if req.headers().contains_key("x-fail") {
+            *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        std::future::ready(Ok(res))
+    }
+}
+
+#[tokio::test]
+async fn fallback_shares_its_last_good_store() {
+    use bulwark::fallback::{Fallback, FallbackLayer, LastGood};
+    assert_shared_state(
+        || FallbackLayer::last_good(LastGood::new(10).unwrap()),
+        |svc: Fallback<FailOnDemand, LastGood>| async move {
+            let res = svc
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await;
+            assert!(res.unwrap().headers().get("bulwark-fallback").is_none());
+        },
+        async |svc: Fallback<FailOnDemand, LastGood>| {
+            let req = Request::get("/").header("x-fail", "1").body(Body::empty());
+            let res = svc.oneshot(req.unwrap()).await.unwrap();
+            res.headers().get("bulwark-fallback").is_some()
+        },
+    )
+    .await;
 }
 
 /// A deliberately wrong layer that creates its state in `Layer::layer`, to show that

@@ -70,6 +70,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         run: |ctx| Box::pin(request_id_kept(ctx)),
     },
     Scenario {
+        name: "a request's log line",
+        expected: "JSON with request_id, http.route, status, duration",
+        run: |ctx| Box::pin(log_line(ctx)),
+    },
+    Scenario {
         name: "no x-request-id",
         expected: "a generated 36-char UUIDv7",
         run: |ctx| Box::pin(request_id_generated(ctx)),
@@ -104,6 +109,42 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "200 JSON with payments_charged",
         run: |ctx| Box::pin(admin_with_token(ctx)),
     },
+    // Breaker + fallback: /recommendations and /dashboard.
+    Scenario {
+        name: "GET /recommendations, healthy",
+        expected: "200 personal list, no fallback",
+        run: |ctx| Box::pin(recommendations_healthy(ctx)),
+    },
+    Scenario {
+        name: "chaos: recommendations fail",
+        expected: "200, failure_rate 1.0",
+        run: |ctx| Box::pin(chaos(ctx, "recommendations", 1.0, 0)),
+    },
+    Scenario {
+        name: "recommendations fail",
+        expected: "200 last good list, fallback: status",
+        run: |ctx| Box::pin(recommendations_fallback(ctx)),
+    },
+    Scenario {
+        name: "breaker opens",
+        expected: "open; fallback: circuit-open",
+        run: |ctx| Box::pin(breaker_opens(ctx)),
+    },
+    Scenario {
+        name: "chaos off",
+        expected: "200, failure_rate 0.0",
+        run: |ctx| Box::pin(chaos(ctx, "recommendations", 0.0, 0)),
+    },
+    Scenario {
+        name: "breaker closes after 5 s",
+        expected: "2 probes pass; closed",
+        run: |ctx| Box::pin(breaker_closes(ctx)),
+    },
+    Scenario {
+        name: "dashboard, 1 failing + 1 slow",
+        expected: "200 < 1.5 s, degraded user+posts",
+        run: |ctx| Box::pin(dashboard_degraded(ctx)),
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -130,6 +171,42 @@ async fn request_id_kept(ctx: &Ctx) -> Result<Verdict, String> {
     let res = ctx.get("/healthz", &[("x-request-id", sent)]).await?;
     let got = res.header("x-request-id");
     Ok(Verdict::new(got == sent, format!("x-request-id: {got}")))
+}
+
+async fn log_line(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-log-line-1";
+    ctx.get("/healthz?token=s3cret", &[("x-request-id", id)])
+        .await?;
+    let v = logged(id).await?;
+    let passed = v["request_id"] == id
+        && v["http.route"] == "/healthz"
+        && v["http.response.status_code"] == 200
+        && v["url.query"] == "token=REDACTED"
+        && v["duration_ms"].is_number();
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "route={} status={} query={} duration_ms={}",
+            v["http.route"], v["http.response.status_code"], v["url.query"], v["duration_ms"]
+        ),
+    ))
+}
+
+/// The request log's completion line for request id `id`, from the demo's log tap. The line is
+/// written when the response body ends, which may be just after the client has it.
+async fn logged(id: &str) -> Result<Value, String> {
+    let needle = format!("\"request_id\":\"{id}\"");
+    for _ in 0..100 {
+        let lines = crate::telemetry::LogTap::global().lines_containing(&needle);
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.contains("\"http.response.status_code\""))
+        {
+            return serde_json::from_str(line).map_err(|e| format!("log line is not JSON: {e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("no completion log line with request_id {id}"))
 }
 
 async fn request_id_generated(ctx: &Ctx) -> Result<Verdict, String> {
@@ -204,6 +281,112 @@ async fn admin_with_token(ctx: &Ctx) -> Result<Verdict, String> {
         .await?;
     let passed = res.status == StatusCode::OK && res.json()?["payments_charged"].is_u64();
     Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn recommendations_healthy(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/recommendations", &[]).await?;
+    let expected = serde_json::json!(crate::degrade::PERSONAL);
+    let passed = res.status == StatusCode::OK
+        && res.headers.get("bulwark-fallback").is_none()
+        && res.json()? == expected;
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+/// `POST /admin/chaos` for `target`.
+async fn chaos(
+    ctx: &Ctx,
+    target: &str,
+    failure_rate: f32,
+    latency_ms: u64,
+) -> Result<Verdict, String> {
+    let body = serde_json::json!({"target": target, "failure_rate": failure_rate, "latency_ms": latency_ms});
+    let req = ctx
+        .request(Method::POST, "/admin/chaos")
+        .header("authorization", ctx.bearer())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let res = ctx.send(req).await?;
+    let passed = res.status == StatusCode::OK
+        && (res.json()?["failure_rate"].as_f64() == Some(f64::from(failure_rate)));
+    Ok(Verdict::new(passed, res.summary()))
+}
+
+async fn recommendations_fallback(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = ctx.get("/recommendations", &[]).await?;
+    let expected = serde_json::json!(crate::degrade::PERSONAL);
+    let reason = res.header("bulwark-fallback").to_owned();
+    let passed = res.status == StatusCode::OK && reason == "status" && res.json()? == expected;
+    Ok(Verdict::new(
+        passed,
+        format!("{} fallback: {reason}", res.status.as_u16()),
+    ))
+}
+
+async fn breaker_state(ctx: &Ctx, name: &str) -> Result<String, String> {
+    let bearer = ctx.bearer();
+    let res = ctx
+        .get("/admin/breakers", &[("authorization", bearer.as_str())])
+        .await?;
+    Ok(res.json()?[name]["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned())
+}
+
+async fn breaker_opens(ctx: &Ctx) -> Result<Verdict, String> {
+    // The window holds 1 success and 1 failure; 4 more failures reach the minimum of 5 calls
+    // at 80 % failures, and the next call meets an open circuit.
+    for _ in 0..4 {
+        ctx.get("/recommendations", &[]).await?;
+    }
+    let state = breaker_state(ctx, "recommendations").await?;
+    let res = ctx.get("/recommendations", &[]).await?;
+    let reason = res.header("bulwark-fallback").to_owned();
+    let passed = state == "open" && res.status == StatusCode::OK && reason == "circuit-open";
+    Ok(Verdict::new(passed, format!("{state}; fallback: {reason}")))
+}
+
+async fn breaker_closes(ctx: &Ctx) -> Result<Verdict, String> {
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let res = ctx.get("/recommendations", &[]).await?;
+        let clean = res.status == StatusCode::OK && res.headers.get("bulwark-fallback").is_none();
+        statuses.push(clean);
+    }
+    let state = breaker_state(ctx, "recommendations").await?;
+    let passed = statuses.iter().all(|ok| *ok) && state == "closed";
+    Ok(Verdict::new(
+        passed,
+        format!("probes clean: {statuses:?}; {state}"),
+    ))
+}
+
+async fn dashboard_degraded(ctx: &Ctx) -> Result<Verdict, String> {
+    chaos(ctx, "user", 1.0, 0).await?;
+    chaos(ctx, "posts", 0.0, 2_000).await?;
+    let start = std::time::Instant::now();
+    let res = ctx.get("/dashboard", &[]).await?;
+    let elapsed = start.elapsed();
+    chaos(ctx, "user", 0.0, 0).await?;
+    chaos(ctx, "posts", 0.0, 0).await?;
+    let body = res.json()?;
+    let degraded = &body["degraded"];
+    let passed = res.status == StatusCode::OK
+        && elapsed < std::time::Duration::from_millis(1_500)
+        && *degraded == serde_json::json!(["user", "posts"])
+        && body["notifications"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty());
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "{} in {} ms, degraded {degraded}",
+            res.status.as_u16(),
+            elapsed.as_millis()
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,6 +655,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn every_scenario_passes() {
+        // The demo's subscriber, so scenarios that read the log tap see the request log.
+        crate::init_logging(true).ok();
         let rows = run(Store::Memory).await.unwrap();
         assert_eq!(rows.len(), SCENARIOS.len());
         assert!(rows.iter().all(|r| r.passed), "\n{}", table(&rows));

@@ -27,6 +27,7 @@ mod degrade;
 mod demo;
 mod routes;
 mod sim;
+mod telemetry;
 
 use std::{
     ffi::OsString,
@@ -42,6 +43,7 @@ use axum::Router;
 use bulwark::{
     StoreError,
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer},
+    fallback::LastGood,
     log::RequestLogLayer,
     redis::Redis,
 };
@@ -268,17 +270,36 @@ fn init_logging(demo: bool) -> Result<(), String> {
             .map_err(|e| format!("invalid RUST_LOG `{directives}`: {e}"))?,
         None => EnvFilter::new(if demo { "off" } else { "info" }),
     };
-    let builder = tracing_subscriber::fmt()
+    if !demo {
+        return tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout)
+            .try_init()
+            .map_err(|e| format!("cannot install the log subscriber: {e}"));
+    }
+    // Demo: `RUST_LOG` lines to stderr, and the request log always into the in-memory tap,
+    // where scenarios check what a request's log line says.
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let stderr = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_span_list(false)
-        .with_env_filter(filter);
-    let installed = if demo {
-        builder.with_writer(std::io::stderr).try_init()
-    } else {
-        builder.with_writer(std::io::stdout).try_init()
-    };
-    installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let tap = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_span_list(false)
+        .with_writer(telemetry::LogTap::global().clone())
+        .with_filter(EnvFilter::new("bulwark=info"));
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(tap)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,9 +319,13 @@ pub(crate) struct Shared {
     pub(crate) admin_token: AdminToken,
     pub(crate) started: Instant,
     /// The simulated upstreams and their injected faults.
-    pub(crate) upstreams: sim::Upstreams,
+    pub(crate) upstreams: Arc<sim::Upstreams>,
     /// One breaker per upstream, each a layer value (so one breaker however often applied).
     pub(crate) breakers: Breakers,
+    /// The last good `/recommendations` answers, shared by every app built from this state.
+    pub(crate) last_good: LastGood,
+    /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
+    pub(crate) sections: degrade::Sections,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -350,13 +375,19 @@ impl Breakers {
 
 impl AppState {
     pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
+        // Before any layer exists, so breakers' initial gauges are recorded too.
+        telemetry::handle();
+        let upstreams = Arc::new(sim::Upstreams::default());
+        let breakers = Breakers::new();
         Self(Arc::new(Shared {
             store,
             stats: Stats::default(),
             admin_token,
             started: Instant::now(),
-            upstreams: sim::Upstreams::default(),
-            breakers: Breakers::new(),
+            upstreams: upstreams.clone(),
+            last_good: LastGood::new(100).expect("a non-zero capacity"),
+            sections: degrade::Sections::new(&upstreams, &breakers),
+            breakers,
         }))
     }
 }
@@ -626,9 +657,11 @@ mod tests {
     async fn readyz_memory() {
         let res = get("/readyz", &[]).await;
         assert_eq!(res.status(), StatusCode::OK);
+        let body = json(res).await;
+        assert_eq!(body["status"], "ready");
         assert_eq!(
-            json(res).await,
-            serde_json::json!({"status": "ready", "store": {"kind": "memory", "reachable": true}})
+            body["store"],
+            serde_json::json!({"kind": "memory", "reachable": true})
         );
     }
 
@@ -639,9 +672,11 @@ mod tests {
         let state = AppState::new(store, AdminToken::new(TEST_TOKEN).unwrap());
         let res = send(state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = json(res).await;
+        assert_eq!(body["status"], "unready");
         assert_eq!(
-            json(res).await,
-            serde_json::json!({"status": "unready", "store": {"kind": "redis", "reachable": false}})
+            body["store"],
+            serde_json::json!({"kind": "redis", "reachable": false})
         );
     }
 

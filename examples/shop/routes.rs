@@ -20,10 +20,19 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::telemetry::metrics))
+        // Fallback outside the breaker, so it also answers while the circuit is open.
         .route(
             "/recommendations",
-            get(crate::degrade::recommendations).layer(state.breakers.recommendations.clone()),
+            get(crate::degrade::recommendations).layer(
+                tower::ServiceBuilder::new()
+                    .layer(crate::degrade::recommendations_fallback(
+                        state.last_good.clone(),
+                    ))
+                    .layer(state.breakers.recommendations.clone()),
+            ),
         )
+        .route("/dashboard", get(crate::degrade::dashboard))
 }
 
 #[derive(Serialize)]
@@ -41,8 +50,14 @@ async fn healthz() -> Json<Health> {
 struct Readiness {
     status: &'static str,
     store: StoreReport,
-    // The breakers' states go here as `breakers: {name: {state: ..}}`. They are reported, not
-    // counted against readiness: an open breaker means the shop is degrading gracefully.
+    /// Reported, not counted against readiness: an open breaker means the shop is degrading
+    /// gracefully, and taking the instance out of rotation would not help.
+    breakers: std::collections::BTreeMap<&'static str, BreakerState>,
+}
+
+#[derive(Serialize)]
+struct BreakerState {
+    state: &'static str,
 }
 
 #[derive(Serialize)]
@@ -73,6 +88,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
             kind: state.store.kind(),
             reachable,
         },
+        breakers: state
+            .breakers
+            .handles()
+            .into_iter()
+            .map(|(name, h)| {
+                (
+                    name,
+                    BreakerState {
+                        state: h.state().as_str(),
+                    },
+                )
+            })
+            .collect(),
     };
     (status, Json(body)).into_response()
 }

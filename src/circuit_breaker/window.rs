@@ -112,6 +112,11 @@ impl CountWindow {
         // Wrapping arithmetic: the packed word is a sum of per-slot weights, so adding the
         // difference keeps it exact even if another thread's update lands in between.
         let delta = weight(new).wrapping_sub(weight(old));
+        if delta == 0 {
+            // The common steady state (a success replacing a success): the totals do not
+            // change, so skip the read-modify-write on the one word every caller shares.
+            return unpack21(self.totals.load(Ordering::Acquire));
+        }
         let prev = self.totals.fetch_add(delta, Ordering::AcqRel);
         unpack21(prev.wrapping_add(delta))
     }

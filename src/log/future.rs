@@ -1,60 +1,51 @@
 use std::{
     fmt,
     future::Future,
-    net::IpAddr,
     pin::Pin,
+    sync::{Arc, atomic::AtomicU64},
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
-use http::{HeaderName, HeaderValue, Method, Response, Uri};
+use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tracing::{Level, Span};
 
-use super::{RequestId, X_REQUEST_ID};
-use crate::Rejection;
-
-static BULWARK_FALLBACK: HeaderName = HeaderName::from_static("bulwark-fallback");
-static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-
-/// What the completion event needs from the request; only gathered when someone listens.
-pub(super) struct RequestInfo {
-    pub(super) span: Span,
-    pub(super) method: Method,
-    pub(super) uri: Uri,
-    pub(super) route: Option<HeaderValue>,
-    pub(super) client: Option<IpAddr>,
-    pub(super) user_agent: Option<HeaderValue>,
-}
+use super::{
+    LogBody, RequestId, X_REQUEST_ID,
+    body::{Completion, LogInfo, Markers, MetricInfo},
+    layer::Config,
+};
 
 pin_project! {
     /// Response future of [`RequestLog`](super::RequestLog).
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        id: Option<RequestId>,
-        info: Option<RequestInfo>,
-        start: Instant,
-        slow: Duration,
+        state: Option<State>,
     }
 }
 
+struct State {
+    id: RequestId,
+    /// Only when a subscriber listens or metrics are on: otherwise the request is not timed
+    /// and nothing is shared with the layer, so the pass-through path clones no `Arc`.
+    tracked: Option<Tracked>,
+}
+
+/// What a logged or measured request carries to its completion.
+pub(super) struct Tracked {
+    pub(super) log: Option<Box<LogInfo>>,
+    pub(super) metrics: Option<MetricInfo>,
+    pub(super) start: Instant,
+    pub(super) config: Arc<Config>,
+    pub(super) sampled: Arc<AtomicU64>,
+}
+
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        id: RequestId,
-        info: Option<RequestInfo>,
-        start: Instant,
-        slow: Duration,
-    ) -> Self {
+    pub(super) fn new(inner: F, id: RequestId, tracked: Option<Tracked>) -> Self {
         Self {
             inner,
-            id: Some(id),
-            info,
-            start,
-            slow,
+            state: Some(State { id, tracked }),
         }
     }
 }
@@ -62,115 +53,73 @@ impl<F> ResponseFuture<F> {
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("id", &self.id)
+            .field("id", &self.state.as_ref().map(|s| &s.id))
             .finish_non_exhaustive()
     }
-}
-
-fn header_str<'a>(res_headers: &'a http::HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    res_headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn opt_str(v: Option<&HeaderValue>) -> Option<&str> {
-    v.and_then(|v| v.to_str().ok())
-}
-
-/// `tracing` levels are constants in its macros; pick the macro at run time.
-macro_rules! event_at {
-    ($level:expr, $($rest:tt)+) => {
-        match $level {
-            Level::ERROR => tracing::error!(target: "bulwark::log", $($rest)+),
-            Level::WARN => tracing::warn!(target: "bulwark::log", $($rest)+),
-            _ => tracing::info!(target: "bulwark::log", $($rest)+),
-        }
-    };
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    E: fmt::Display,
+    B: http_body::Body,
+    E: fmt::Display + 'static,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<LogBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = match this.info {
-            Some(info) => {
-                let _entered = info.span.enter();
+        let span = this
+            .state
+            .as_ref()
+            .and_then(|s| s.tracked.as_ref())
+            .and_then(|t| t.log.as_ref())
+            .map(|log| &log.span);
+        let result = match span {
+            Some(span) => {
+                let _entered = span.enter();
                 ready!(this.inner.poll(cx))
             }
             None => ready!(this.inner.poll(cx)),
         };
-        let id = this.id.take().expect("polled after completion");
-        let elapsed = this.start.elapsed();
-        let result = result.map(|mut res| {
-            res.headers_mut()
-                .entry(&X_REQUEST_ID)
-                .or_insert_with(|| id.header_value().clone());
-            res
-        });
-        if let Some(info) = this.info.take() {
-            let _entered = info.span.enter();
-            let duration_ms = elapsed.as_secs_f64() * 1000.0;
-            let method = info.method.as_str();
-            let path = info.uri.path();
-            let route = opt_str(info.route.as_ref());
-            let client = info.client.map(tracing::field::display);
-            let user_agent = opt_str(info.user_agent.as_ref());
-            match &result {
-                Ok(res) => {
-                    let status = res.status();
-                    let level = if status.is_server_error() {
-                        Level::ERROR
-                    } else if status.is_client_error() || elapsed > *this.slow {
-                        Level::WARN
-                    } else {
-                        Level::INFO
-                    };
-                    let h = res.headers();
-                    let rejection = res.extensions().get::<Rejection>().map(Rejection::kind);
-                    let fallback = header_str(h, &BULWARK_FALLBACK);
-                    let cache_status = header_str(h, &CACHE_STATUS);
-                    let replayed = h.contains_key(&IDEMPOTENT_REPLAYED).then_some(true);
-                    event_at!(
-                        level,
-                        {
-                        http.request.method = method,
-                        url.path = path,
-                        http.route = route,
-                        http.response.status_code = status.as_u16(),
-                        client.address = client,
-                        user_agent.original = user_agent,
-                        request_id = id.as_str(),
-                        duration_ms,
-                        bulwark.rejection = rejection,
-                        bulwark.fallback = fallback,
-                        bulwark.cache_status = cache_status,
-                        bulwark.replayed = replayed,
-                        },
-                        "request completed"
-                    );
-                }
-                Err(err) => {
-                    tracing::error!(
-                        target: "bulwark::log",
-                        {
-                        http.request.method = method,
-                        url.path = path,
-                        http.route = route,
-                        client.address = client,
-                        user_agent.original = user_agent,
-                        request_id = id.as_str(),
-                        duration_ms,
-                        error.r#type = "_OTHER",
-                        error.message = %err,
-                        },
-                        "request failed"
-                    );
-                }
+        let State { id, tracked } = this.state.take().expect("polled after completion");
+        Poll::Ready(match (result, tracked) {
+            (Ok(mut res), None) => {
+                echo_id(&mut res, id);
+                Ok(res.map(LogBody::passthrough))
             }
-        }
-        Poll::Ready(result)
+            (Ok(mut res), Some(t)) => {
+                let head = t.start.elapsed();
+                let completion = Completion {
+                    status: res.status(),
+                    markers: Markers::of(&res),
+                    id: id.clone(),
+                    log: t.log,
+                    metrics: t.metrics,
+                    start: t.start,
+                    head,
+                    bytes: 0,
+                    empty: res.body().is_end_stream(),
+                    config: t.config,
+                    sampled: t.sampled,
+                };
+                echo_id(&mut res, id);
+                Ok(res.map(|body| LogBody::new(body, completion)))
+            }
+            (Err(err), tracked) => {
+                if let Some(t) = tracked {
+                    super::body::log_error(&id, t.log.as_deref(), t.start.elapsed(), &err);
+                }
+                Err(err)
+            }
+        })
+    }
+}
+
+/// Puts the request id on the response, unless the inner service set one itself.
+#[inline]
+fn echo_id<B>(res: &mut Response<B>, id: RequestId) {
+    if !res.headers().contains_key(&X_REQUEST_ID) {
+        res.headers_mut()
+            .insert(X_REQUEST_ID.clone(), id.into_header_value());
     }
 }

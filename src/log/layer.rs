@@ -1,23 +1,47 @@
-use std::time::Duration;
+use std::{
+    num::NonZeroU64,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
+use http::HeaderName;
 use tower_layer::Layer;
 
-use super::{DefaultMakeRequestId, MakeRequestId, RequestLog};
+use super::{DefaultMakeRequestId, MakeRequestId, RequestLog, redact::Redactor};
+
+/// Settings shared by every service of one layer.
+#[derive(Debug, Clone)]
+pub(super) struct Config {
+    pub(super) slow: Duration,
+    pub(super) sample_every: u64,
+    pub(super) redactor: Redactor,
+    pub(super) log_headers: bool,
+    pub(super) metrics: bool,
+}
 
 /// Logs every request once and gives it a request id. See the [module docs](super).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RequestLogLayer<M = DefaultMakeRequestId> {
     pub(super) make_id: M,
-    pub(super) slow: Duration,
+    pub(super) config: Arc<Config>,
+    pub(super) sampled: Arc<AtomicU64>,
 }
 
 impl RequestLogLayer {
-    /// Logs with the defaults: UUIDv7 ids, requests slower than 1 s logged at `WARN`.
+    /// Logs with the defaults: UUIDv7 ids, requests slower than 1 s at `WARN`, every request
+    /// logged, no headers logged, request metrics recorded (feature `metrics`).
     pub fn new() -> Self {
         Self {
             make_id: DefaultMakeRequestId,
-            slow: Duration::from_secs(1),
+            config: Arc::new(Config {
+                slow: Duration::from_secs(1),
+                sample_every: 1,
+                redactor: Redactor::default(),
+                log_headers: false,
+                metrics: true,
+            }),
+            sampled: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -29,9 +53,48 @@ impl Default for RequestLogLayer {
 }
 
 impl<M> RequestLogLayer<M> {
-    /// Requests slower than `threshold` are logged at `WARN` even when they succeed.
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Requests slower than `threshold` (to the end of the response body) are logged at `WARN`
+    /// and never sampled away.
     pub fn slow_threshold(mut self, threshold: Duration) -> Self {
-        self.slow = threshold;
+        self.config_mut().slow = threshold;
+        self
+    }
+
+    /// Logs only one in `every` successful, fast requests; errors, 4xx, 5xx and slow requests
+    /// are always logged.
+    pub fn sample_successes(mut self, every: NonZeroU64) -> Self {
+        self.config_mut().sample_every = every.get();
+        self
+    }
+
+    /// Adds the request headers to the event (field `http.request.headers`), sensitive ones
+    /// (`Authorization`, `Cookie`, API keys, tokens, and names added with
+    /// [`redact_header`](Self::redact_header)) shown as `REDACTED`.
+    pub fn log_request_headers(mut self, on: bool) -> Self {
+        self.config_mut().log_headers = on;
+        self
+    }
+
+    /// Never logs the value of header `name`.
+    pub fn redact_header(mut self, name: HeaderName) -> Self {
+        self.config_mut().redactor.add_header(name);
+        self
+    }
+
+    /// Never logs the value of query parameters whose name contains `name` (case-insensitive).
+    pub fn redact_query_param(mut self, name: &str) -> Self {
+        self.config_mut().redactor.add_query(name);
+        self
+    }
+
+    /// Whether to record the `http_server_request_duration_seconds` histogram (default on; a
+    /// no-op without the `metrics` feature).
+    pub fn request_metrics(mut self, on: bool) -> Self {
+        self.config_mut().metrics = on;
         self
     }
 
@@ -39,7 +102,8 @@ impl<M> RequestLogLayer<M> {
     pub fn make_request_id<M2: MakeRequestId>(self, make_id: M2) -> RequestLogLayer<M2> {
         RequestLogLayer {
             make_id,
-            slow: self.slow,
+            config: self.config,
+            sampled: self.sampled,
         }
     }
 }
@@ -51,7 +115,8 @@ impl<S, M: Clone> Layer<S> for RequestLogLayer<M> {
         RequestLog {
             inner,
             make_id: self.make_id.clone(),
-            slow: self.slow,
+            config: self.config.clone(),
+            sampled: self.sampled.clone(),
         }
     }
 }

@@ -54,12 +54,15 @@
 //! # }
 //! ```
 
+mod body;
 mod future;
 mod layer;
+mod redact;
 mod request_id;
 mod service;
 
 pub use self::{
+    body::LogBody,
     future::ResponseFuture,
     layer::RequestLogLayer,
     request_id::{DefaultMakeRequestId, MakeRequestId, RequestId, X_REQUEST_ID},

@@ -50,6 +50,12 @@ impl RequestId {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+
+    /// The id as an owned header value.
+    #[must_use]
+    pub fn into_header_value(self) -> HeaderValue {
+        self.0
+    }
 }
 
 impl fmt::Debug for RequestId {

@@ -1,18 +1,23 @@
 use std::{
     fmt,
+    sync::{Arc, atomic::AtomicU64},
     task::{Context, Poll},
-    time::Duration,
 };
 
-use http::{HeaderValue, Request, Response, header::USER_AGENT};
+use http::{HeaderName, HeaderValue, Method, Request, Response, header::USER_AGENT};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Level;
 
 use super::{
     MakeRequestId, RequestId, X_REQUEST_ID,
-    future::{RequestInfo, ResponseFuture},
+    body::{LogInfo, MetricInfo},
+    future::{ResponseFuture, Tracked},
+    layer::Config,
+    redact::traceparent,
 };
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The service made by [`RequestLogLayer`](super::RequestLogLayer).
 #[derive(Debug, Clone)]
@@ -20,7 +25,8 @@ use super::{
 pub struct RequestLog<S, M> {
     pub(super) inner: S,
     pub(super) make_id: M,
-    pub(super) slow: Duration,
+    pub(super) config: Arc<Config>,
+    pub(super) sampled: Arc<AtomicU64>,
 }
 
 crate::macros::define_inner_service_accessors!(RequestLog<S, M>);
@@ -28,10 +34,11 @@ crate::macros::define_inner_service_accessors!(RequestLog<S, M>);
 impl<S, M, ReqB, ResB> Service<Request<ReqB>> for RequestLog<S, M>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: fmt::Display,
+    ResB: http_body::Body,
+    S::Error: fmt::Display + 'static,
     M: MakeRequestId,
 {
-    type Response = Response<ResB>;
+    type Response = Response<super::LogBody<ResB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -41,7 +48,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let start = Instant::now();
         let id = match req.headers().get(&X_REQUEST_ID).and_then(RequestId::parse) {
             Some(id) => id,
             None => {
@@ -53,39 +59,154 @@ where
         };
         req.extensions_mut().insert(id.clone());
 
-        let info = tracing::enabled!(target: "bulwark::log", Level::ERROR).then(|| {
-            let span = tracing::info_span!(
-                target: "bulwark::log",
-                "request",
-                http.request.method = %req.method(),
-                url.path = req.uri().path(),
-                request_id = id.as_str(),
-            );
-            RequestInfo {
-                span,
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                route: route(&req),
-                client: crate::key::peer_ip(&req),
-                user_agent: req.headers().get(USER_AGENT).cloned(),
-            }
+        let log = tracing::enabled!(target: "bulwark::log", Level::ERROR);
+        let metrics = cfg!(feature = "metrics") && self.config.metrics;
+        if !log && !metrics {
+            // Nobody listens: no clock read, no span, nothing shared with the layer.
+            return ResponseFuture::new(self.inner.call(req), id, None);
+        }
+        let start = Instant::now();
+        let route = route(&req);
+        let log = log.then(|| Box::new(log_info(&req, &id, route.as_ref(), &self.config)));
+        let metrics = metrics.then(|| MetricInfo {
+            method: method_label(req.method()),
+            route: route.clone(),
         });
-        let future = match &info {
-            Some(info) => info.span.in_scope(|| self.inner.call(req)),
+        let future = match &log {
+            Some(log) => log.span.in_scope(|| self.inner.call(req)),
             None => self.inner.call(req),
         };
-        ResponseFuture::new(future, id, info, start, self.slow)
+        let tracked = Tracked {
+            log,
+            metrics,
+            start,
+            config: self.config.clone(),
+            sampled: self.sampled.clone(),
+        };
+        ResponseFuture::new(future, id, Some(tracked))
+    }
+}
+
+/// The OpenTelemetry method value: the method if it is a standard one, `_OTHER` otherwise.
+pub(super) fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+fn log_info<B>(
+    req: &Request<B>,
+    id: &RequestId,
+    route: Option<&Route>,
+    config: &Config,
+) -> LogInfo {
+    let method = method_label(req.method());
+    let uri = req.uri();
+    let route_str = route.map(Route::as_str);
+    let trace = req
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| traceparent(v.as_bytes()))
+        .map(|(t, s)| (t.to_owned(), s.to_owned()));
+    // The span carries what nested events need to be found and grouped: its name, the
+    // request id and trace ids, the route (or, without one, the path). The completion event
+    // carries everything else, so no field is formatted twice per line.
+    let span = tracing::info_span!(
+        target: "bulwark::log",
+        "request",
+        otel.name = %SpanName(method, route_str),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route_str,
+        url.path = route_str.is_none().then(|| uri.path()),
+        request_id = id.as_str(),
+        trace_id = trace.as_ref().map(|t| t.0.as_str()),
+        span_id = trace.as_ref().map(|t| t.1.as_str()),
+    );
+    let server = match req.headers().get(http::header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    LogInfo {
+        span,
+        method,
+        method_original: (method == "_OTHER").then(|| req.method().as_str().to_owned()),
+        uri: uri.clone(),
+        query: uri.query().map(|q| config.redactor.query(q)),
+        scheme: if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            "https"
+        } else {
+            "http"
+        },
+        server,
+        version: version(req.version()),
+        route: route.cloned(),
+        client: crate::key::peer_ip(req),
+        user_agent: req.headers().get(USER_AGENT).cloned(),
+        headers: config
+            .log_headers
+            .then(|| config.redactor.headers(req.headers())),
+        trace,
+    }
+}
+
+/// `{METHOD} {route}`, or the method alone without a route, written without allocating.
+struct SpanName<'a>(&'static str, Option<&'a str>);
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(route) => write!(f, "{} {route}", self.0),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// The matched route template (axum's `MatchedPath`, an `Arc` clone), if any.
+#[derive(Clone, Debug)]
+pub(super) struct Route {
+    #[cfg(feature = "axum")]
+    inner: axum::extract::MatchedPath,
+}
+
+impl Route {
+    pub(super) fn as_str(&self) -> &str {
+        #[cfg(feature = "axum")]
+        return self.inner.as_str();
+        #[cfg(not(feature = "axum"))]
+        ""
     }
 }
 
 #[cfg(feature = "axum")]
-fn route<B>(req: &Request<B>) -> Option<HeaderValue> {
+fn route<B>(req: &Request<B>) -> Option<Route> {
     req.extensions()
         .get::<axum::extract::MatchedPath>()
-        .and_then(|p| HeaderValue::from_str(p.as_str()).ok())
+        .map(|p| Route { inner: p.clone() })
 }
 
 #[cfg(not(feature = "axum"))]
-fn route<B>(_: &Request<B>) -> Option<HeaderValue> {
+fn route<B>(_: &Request<B>) -> Option<Route> {
     None
 }

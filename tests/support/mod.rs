@@ -277,9 +277,12 @@ pub type NoError = Infallible;
 // ---------------------------------------------------------------------------------------------
 // Tracing capture
 
-/// Captured events: each is its target, level and fields as `name -> value` text.
+/// Captured events (each its target, level and fields as `name -> value` text) and spans.
 #[derive(Clone, Default)]
-pub struct Captured(pub Arc<Mutex<Vec<CapturedEvent>>>);
+pub struct Captured(
+    pub Arc<Mutex<Vec<CapturedEvent>>>,
+    pub Arc<Mutex<Vec<CapturedEvent>>>,
+);
 
 #[derive(Clone, Debug)]
 pub struct CapturedEvent {
@@ -308,6 +311,11 @@ impl Captured {
         self.0.lock().unwrap().clone()
     }
 
+    /// Spans as they were opened; `target` holds the span's name.
+    pub fn spans(&self) -> Vec<CapturedEvent> {
+        self.1.lock().unwrap().clone()
+    }
+
     pub fn with_target(&self, target: &str) -> Vec<CapturedEvent> {
         self.events()
             .into_iter()
@@ -317,7 +325,7 @@ impl Captured {
 
     /// Everything captured, as one string, to check that a secret never appears.
     pub fn all_text(&self) -> String {
-        format!("{:?}", self.events())
+        format!("{:?} {:?}", self.events(), self.spans())
     }
 }
 
@@ -335,6 +343,21 @@ impl tracing::field::Visit for FieldVisitor<'_> {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = std::collections::BTreeMap::new();
+        attrs.record(&mut FieldVisitor(&mut fields));
+        self.0.1.lock().unwrap().push(CapturedEvent {
+            target: attrs.metadata().name().to_owned(),
+            level: *attrs.metadata().level(),
+            fields,
+        });
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let mut fields = std::collections::BTreeMap::new();
         event.record(&mut FieldVisitor(&mut fields));

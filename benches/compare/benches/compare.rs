@@ -1,0 +1,352 @@
+//! bulwark beside its peers, in one criterion run: each group holds a bare baseline, bulwark's
+//! layer and the peers' equivalents, all called with the same request and response types, so
+//! overheads and ratios are read within one run.
+//!
+//! `cargo bench -p bulwark-compare`
+
+use std::{hint::black_box, num::NonZeroU32, sync::Arc, time::Duration};
+
+use bulwark_compare::{Body, axum_bare, axum_request, bare, call, request, unavailable};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+/// Runs `f` inside a tokio runtime context (some peers read tokio's clock or make sleeps).
+fn in_runtime<T>(f: impl FnOnce() -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    f()
+}
+
+macro_rules! case {
+    ($group:expr, $name:expr, $svc:expr) => {{
+        let mut svc = $svc;
+        $group.bench_function($name, |b| {
+            b.iter(|| black_box(call(&mut svc, request()).is_ok()));
+        });
+    }};
+}
+
+fn circuit_breaker(c: &mut Criterion) {
+    in_runtime(|| {
+        let mut group = c.benchmark_group("compare/circuit_breaker");
+        case!(group, "baseline", bare());
+
+        use bulwark::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+        let count = CircuitBreakerConfig::builder()
+            .count_window(100)
+            .build()
+            .expect("valid config");
+        case!(
+            group,
+            "bulwark/closed",
+            CircuitBreakerLayer::new(count.clone()).layer(bare())
+        );
+
+        let peer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .sliding_window_size(100)
+            .build()
+            .expect("valid config");
+        case!(group, "tower-resilience/closed", peer.layer(bare()));
+
+        let failsafe_closed = failsafe::Config::new().build();
+        let mut inner = bare();
+        case!(
+            group,
+            "failsafe/closed",
+            tower::service_fn(move |req: Request<Body>| {
+                failsafe::futures::CircuitBreaker::call(&failsafe_closed, inner.call(req))
+            })
+        );
+
+        let open = CircuitBreakerLayer::new(count);
+        open.handle().force_open();
+        case!(group, "bulwark/open", open.layer(bare()));
+
+        let (peer, handle) = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .sliding_window_size(100)
+            .build_with_handle()
+            .expect("valid config");
+        futures_lite_block_on(handle.force_open());
+        case!(group, "tower-resilience/open", peer.layer(bare()));
+
+        // failsafe has no manual open: trip it with one failure under a consecutive-failures
+        // policy, then measure its rejection (an error value, not an HTTP answer).
+        let policy = failsafe::failure_policy::consecutive_failures(
+            1,
+            failsafe::backoff::constant(Duration::from_secs(3_600)),
+        );
+        let failsafe_open = failsafe::Config::new().failure_policy(policy).build();
+        let _ = futures_lite_block_on(failsafe::futures::CircuitBreaker::call(
+            &failsafe_open,
+            async { Err::<(), ()>(()) },
+        ));
+        let mut inner = bare();
+        case!(
+            group,
+            "failsafe/open",
+            tower::service_fn(move |req: Request<Body>| {
+                failsafe::futures::CircuitBreaker::call(&failsafe_open, inner.call(req))
+            })
+        );
+        group.finish();
+    });
+}
+
+fn fallback(c: &mut Criterion) {
+    in_runtime(|| {
+        let mut group = c.benchmark_group("compare/fallback");
+        case!(group, "baseline", bare());
+        let ours = bulwark::fallback::FallbackLayer::response(Response::new("fallback"));
+        case!(group, "bulwark/pass_through", ours.layer(bare()));
+        let peer = tower_resilience::fallback::FallbackLayer::<
+            Request<Body>,
+            Response<Body>,
+            std::convert::Infallible,
+        >::value(Response::new(Body::from("fallback")));
+        case!(group, "tower-resilience/pass_through", peer.layer(bare()));
+        case!(group, "bulwark/triggered", ours.layer(unavailable()));
+        group.finish();
+    });
+}
+
+macro_rules! axum_case {
+    ($group:expr, $name:expr, $svc:expr) => {{
+        let mut svc = $svc;
+        $group.bench_function($name, |b| {
+            b.iter(|| black_box(call(&mut svc, axum_request()).is_ok()));
+        });
+    }};
+}
+
+/// The rate-limit group answers with `axum::body::Body` throughout: tower_governor can build
+/// its responses with no other body type.
+fn rate_limit(c: &mut Criterion) {
+    in_runtime(|| {
+        let mut group = c.benchmark_group("compare/rate_limit");
+        axum_case!(group, "baseline", axum_bare());
+
+        // Floors: governor's own checks, without any service around them.
+        let direct = governor::RateLimiter::direct(governor::Quota::per_second(
+            NonZeroU32::new(u32::MAX).expect("non-zero"),
+        ));
+        group.bench_function("floor/governor_direct_check", |b| {
+            b.iter(|| black_box(direct.check().is_ok()));
+        });
+        let keyed = governor::RateLimiter::keyed(governor::Quota::per_second(
+            NonZeroU32::new(u32::MAX).expect("non-zero"),
+        ));
+        let ip = bulwark_compare::PEER.ip();
+        group.bench_function("floor/governor_keyed_check", |b| {
+            b.iter(|| black_box(keyed.check_key(&ip).is_ok()));
+        });
+
+        let mut tower_limit =
+            tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(axum_bare());
+        group.bench_function("tower/allowed", |b| {
+            // `tower::limit::RateLimit` is polled ready before every call, as `call` does.
+            b.iter(|| black_box(call(&mut tower_limit, axum_request()).is_ok()));
+        });
+
+        let global = tower_governor::governor::GovernorConfigBuilder::default()
+            .per_millisecond(1)
+            .burst_size(u32::MAX)
+            .key_extractor(tower_governor::key_extractor::GlobalKeyExtractor)
+            .finish()
+            .expect("valid config");
+        axum_case!(
+            group,
+            "tower_governor/allowed/global",
+            tower_governor::GovernorLayer::new(Arc::new(global)).layer(axum_bare())
+        );
+        let peer_ip = tower_governor::governor::GovernorConfigBuilder::default()
+            .per_millisecond(1)
+            .burst_size(u32::MAX)
+            .finish()
+            .expect("valid config");
+        axum_case!(
+            group,
+            "tower_governor/allowed/ip",
+            tower_governor::GovernorLayer::new(Arc::new(peer_ip)).layer(axum_bare())
+        );
+        let strict = tower_governor::governor::GovernorConfigBuilder::default()
+            .per_second(3_600)
+            .burst_size(1)
+            .key_extractor(tower_governor::key_extractor::GlobalKeyExtractor)
+            .finish()
+            .expect("valid config");
+        let mut rejecting = tower_governor::GovernorLayer::new(Arc::new(strict)).layer(axum_bare());
+        let _ = call(&mut rejecting, axum_request());
+        axum_case!(group, "tower_governor/rejected", rejecting);
+
+        let peer = tower_resilience::ratelimiter::RateLimiterLayer::builder()
+            .limit_for_period(usize::MAX / 2)
+            .refresh_period(Duration::from_secs(1))
+            .timeout_duration(Duration::ZERO)
+            .build()
+            .expect("valid config");
+        axum_case!(group, "tower-resilience/allowed", peer.layer(axum_bare()));
+        group.finish();
+    });
+}
+
+fn cache(c: &mut Criterion) {
+    in_runtime(|| {
+        let mut group = c.benchmark_group("compare/cache");
+        case!(group, "baseline", bare());
+
+        let floor: moka::sync::Cache<String, Response<Body>> = moka::sync::Cache::new(1_000);
+        floor.insert(
+            "http://example.test/products?page=2".to_owned(),
+            Response::new(Body::from("ok")),
+        );
+        group.bench_function("floor/moka_sync_hit", |b| {
+            b.iter(|| {
+                let req = request();
+                black_box(floor.get(&req.uri().to_string()).is_some())
+            });
+        });
+
+        let peer = tower_resilience::cache::CacheLayer::builder()
+            .max_size(1_000)
+            .ttl(Duration::from_secs(3_600))
+            .key_extractor(|req: &Request<Body>| req.uri().to_string())
+            .build()
+            .expect("valid config");
+        let mut svc = peer.layer(bare());
+        let _ = call(&mut svc, request());
+        case!(group, "tower-resilience/hit", svc);
+        group.finish();
+    });
+}
+
+fn log(c: &mut Criterion) {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+    use tracing::Level;
+    in_runtime(|| {
+        let mut group = c.benchmark_group("compare/log");
+        case!(group, "baseline", bare());
+        case!(
+            group,
+            "bulwark/no_subscriber",
+            bulwark::log::RequestLogLayer::new()
+                .request_metrics(false)
+                .layer(bare())
+        );
+        case!(
+            group,
+            "tower-http/no_subscriber",
+            TraceLayer::new_for_http().layer(bare())
+        );
+
+        // tower-http's equivalent of what bulwark's layer does besides tracing: set a request
+        // id when missing and echo it on the response.
+        case!(
+            group,
+            "tower-http+request_id/no_subscriber",
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid
+                ))
+                .layer(TraceLayer::new_for_http())
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+                .service(bare())
+        );
+
+        let json = || {
+            tracing_subscriber::fmt()
+                .json()
+                .with_max_level(Level::INFO)
+                .with_writer(std::io::sink)
+                .finish()
+        };
+        tracing::subscriber::with_default(json(), || {
+            case!(
+                group,
+                "bulwark/json_subscriber",
+                bulwark::log::RequestLogLayer::new()
+                    .request_metrics(false)
+                    .layer(bare())
+            );
+        });
+        tracing::subscriber::with_default(json(), || {
+            case!(
+                group,
+                "tower-http/json_subscriber",
+                TraceLayer::new_for_http()
+                    .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    .layer(bare())
+            );
+        });
+        group.finish();
+    });
+}
+
+fn stack(c: &mut Criterion) {
+    in_runtime(|| {
+        let mut group = c.benchmark_group("compare/stack");
+        case!(group, "baseline", bare());
+        // tower-resilience's four layers: fallback, breaker, limiter, cache (hit).
+        let fallback = tower_resilience::fallback::FallbackLayer::<
+            Request<Body>,
+            Response<Body>,
+            tower::BoxError,
+        >::value(Response::new(Body::from("fallback")));
+        let breaker = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .sliding_window_size(100)
+            .build()
+            .expect("valid config");
+        let limiter = tower_resilience::ratelimiter::RateLimiterLayer::builder()
+            .limit_for_period(usize::MAX / 2)
+            .refresh_period(Duration::from_secs(1))
+            .timeout_duration(Duration::ZERO)
+            .build()
+            .expect("valid config");
+        let cache = tower_resilience::cache::CacheLayer::builder()
+            .max_size(1_000)
+            .ttl(Duration::from_secs(3_600))
+            .key_extractor(|req: &Request<Body>| req.uri().to_string())
+            .build()
+            .expect("valid config");
+        let svc = tower::ServiceBuilder::new()
+            .layer(fallback)
+            .map_err(tower::BoxError::from)
+            .layer(breaker)
+            .map_err(tower::BoxError::from)
+            .layer(limiter)
+            .map_err(tower::BoxError::from)
+            .layer(cache)
+            .service(bare());
+        let mut svc = svc;
+        let _ = call(&mut svc, request());
+        case!(group, "tower-resilience/four_layers_cache_hit", svc);
+        group.finish();
+    });
+}
+
+/// Drives a future that is ready at once (or nearly) on the current thread.
+fn futures_lite_block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+criterion_group!(
+    benches,
+    circuit_breaker,
+    fallback,
+    rate_limit,
+    cache,
+    log,
+    stack
+);
+criterion_main!(benches);

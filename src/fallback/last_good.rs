@@ -1,0 +1,452 @@
+//! [`LastGood`]: the last good response per key, replayed when a trigger fires.
+
+use std::{fmt, hash::Hash, sync::Arc};
+
+use bytes::Bytes;
+use http::{
+    HeaderName, Method, Response, Uri,
+    header::{self, HeaderValue},
+    request,
+};
+use http_body::Body;
+use moka::sync::Cache;
+
+use super::{
+    BULWARK_FALLBACK, FallbackReason, FallbackSource,
+    source::{
+        NoAnswer, Stored,
+        sealed::{Answer, Source},
+    },
+};
+use crate::{ConfigError, Rejection};
+
+/// The key a request's last good response is kept under. `None`: this request's responses are
+/// neither kept nor replayed (a secondary fallback, if any, answers instead).
+///
+/// Implemented by [`MethodAndUri`] (the default) and by closures
+/// `Fn(&http::request::Parts) -> Option<K>`. The key sees the whole request head, extensions
+/// included, so it can add a tenant, a principal, or a header the response varies on.
+///
+/// ```
+/// use bulwark::fallback::LastGood;
+///
+/// // One entry per path and `x-tenant`, for GET only; the query is ignored.
+/// let last_good = LastGood::builder()
+///     .key(|head: &http::request::Parts| {
+///         (head.method == http::Method::GET).then(|| {
+///             (head.uri.path().to_owned(), head.headers.get("x-tenant").cloned())
+///         })
+///     })
+///     .build()
+///     .unwrap();
+/// # let _ = last_good;
+/// ```
+pub trait LastGoodKey: Clone + Send + Sync + 'static {
+    /// The key type.
+    type Key: Hash + Eq + Send + Sync + 'static;
+
+    /// The key for a request, if its responses should be kept.
+    fn key(&self, head: &request::Parts) -> Option<Self::Key>;
+}
+
+impl<F, K> LastGoodKey for F
+where
+    F: Fn(&request::Parts) -> Option<K> + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + 'static,
+{
+    type Key = K;
+
+    #[inline]
+    fn key(&self, head: &request::Parts) -> Option<K> {
+        self(head)
+    }
+}
+
+/// The default [`LastGoodKey`]: method and URI (path and query), for `GET` and `HEAD` requests
+/// without an `Authorization` header.
+///
+/// Other methods get no key: replaying the answer of an earlier `POST` to a new one (a payment
+/// "accepted" for a payment that never ran) is worse than failing. Requests with
+/// `Authorization` get none either, so one user's answer is never replayed to another. If
+/// answers vary by a cookie or another header, use a key that includes it.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct MethodAndUri;
+
+impl LastGoodKey for MethodAndUri {
+    type Key = (Method, Uri);
+
+    #[inline]
+    fn key(&self, head: &request::Parts) -> Option<(Method, Uri)> {
+        let safe = head.method == Method::GET || head.method == Method::HEAD;
+        (safe && !head.headers.contains_key(header::AUTHORIZATION))
+            .then(|| (head.method.clone(), head.uri.clone()))
+    }
+}
+
+/// The default for [`LastGoodBuilder::max_body_bytes`]: 64 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The default for [`LastGoodBuilder::capacity`]: 1 000 entries.
+pub const DEFAULT_CAPACITY: u64 = 1_000;
+
+/// The last good response for each key, replayed as the fallback.
+///
+/// The layer offers it every response that passed through without a trigger firing; it keeps
+/// one when **all** of these hold:
+/// - the request has a [key](LastGoodKey) (by default: a `GET` or `HEAD` without
+///   `Authorization`, keyed by method and URI);
+/// - the status is 2xx and the layer's classifier calls it a success;
+/// - it is no bulwark answer: no [`Rejection`], no [`FallbackReason`] extension, no
+///   `bulwark-fallback` header (an inner fallback's answer is not a good response);
+/// - it has no `Set-Cookie` and no `Cache-Control: no-store` or `private`;
+/// - its body's size hint says it has at most [`max_body_bytes`](LastGoodBuilder::max_body_bytes).
+///   A body of unknown length (chunked, streamed) or a larger one is passed through untouched and
+///   not kept: it cannot be buffered without the risk of holding too much.
+///
+/// Kept responses are buffered with [`to_bytes_limited`](crate::body::to_bytes_limited) and
+/// passed on from the buffer, so their head goes out once the whole body has arrived. Hop-by-hop
+/// headers and `x-request-id` are not kept. If a body fails while it is buffered, its bytes are
+/// gone: that is an inner failure (reason `error`), and without a fallback answer the original
+/// becomes an empty 502.
+///
+/// Memory is bounded: at most [`capacity`](LastGoodBuilder::capacity) entries (a moka cache with
+/// TinyLFU admission and LRU eviction), each at most `max_body_bytes` of body. The store is made
+/// here, once: every clone of it, of the layer, and every service the layer makes share it.
+///
+/// With nothing kept for a request, it has no answer; chain a secondary fallback with
+/// [`or`](FallbackSource::or) for that case.
+///
+/// ```
+/// use bulwark::fallback::{FallbackLayer, LastGood, StaticResponse};
+/// use http::Response;
+///
+/// let layer = FallbackLayer::last_good(LastGood::new(1_000)?)
+///     .or(StaticResponse::new(Response::new(r#"["bestseller"]"#)));
+/// # let _ = layer;
+/// # Ok::<_, bulwark::ConfigError>(())
+/// ```
+pub struct LastGood<X: LastGoodKey = MethodAndUri> {
+    cache: Cache<X::Key, Arc<Stored>>,
+    key: X,
+    max_body: usize,
+}
+
+impl LastGood {
+    /// A store of up to `capacity` entries, with the default key and body limit.
+    ///
+    /// # Errors
+    ///
+    /// If `capacity` is 0.
+    pub fn new(capacity: u64) -> Result<Self, ConfigError> {
+        Self::builder().capacity(capacity).build()
+    }
+
+    /// A builder, to set the key or the body limit.
+    pub fn builder() -> LastGoodBuilder {
+        LastGoodBuilder {
+            capacity: DEFAULT_CAPACITY,
+            max_body: DEFAULT_MAX_BODY_BYTES,
+            key: MethodAndUri,
+        }
+    }
+}
+
+impl<X: LastGoodKey> LastGood<X> {
+    /// How many responses are kept. Runs the cache's pending maintenance first, so it is exact
+    /// but not free: for tests and admin pages, not for every request.
+    pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// Forgets every kept response.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+impl<X: LastGoodKey> Clone for LastGood<X> {
+    /// Cheap: the clone shares the store.
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            key: self.key.clone(),
+            max_body: self.max_body,
+        }
+    }
+}
+
+impl<X: LastGoodKey> fmt::Debug for LastGood<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastGood")
+            .field("key", &std::any::type_name::<X>())
+            .field("capacity", &self.cache.policy().max_capacity())
+            .field("max_body_bytes", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`LastGood`] store. From [`LastGood::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct LastGoodBuilder<X = MethodAndUri> {
+    capacity: u64,
+    max_body: usize,
+    key: X,
+}
+
+impl<X> fmt::Debug for LastGoodBuilder<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastGoodBuilder")
+            .field("capacity", &self.capacity)
+            .field("max_body_bytes", &self.max_body)
+            .field("key", &std::any::type_name::<X>())
+            .finish()
+    }
+}
+
+impl<X: LastGoodKey> LastGoodBuilder<X> {
+    /// At most this many entries (default [`DEFAULT_CAPACITY`]). Must be at least 1.
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Keep only responses whose body is known to be at most this many bytes (default
+    /// [`DEFAULT_MAX_BODY_BYTES`]). Must be at least 1.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body = limit;
+        self
+    }
+
+    /// Keys responses with `key` instead of [`MethodAndUri`].
+    pub fn key<X2: LastGoodKey>(self, key: X2) -> LastGoodBuilder<X2> {
+        LastGoodBuilder {
+            capacity: self.capacity,
+            max_body: self.max_body,
+            key,
+        }
+    }
+
+    /// Makes the store.
+    ///
+    /// # Errors
+    ///
+    /// If the capacity or the body limit is 0.
+    pub fn build(self) -> Result<LastGood<X>, ConfigError> {
+        if self.capacity == 0 {
+            return Err(ConfigError::invalid("capacity", "must be > 0"));
+        }
+        if self.max_body == 0 {
+            return Err(ConfigError::invalid("max_body_bytes", "must be > 0"));
+        }
+        Ok(LastGood {
+            cache: Cache::builder()
+                .name("bulwark-fallback-last-good")
+                .max_capacity(self.capacity)
+                .build(),
+            key: self.key,
+            max_body: self.max_body,
+        })
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether the response may be kept as a last good response: see [`LastGood`]'s list. The
+/// classifier's verdict is checked by the caller.
+pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
+    if !res.status().is_success()
+        || res.extensions().get::<Rejection>().is_some()
+        || res.extensions().get::<FallbackReason>().is_some()
+    {
+        return false;
+    }
+    let h = res.headers();
+    if h.contains_key(&BULWARK_FALLBACK) || h.contains_key(header::SET_COOKIE) {
+        return false;
+    }
+    let forbidden = |v: &HeaderValue| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|d| {
+                let d = d.trim();
+                let name = d.split('=').next().unwrap_or(d).trim();
+                name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("private")
+            })
+        })
+    };
+    if h.get_all(header::CACHE_CONTROL).iter().any(forbidden) {
+        return false;
+    }
+    res.body()
+        .size_hint()
+        .upper()
+        .is_some_and(|upper| upper <= limit as u64)
+}
+
+impl<X: LastGoodKey> Source for LastGood<X> {
+    type Memo = Option<X::Key>;
+
+    #[inline]
+    fn memo(&self, head: &request::Parts, _: bool) -> Option<X::Key> {
+        self.key.key(head)
+    }
+
+    fn store_limit(&self, memo: &Option<X::Key>) -> Option<usize> {
+        memo.as_ref().map(|_| self.max_body)
+    }
+
+    fn remember(&self, memo: Option<X::Key>, head: &http::response::Parts, body: &Bytes) {
+        let Some(key) = memo else { return };
+        if body.len() > self.max_body {
+            return;
+        }
+        let mut headers = head.headers.clone();
+        // Hop-by-hop fields (and the ones `Connection` names) belong to the old connection; the
+        // request id belongs to the old request.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        for name in [
+            &header::CONNECTION,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::PROXY_AUTHENTICATE,
+            &header::TE,
+            &header::TRAILER,
+            &header::TRANSFER_ENCODING,
+            &header::UPGRADE,
+            &X_REQUEST_ID,
+        ] {
+            headers.remove(name);
+        }
+        self.cache.insert(
+            key,
+            Arc::new(Stored {
+                status: head.status,
+                version: head.version,
+                headers,
+                body: body.clone(),
+            }),
+        );
+    }
+
+    fn answer(&self, _: FallbackReason, memo: Option<X::Key>, _: Bytes) -> Answer {
+        let found = memo.and_then(|key| self.cache.get(&key));
+        Box::pin(std::future::ready(match found {
+            Some(stored) => Ok(stored.to_response()),
+            None => Err(NoAnswer::NothingStored.into()),
+        }))
+    }
+}
+
+impl<X: LastGoodKey> FallbackSource for LastGood<X> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Empty, Full};
+
+    fn res(status: u16, body: &'static str) -> Response<Full<Bytes>> {
+        Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    }
+
+    #[test]
+    fn only_plain_good_small_responses_are_storable() {
+        assert!(storable(&res(200, "ok"), 2));
+        assert!(!storable(&res(200, "ok!"), 2), "over the limit");
+        assert!(!storable(&res(404, ""), 2));
+        assert!(!storable(&res(503, ""), 2));
+        let mut r = res(200, "");
+        r.headers_mut()
+            .insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+        assert!(!storable(&r, 2));
+        for cc in [
+            "no-store",
+            "max-age=5, private",
+            "private=\"x\"",
+            "No-Store",
+        ] {
+            let mut r = res(200, "");
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+            assert!(!storable(&r, 2), "{cc}");
+        }
+        let mut r = res(200, "");
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, public"),
+        );
+        assert!(storable(&r, 2));
+        let mut r = res(200, "");
+        r.headers_mut().insert(
+            BULWARK_FALLBACK.clone(),
+            FallbackReason::Error.header_value(),
+        );
+        assert!(!storable(&r, 2));
+        let mut r = res(200, "");
+        r.extensions_mut().insert(FallbackReason::Status);
+        assert!(!storable(&r, 2));
+        assert!(storable(&Response::new(Empty::<Bytes>::new()), 1));
+    }
+
+    #[test]
+    fn the_default_key_is_for_safe_anonymous_requests() {
+        let head = |method: Method, auth: bool| {
+            let mut b = http::Request::builder().method(method).uri("/a?b=1");
+            if auth {
+                b = b.header(header::AUTHORIZATION, "Bearer x");
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(
+            MethodAndUri.key(&head(Method::GET, false)),
+            Some((Method::GET, Uri::from_static("/a?b=1")))
+        );
+        assert!(MethodAndUri.key(&head(Method::HEAD, false)).is_some());
+        assert!(MethodAndUri.key(&head(Method::POST, false)).is_none());
+        assert!(MethodAndUri.key(&head(Method::GET, true)).is_none());
+    }
+
+    #[test]
+    fn zero_settings_are_config_errors() {
+        let err = LastGood::new(0).unwrap_err();
+        assert_eq!(err.to_string(), "invalid capacity: must be > 0");
+        let err = LastGood::builder().max_body_bytes(0).build().unwrap_err();
+        assert_eq!(err.to_string(), "invalid max_body_bytes: must be > 0");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_request_ids_are_not_kept() {
+        let lg = LastGood::new(10).unwrap();
+        let head = http::Request::get("/").body(()).unwrap().into_parts().0;
+        let (mut parts, ()) = Response::new(()).into_parts();
+        for (n, v) in [
+            ("connection", "x-private"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("x-request-id", "old"),
+            ("content-type", "text/plain"),
+        ] {
+            parts.headers.insert(n, HeaderValue::from_static(v));
+        }
+        lg.remember(lg.memo(&head, false), &parts, &Bytes::from_static(b"hi"));
+        assert_eq!(lg.entry_count(), 1);
+        let stored = lg.cache.get(&(Method::GET, Uri::from_static("/"))).unwrap();
+        let names: Vec<_> = stored.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type"]);
+    }
+}

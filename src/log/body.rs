@@ -1,0 +1,338 @@
+//! [`LogBody`]: passes the response body through and completes the request's log event when
+//! the body ends (or is dropped), so durations cover the whole response.
+
+use std::{
+    any::Any,
+    error::Error as StdError,
+    fmt::{self, Write as _},
+    net::IpAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Buf;
+use http::{HeaderName, HeaderValue, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tracing::{Level, Span};
+
+use super::{RequestId, layer::Config, service::Route};
+use crate::{BoxError, Rejection};
+
+static BULWARK_FALLBACK: HeaderName = HeaderName::from_static("bulwark-fallback");
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// What the event needs from the request; gathered only when a subscriber listens.
+pub(super) struct LogInfo {
+    pub(super) span: Span,
+    pub(super) method: &'static str,
+    pub(super) method_original: Option<String>,
+    pub(super) uri: Uri,
+    pub(super) query: Option<String>,
+    pub(super) scheme: &'static str,
+    /// The `Host` header, else the URI's authority.
+    pub(super) server: Option<HeaderValue>,
+    pub(super) version: &'static str,
+    pub(super) route: Option<Route>,
+    pub(super) client: Option<IpAddr>,
+    pub(super) user_agent: Option<HeaderValue>,
+    pub(super) headers: Option<String>,
+    pub(super) trace: Option<(String, String)>,
+}
+
+/// What the request-duration histogram needs.
+pub(super) struct MetricInfo {
+    pub(super) method: &'static str,
+    pub(super) route: Option<Route>,
+}
+
+/// The bulwark decisions visible on the response.
+pub(super) struct Markers {
+    rejection: Option<&'static str>,
+    fallback: Option<HeaderValue>,
+    cache_status: Option<HeaderValue>,
+    replayed: bool,
+}
+
+impl Markers {
+    pub(super) fn of<B>(res: &Response<B>) -> Self {
+        let h = res.headers();
+        Self {
+            rejection: res.extensions().get::<Rejection>().map(Rejection::kind),
+            fallback: h.get(&BULWARK_FALLBACK).cloned(),
+            cache_status: h.get(&CACHE_STATUS).cloned(),
+            replayed: h.contains_key(&IDEMPOTENT_REPLAYED),
+        }
+    }
+}
+
+pub(super) struct Completion {
+    pub(super) status: StatusCode,
+    pub(super) markers: Markers,
+    pub(super) id: RequestId,
+    pub(super) log: Option<Box<LogInfo>>,
+    pub(super) metrics: Option<MetricInfo>,
+    pub(super) start: Instant,
+    pub(super) head: Duration,
+    pub(super) bytes: u64,
+    /// The body was at its end when the head was ready (servers may never poll it).
+    pub(super) empty: bool,
+    pub(super) config: Arc<Config>,
+    pub(super) sampled: Arc<AtomicU64>,
+}
+
+/// How the body ended.
+enum End<'a> {
+    Complete,
+    Dropped,
+    Failed(&'a dyn fmt::Display),
+}
+
+pin_project! {
+    /// The response body of [`RequestLog`](super::RequestLog): the inner body, untouched.
+    pub struct LogBody<B> {
+        #[pin]
+        inner: B,
+        completion: Option<Completion>,
+    }
+
+    impl<B> PinnedDrop for LogBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(c) = this.completion.take() {
+                let end = if c.empty { End::Complete } else { End::Dropped };
+                c.finish(&end);
+            }
+        }
+    }
+}
+
+impl<B> LogBody<B> {
+    pub(super) fn passthrough(inner: B) -> Self {
+        Self {
+            inner,
+            completion: None,
+        }
+    }
+
+    pub(super) fn new(inner: B, completion: Completion) -> Self {
+        Self {
+            inner,
+            completion: Some(completion),
+        }
+    }
+}
+
+impl<B> fmt::Debug for LogBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogBody")
+    }
+}
+
+impl<B> Body for LogBody<B>
+where
+    B: Body,
+    B::Error: fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if let Some(c) = this.completion {
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        c.bytes += data.remaining() as u64;
+                    }
+                }
+                Some(Err(e)) => {
+                    if let Some(c) = this.completion.take() {
+                        c.finish(&End::Failed(e));
+                    }
+                }
+                None => {
+                    if let Some(c) = this.completion.take() {
+                        c.finish(&End::Complete);
+                    }
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `tracing` levels are constants in its macros; pick the macro at run time.
+macro_rules! event_at {
+    ($level:expr, $($rest:tt)+) => {
+        match $level {
+            Level::ERROR => tracing::error!(target: "bulwark::log", $($rest)+),
+            Level::WARN => tracing::warn!(target: "bulwark::log", $($rest)+),
+            _ => tracing::info!(target: "bulwark::log", $($rest)+),
+        }
+    };
+}
+
+fn opt_str(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Completion {
+    fn finish(self, end: &End<'_>) {
+        let elapsed = self.start.elapsed();
+        if let Some(m) = &self.metrics {
+            crate::metrics::http_request(
+                m.method,
+                m.route.as_ref().map_or("", Route::as_str),
+                self.status,
+                elapsed,
+            );
+        }
+        let Some(log) = &self.log else {
+            return;
+        };
+        let failed = matches!(end, End::Failed(_));
+        let level = if self.status.is_server_error() || failed {
+            Level::ERROR
+        } else if self.status.is_client_error() || elapsed > self.config.slow {
+            Level::WARN
+        } else {
+            Level::INFO
+        };
+        if level == Level::INFO && self.config.sample_every > 1 {
+            let n = self.sampled.fetch_add(1, Ordering::Relaxed);
+            if n % self.config.sample_every != 0 {
+                return;
+            }
+        }
+        let error_type = if failed {
+            Some("body")
+        } else if self.status.is_server_error() {
+            Some(self.status.as_str())
+        } else {
+            None
+        };
+        let error_message = match end {
+            End::Failed(e) => Some(e.to_string()),
+            _ => None,
+        };
+        let m = &self.markers;
+        let _entered = log.span.enter();
+        event_at!(
+            level,
+            {
+                http.request.method = log.method,
+                http.request.method_original = log.method_original.as_deref(),
+                url.scheme = log.scheme,
+                url.path = log.uri.path(),
+                url.query = log.query.as_deref(),
+                http.route = log.route.as_ref().map(Route::as_str),
+                server.address = opt_str(log.server.as_ref()),
+                network.protocol.version = log.version,
+                http.response.status_code = self.status.as_u16(),
+                http.response.body.size = self.bytes,
+                http.response.body.complete = !matches!(end, End::Dropped),
+                client.address = log.client.map(tracing::field::display),
+                user_agent.original = opt_str(log.user_agent.as_ref()),
+                http.request.headers = log.headers.as_deref(),
+                request_id = self.id.as_str(),
+                trace_id = log.trace.as_ref().map(|t| t.0.as_str()),
+                span_id = log.trace.as_ref().map(|t| t.1.as_str()),
+                duration_ms = ms(elapsed),
+                time_to_first_byte_ms = ms(self.head),
+                error.r#type = error_type,
+                error.message = error_message.as_deref(),
+                bulwark.rejection = m.rejection,
+                bulwark.fallback = opt_str(m.fallback.as_ref()),
+                bulwark.cache_status = opt_str(m.cache_status.as_ref()),
+                bulwark.replayed = m.replayed.then_some(true),
+            },
+            "request completed"
+        );
+    }
+}
+
+/// The inner service failed: no response, one `ERROR` event with the error and its sources.
+pub(super) fn log_error<E: fmt::Display + 'static>(
+    id: &RequestId,
+    log: Option<&LogInfo>,
+    elapsed: Duration,
+    err: &E,
+) {
+    let Some(log) = log else {
+        return;
+    };
+    let (error_type, message) = describe(err);
+    let _entered = log.span.enter();
+    tracing::error!(
+        target: "bulwark::log",
+        {
+            http.request.method = log.method,
+            url.scheme = log.scheme,
+            url.path = log.uri.path(),
+            url.query = log.query.as_deref(),
+            http.route = log.route.as_ref().map(Route::as_str),
+            client.address = log.client.map(tracing::field::display),
+            request_id = id.as_str(),
+            duration_ms = ms(elapsed),
+            error.r#type = error_type,
+            error.message = message.as_str(),
+        },
+        "request failed"
+    );
+}
+
+/// The error type (`timeout` or `_OTHER`) and its message followed by its sources. The chain is
+/// walked for `BoxError` and `io::Error` (what tower stacks return); other error types give
+/// their `Display` text.
+fn describe<E: fmt::Display + 'static>(err: &E) -> (&'static str, String) {
+    let any: &dyn Any = err;
+    let root: Option<&(dyn StdError + 'static)> = if let Some(b) = any.downcast_ref::<BoxError>() {
+        Some(&**b)
+    } else if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        Some(io)
+    } else {
+        None
+    };
+    let Some(root) = root else {
+        return ("_OTHER", err.to_string());
+    };
+    let mut message = root.to_string();
+    let mut next = root.source();
+    while let Some(e) = next {
+        let _ = write!(message, ": {e}");
+        next = e.source();
+    }
+    let kind = if crate::classify::is_timeout(root) {
+        "timeout"
+    } else {
+        "_OTHER"
+    };
+    (kind, message)
+}

@@ -1,0 +1,199 @@
+//! What never reaches the log: sensitive headers and secret-looking query values.
+
+use std::fmt::Write as _;
+
+use http::{HeaderMap, HeaderName};
+
+/// Header names whose values are never logged (compared case-insensitively).
+pub(crate) const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+    "idempotency-key",
+];
+
+/// Query parameter names (or parts of them) whose values are replaced by `REDACTED`.
+pub(crate) const SENSITIVE_QUERY: &[&str] = &[
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "key",
+    "signature",
+    "sig",
+    "auth",
+    "session",
+    "credential",
+    "code",
+];
+
+pub(crate) const REDACTED: &str = "REDACTED";
+
+/// Redaction lists, fixed when the layer is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Redactor {
+    headers: Vec<HeaderName>,
+    query: Vec<String>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Self {
+            headers: SENSITIVE_HEADERS
+                .iter()
+                .map(|s| HeaderName::from_static(s))
+                .collect(),
+            query: SENSITIVE_QUERY.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+impl Redactor {
+    pub(crate) fn add_header(&mut self, name: HeaderName) {
+        self.headers.push(name);
+    }
+
+    pub(crate) fn add_query(&mut self, name: &str) {
+        self.query.push(name.to_ascii_lowercase());
+    }
+
+    fn header_is_sensitive(&self, name: &HeaderName) -> bool {
+        if self.headers.contains(name) {
+            return true;
+        }
+        let name = name.as_str();
+        name.contains("token")
+            || name.contains("secret")
+            || name.contains("api-key")
+            || name.contains("apikey")
+            || name.contains("password")
+    }
+
+    fn param_is_sensitive(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        self.query.iter().any(|q| lower.contains(q.as_str()))
+    }
+
+    /// The query with every sensitive parameter's value replaced by `REDACTED`.
+    pub(crate) fn query(&self, query: &str) -> String {
+        let mut out = String::with_capacity(query.len());
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if self.param_is_sensitive(name) => {
+                    out.push_str(name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                None if self.param_is_sensitive(pair) => out.push_str(pair),
+                _ => out.push_str(pair),
+            }
+        }
+        out
+    }
+
+    /// `name: value; name: value` for every header, sensitive values replaced by `REDACTED`
+    /// and values that are not visible ASCII shown as `<binary>`.
+    pub(crate) fn headers(&self, headers: &HeaderMap) -> String {
+        let mut out = String::new();
+        for (name, value) in headers {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            let shown = if self.header_is_sensitive(name) {
+                REDACTED
+            } else {
+                value.to_str().unwrap_or("<binary>")
+            };
+            let _ = write!(out, "{name}: {shown}");
+        }
+        out
+    }
+}
+
+/// A W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`; ids all zeros
+/// and version `ff` are invalid.
+pub(crate) fn traceparent(value: &[u8]) -> Option<(&str, &str)> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    let mut parts = s.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |p: &str, n: usize| {
+        p.len() == n
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    valid.then_some((trace, parent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_secrets_are_redacted() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.query("page=2&access_token=abc&q=shoes&api_key=k1&password=hunter2&flag"),
+            "page=2&access_token=REDACTED&q=shoes&api_key=REDACTED&password=REDACTED&flag"
+        );
+        let mut custom = Redactor::default();
+        custom.add_query("email");
+        assert_eq!(custom.query("email=a@b.c&x=1"), "email=REDACTED&x=1");
+    }
+
+    #[test]
+    fn sensitive_headers_are_redacted() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer s3cr3t".parse().unwrap());
+        h.insert("cookie", "sid=abc".parse().unwrap());
+        h.insert("x-api-key", "k".parse().unwrap());
+        h.insert("x-vendor-token", "t".parse().unwrap());
+        h.insert("accept", "text/html".parse().unwrap());
+        let mut r = Redactor::default();
+        r.add_header(HeaderName::from_static("x-tenant"));
+        h.insert("x-tenant", "acme".parse().unwrap());
+        let out = r.headers(&h);
+        for secret in ["s3cr3t", "sid=abc", ": k", ": t;", "acme"] {
+            assert!(!out.contains(secret), "{secret} leaked in {out}");
+        }
+        assert!(out.contains("accept: text/html"));
+    }
+
+    #[test]
+    fn traceparent_parsing() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            traceparent(ok),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
+        );
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"garbage",
+        ] {
+            assert_eq!(traceparent(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

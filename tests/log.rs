@@ -1,0 +1,379 @@
+//! The request log: field names and values, levels, markers, sampling, redaction, trace
+//! context, body-end timing and the request-duration histogram.
+
+mod support;
+
+use std::{convert::Infallible, net::SocketAddr, num::NonZeroU64, time::Duration};
+
+use axum::{Router, body::Body, routing::get};
+use bulwark::{Rejection, body::ResponseBody, log::RequestLogLayer};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use support::{Captured, CapturedEvent};
+use tower::{Layer, ServiceExt, service_fn};
+
+/// Sends `req` through `svc` and reads the whole body (the event fires at the body's end).
+async fn run<S, B>(svc: S, req: Request<Body>) -> Response<bytes::Bytes>
+where
+    S: tower::Service<Request<Body>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let res = svc.oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Response::from_parts(parts, bytes)
+}
+
+fn request(uri: &str) -> Request<Body> {
+    let mut req = Request::get(uri)
+        .header("host", "shop.example")
+        .header("user-agent", "probe/1")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert("198.51.100.7:4000".parse::<SocketAddr>().unwrap());
+    req
+}
+
+fn only_event(captured: &Captured) -> CapturedEvent {
+    let events = captured.with_target("bulwark::log");
+    assert_eq!(events.len(), 1, "{events:?}");
+    events.into_iter().next().unwrap()
+}
+
+/// An axum app with a route template, so `http.route` and the span name can be checked.
+fn app() -> Router {
+    Router::new()
+        .route("/items/{id}", get(|| async { "an item" }))
+        .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
+        .route(
+            "/broken",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .layer(RequestLogLayer::new())
+}
+
+#[tokio::test]
+async fn a_success_has_every_otel_field() {
+    let (captured, _guard) = Captured::install();
+    run(app(), request("http://shop.example/items/42?page=2")).await;
+    let e = only_event(&captured);
+    assert_eq!(e.level, tracing::Level::INFO);
+    for (field, value) in [
+        ("http.request.method", "GET"),
+        ("url.scheme", "http"),
+        ("url.path", "/items/42"),
+        ("url.query", "page=2"),
+        ("http.route", "/items/{id}"),
+        ("server.address", "shop.example"),
+        ("network.protocol.version", "1.1"),
+        ("http.response.status_code", "200"),
+        ("http.response.body.size", "7"),
+        ("http.response.body.complete", "true"),
+        ("client.address", "198.51.100.7"),
+        ("user_agent.original", "probe/1"),
+    ] {
+        assert_eq!(e.field(field), Some(value), "{field}: {e:?}");
+    }
+    assert!(e.field("request_id").is_some_and(|id| id.len() == 36));
+    let ttfb: f64 = e.field("time_to_first_byte_ms").unwrap().parse().unwrap();
+    let total: f64 = e.field("duration_ms").unwrap().parse().unwrap();
+    assert!(ttfb <= total);
+    assert_eq!(e.field("error.type"), None);
+
+    let span = captured
+        .spans()
+        .into_iter()
+        .find(|s| s.target == "request")
+        .unwrap();
+    assert_eq!(span.field("otel.name"), Some("GET /items/{id}"));
+}
+
+#[tokio::test]
+async fn levels_follow_the_outcome() {
+    let (captured, _guard) = Captured::install();
+    run(app(), request("/missing")).await;
+    run(app(), request("/broken")).await;
+    let events = captured.with_target("bulwark::log");
+    assert_eq!(events[0].level, tracing::Level::WARN);
+    assert_eq!(events[0].field("http.response.status_code"), Some("404"));
+    assert_eq!(events[1].level, tracing::Level::ERROR);
+    assert_eq!(events[1].field("error.type"), Some("500"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_requests_warn_and_duration_covers_the_body() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new()
+        .slow_threshold(Duration::from_millis(100))
+        .layer(service_fn(|_: Request<Body>| async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Ok::<_, Infallible>(Response::new(Body::from("late")))
+        }));
+    run(svc, request("/slow")).await;
+    let e = only_event(&captured);
+    assert_eq!(e.level, tracing::Level::WARN);
+    let total: f64 = e.field("duration_ms").unwrap().parse().unwrap();
+    assert!(total >= 250.0, "{total}");
+}
+
+#[tokio::test]
+async fn inner_errors_carry_their_source_chain_and_timeouts_are_named() {
+    #[derive(Debug)]
+    struct Upstream(std::io::Error);
+    impl std::fmt::Display for Upstream {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("upstream call failed")
+        }
+    }
+    impl std::error::Error for Upstream {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+        let e: bulwark::BoxError = Box::new(Upstream(std::io::Error::other("connection reset")));
+        Err::<Response<Body>, _>(e)
+    }));
+    assert!(svc.oneshot(request("/x")).await.is_err());
+    let e = only_event(&captured);
+    assert_eq!(e.level, tracing::Level::ERROR);
+    assert_eq!(
+        e.field("error.message"),
+        Some("upstream call failed: connection reset")
+    );
+    assert_eq!(e.field("error.type"), Some("_OTHER"));
+
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+        let e: bulwark::BoxError = Box::new(tower::timeout::error::Elapsed::new());
+        Err::<Response<Body>, _>(e)
+    }));
+    assert!(svc.oneshot(request("/x")).await.is_err());
+    assert_eq!(only_event(&captured).field("error.type"), Some("timeout"));
+}
+
+#[tokio::test]
+async fn every_bulwark_marker_becomes_a_field() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|req: Request<Body>| async move {
+        let res = match req.uri().path() {
+            "/rejected" => Rejection::circuit_open(Duration::from_secs(2)).into_response(),
+            "/fallback" => Response::builder()
+                .header("bulwark-fallback", "circuit-open")
+                .body(ResponseBody::new(Body::empty()))
+                .unwrap(),
+            "/cached" => Response::builder()
+                .header("cache-status", "bulwark; hit; ttl=9")
+                .body(ResponseBody::new(Body::empty()))
+                .unwrap(),
+            _ => Response::builder()
+                .header("idempotent-replayed", "true")
+                .body(ResponseBody::new(Body::empty()))
+                .unwrap(),
+        };
+        Ok::<_, Infallible>(res)
+    }));
+    for path in ["/rejected", "/fallback", "/cached", "/replayed"] {
+        let res = svc.clone().oneshot(request(path)).await.unwrap();
+        drop(res);
+    }
+    let events = captured.with_target("bulwark::log");
+    assert_eq!(events[0].field("bulwark.rejection"), Some("circuit_open"));
+    assert_eq!(events[1].field("bulwark.fallback"), Some("circuit-open"));
+    assert_eq!(
+        events[2].field("bulwark.cache_status"),
+        Some("bulwark; hit; ttl=9")
+    );
+    assert_eq!(events[3].field("bulwark.replayed"), Some("true"));
+}
+
+#[tokio::test]
+async fn sampling_keeps_one_in_n_successes_and_every_error() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new()
+        .sample_successes(NonZeroU64::new(3).unwrap())
+        .layer(service_fn(|req: Request<Body>| async move {
+            let status = if req.uri().path() == "/bad" { 500 } else { 200 };
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(res)
+        }));
+    for _ in 0..6 {
+        run(svc.clone(), request("/ok")).await;
+    }
+    for _ in 0..2 {
+        run(svc.clone(), request("/bad")).await;
+    }
+    let events = captured.with_target("bulwark::log");
+    let ok = events
+        .iter()
+        .filter(|e| e.field("http.response.status_code") == Some("200"))
+        .count();
+    let bad = events
+        .iter()
+        .filter(|e| e.field("http.response.status_code") == Some("500"))
+        .count();
+    assert_eq!((ok, bad), (2, 2));
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new()
+        .log_request_headers(true)
+        .redact_query_param("email")
+        .layer(service_fn(|_: Request<Body>| async {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("set-cookie", "sid=RESPONSE-COOKIE-SECRET")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        }));
+    let mut req = request(
+        "/login?token=QUERY-TOKEN-SECRET&password=QUERY-PASSWORD-SECRET&api_key=QUERY-KEY-SECRET&email=a@b.c&page=1",
+    );
+    let h = req.headers_mut();
+    h.insert("authorization", "Bearer AUTH-SECRET".parse().unwrap());
+    h.insert("proxy-authorization", "Basic PROXY-SECRET".parse().unwrap());
+    h.insert("cookie", "sid=COOKIE-SECRET".parse().unwrap());
+    h.insert("x-api-key", "HEADER-KEY-SECRET".parse().unwrap());
+    h.insert("x-upstream-token", "HEADER-TOKEN-SECRET".parse().unwrap());
+    h.insert("accept", "application/json".parse().unwrap());
+    run(svc, req).await;
+    let text = captured.all_text();
+    for secret in [
+        "QUERY-TOKEN-SECRET",
+        "QUERY-PASSWORD-SECRET",
+        "QUERY-KEY-SECRET",
+        "a@b.c",
+        "AUTH-SECRET",
+        "PROXY-SECRET",
+        "COOKIE-SECRET",
+        "HEADER-KEY-SECRET",
+        "HEADER-TOKEN-SECRET",
+        "RESPONSE-COOKIE-SECRET",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    let e = only_event(&captured);
+    assert_eq!(
+        e.field("url.query"),
+        Some("token=REDACTED&password=REDACTED&api_key=REDACTED&email=REDACTED&page=1")
+    );
+    assert!(
+        e.field("http.request.headers")
+            .unwrap()
+            .contains("accept: application/json")
+    );
+}
+
+#[tokio::test]
+async fn traceparent_ids_are_recorded_when_valid() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let mut req = request("/");
+    req.headers_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    run(svc.clone(), req).await;
+    let mut bad = request("/");
+    bad.headers_mut().insert(
+        "traceparent",
+        "00-zzzz-00f067aa0ba902b7-01".parse().unwrap(),
+    );
+    run(svc, bad).await;
+    let events = captured.with_target("bulwark::log");
+    assert_eq!(
+        events[0].field("trace_id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(events[0].field("span_id"), Some("00f067aa0ba902b7"));
+    assert_eq!(events[1].field("trace_id"), None);
+}
+
+#[tokio::test]
+async fn a_body_dropped_early_is_logged_as_incomplete() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::from("never read")))
+    }));
+    let res = svc.oneshot(request("/")).await.unwrap();
+    drop(res);
+    assert_eq!(
+        only_event(&captured).field("http.response.body.complete"),
+        Some("false")
+    );
+}
+
+#[test]
+fn the_duration_histogram_is_recorded_with_bounded_labels() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for id in 0..20 {
+                run(app(), request(&format!("/items/{id}"))).await;
+            }
+            run(app(), request("/broken")).await;
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let histograms: Vec<_> = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "http_server_request_duration_seconds")
+        .collect();
+    // 20 different paths, one route template: one label set, plus one for the 5xx.
+    assert_eq!(histograms.len(), 2, "{histograms:?}");
+    for (key, _, _, value) in histograms {
+        let labels: Vec<_> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        let DebugValue::Histogram(samples) = value else {
+            panic!("not a histogram");
+        };
+        if labels.contains(&("route".to_owned(), "/items/{id}".to_owned())) {
+            assert_eq!(samples.len(), 20);
+            assert!(labels.contains(&("status_class".to_owned(), "2xx".to_owned())));
+            assert!(labels.contains(&("method".to_owned(), "GET".to_owned())));
+        } else {
+            assert!(
+                labels.contains(&("status_class".to_owned(), "5xx".to_owned())),
+                "{labels:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_methods_are_other() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    }));
+    let req = Request::builder()
+        .method("PURGE")
+        .uri("/x")
+        .body(Body::empty())
+        .unwrap();
+    run(svc, req).await;
+    let e = only_event(&captured);
+    assert_eq!(e.field("http.request.method"), Some("_OTHER"));
+    assert_eq!(e.field("http.request.method_original"), Some("PURGE"));
+}
