@@ -32,6 +32,7 @@
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
+//! | [`flag`] | [`FeatureFlagLayer`](flag::FeatureFlagLayer) | kill switches, targeting rules and roll-outs, changed at run time (code, file, environment, Redis) |
 //!
 //! # Feature flags
 //!
@@ -40,6 +41,7 @@
 //! | `metrics` | on | counters and histograms for every decision, through the `metrics` facade |
 //! | `redis` | off | [`redis`]: shared state across instances |
 //! | `axum` | off | [`key::PeerIp`] reads axum's `ConnectInfo`; the log layer reads `MatchedPath` |
+//! | `toml` | off | TOML flag files ([`flag::FileSource`]) besides JSON |
 //! | `full` | off | all of the above |
 //!
 //! [Tower]: https://docs.rs/tower
@@ -55,6 +57,7 @@ pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod fallback;
+pub mod flag;
 pub mod key;
 pub mod log;
 pub mod metrics;

@@ -14,6 +14,9 @@
 //! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 //! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker`, `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
 //! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
+//! | `bulwark_flag_evaluations_total` | counter | `flag` (first 256 flag names, then `_other`; `_unknown` for undefined flags), `result` (`on`, `off`), `reason` ([`Reason::otel_value`](crate::flag::Reason::otel_value)) |
+//! | `bulwark_flag_reloads_total` | counter | `source` (`file`, `redis`) |
+//! | `bulwark_flag_reload_errors_total` | counter | `source` (`file`, `redis`); the last good flags were kept |
 //!
 //! For a Prometheus histogram (rather than a summary) of request durations, give the exporter
 //! the OpenTelemetry bucket boundaries: 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
@@ -105,4 +108,43 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (reason, outcome);
+}
+
+/// One feature-flag evaluation. `label` is the flag's bounded label (`None` for a flag that
+/// is not defined, counted as `_unknown` so arbitrary names cannot grow the label set).
+#[inline]
+pub(crate) fn flag_evaluation(
+    label: Option<&std::sync::Arc<str>>,
+    enabled: bool,
+    reason: &'static str,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let flag: metrics::SharedString = match label {
+            Some(l) => l.clone().into(),
+            None => metrics::SharedString::const_str("_unknown"),
+        };
+        metrics::counter!(
+            "bulwark_flag_evaluations_total",
+            "flag" => flag,
+            "result" => if enabled { "on" } else { "off" },
+            "reason" => reason
+        )
+        .increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (label, enabled, reason);
+}
+
+/// One flag reload from `source` (`file`, `redis`): applied, or failed (last flags kept).
+#[inline]
+pub(crate) fn flag_reload(source: &'static str, ok: bool) {
+    #[cfg(feature = "metrics")]
+    if ok {
+        metrics::counter!("bulwark_flag_reloads_total", "source" => source).increment(1);
+    } else {
+        metrics::counter!("bulwark_flag_reload_errors_total", "source" => source).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (source, ok);
 }

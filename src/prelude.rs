@@ -5,6 +5,7 @@ pub use crate::{
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
     classify::{Classify, Outcome, ServerErrorsAsFailures},
     fallback::FallbackLayer,
+    flag::{FeatureFlagLayer, FlagDefinition, Flags},
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,
 };
