@@ -94,6 +94,10 @@ impl Murmur3 {
                 self.tail_len = 0;
             }
         }
+        if self.tail_len > 0 {
+            // `data` ran out before the block was complete.
+            return;
+        }
         let mut chunks = data.chunks_exact(4);
         for chunk in &mut chunks {
             self.block(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
