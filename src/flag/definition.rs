@@ -63,7 +63,7 @@ use crate::ConfigError;
 /// # Ok::<(), bulwark::ConfigError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct FlagDefinition {
     #[serde(default = "yes")]
     enabled: bool,
@@ -82,6 +82,43 @@ pub struct FlagDefinition {
 fn yes() -> bool {
     true
 }
+
+/// Serde's derived `Deserialize` for a struct also accepts a sequence of its fields (so `[]`
+/// would be a valid definition: every field defaulted). These types are objects only: the
+/// derives are generated as inherent functions (`remote = "Self"`) and the trait impls below
+/// accept maps and nothing else.
+macro_rules! object_only {
+    ($ty:ident, $what:literal) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $ty::serialize(self, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$ty, A::Error> {
+                        $ty::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                d.deserialize_map(Visit)
+            }
+        }
+    };
+}
+
+object_only!(FlagDefinition, "a flag definition object");
+object_only!(RawRule, "a rule object");
+object_only!(RawRollout, "a rollout object");
 
 impl Default for FlagDefinition {
     /// [`FlagDefinition::on`].
@@ -313,7 +350,7 @@ impl Rule {
 
 /// The serialised form of [`Rule`]: one field per operator, exactly one of them set.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 struct RawRule {
     attribute: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,7 +420,7 @@ pub struct Rollout {
 }
 
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 struct RawRollout {
     percentage: u8,
     #[serde(default = "user_id")]
