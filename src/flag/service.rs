@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    ContextExtractor, EvaluatedFlags, HeaderContext,
+    ContextExtractor, EvaluatedFlags, Flags, HeaderContext,
     layer::{Disabled, Gate, OrElse},
 };
 use crate::{Rejection, ResponseForRejection, body::ResponseBody};
@@ -47,6 +47,18 @@ impl<S, X, O> fmt::Debug for FeatureFlag<S, X, O> {
 }
 
 impl<S, X, O> FeatureFlag<S, X, O> {
+    /// The flags the gate reads (shared with the layer that made it).
+    #[must_use]
+    pub fn flags(&self) -> &Flags {
+        &self.gate.flags
+    }
+
+    /// The gate's flag.
+    #[must_use]
+    pub fn flag(&self) -> &str {
+        &self.gate.name
+    }
+
     /// Evaluates the gate's flags for `req`, records them, and puts them in the request's
     /// [`EvaluatedFlags`] extension. Returns whether the gate's flag is on.
     fn decide<B>(&self, req: &mut Request<B>) -> bool
