@@ -4,7 +4,7 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -12,14 +12,27 @@ use std::{
 use super::{FlagDefinition, Flags, SourceError, source::error_chain};
 use crate::{StoreError, redis::Redis};
 
-/// "No version seen yet".
-const UNSEEN: i64 = i64::MIN;
+/// "No version seen yet" (tokens are never 0).
+const UNSEEN: u64 = 0;
+
+/// A fresh version token: random, so a Redis that restarted empty and was written to again
+/// never repeats the token an instance saw before the restart (a counter would start over).
+fn token() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    RandomState::new().hash_one((n, t)) | 1
+}
 
 /// Flag definitions shared by every instance through Redis (feature `redis`).
 ///
 /// Definitions live in one Redis hash (`<prefix>:flags:defs`, flag name → definition JSON)
-/// beside a version counter (`<prefix>:flags:version`) that every change increments in the same
-/// transaction. Each instance polls the version, a single `GET`, every 250 to 500 ms (a random
+/// beside a version key (`<prefix>:flags:version`) that every change sets to a new random token
+/// in the same transaction (random rather than a counter, so a Redis that restarted empty never
+/// repeats a version an instance already saw). Each instance polls the version, a single `GET`, every 250 to 500 ms (a random
 /// pause each time, so instances do not poll in lock-step) and reloads the hash when it moved,
 /// so a change made on one instance is seen by every instance within a second.
 ///
@@ -55,7 +68,7 @@ struct Shared {
     defs_key: String,
     version_key: String,
     interval: Duration,
-    last_version: AtomicI64,
+    last_version: AtomicU64,
     down: AtomicBool,
 }
 
@@ -86,7 +99,7 @@ impl RedisFlags {
                 redis,
                 flags,
                 interval: interval.max(Duration::from_millis(10)),
-                last_version: AtomicI64::new(UNSEEN),
+                last_version: AtomicU64::new(UNSEEN),
                 down: AtomicBool::new(false),
             }),
         }
@@ -116,7 +129,7 @@ impl RedisFlags {
             .atomic()
             .hset(&s.defs_key, &*name, json)
             .ignore()
-            .incr(&s.version_key, 1)
+            .set(&s.version_key, token())
             .ignore()
             .clone();
         s.redis
@@ -138,7 +151,7 @@ impl RedisFlags {
         let pipe = redis::pipe()
             .atomic()
             .hdel(&s.defs_key, name)
-            .incr(&s.version_key, 1)
+            .set(&s.version_key, token())
             .ignore()
             .clone();
         let (removed,): (i64,) = s
@@ -183,7 +196,11 @@ impl RedisFlags {
                 let key = s.version_key.clone();
                 s.redis
                     .run("flag_seed", async move {
-                        redis::cmd("INCR").arg(key).query_async::<i64>(&mut conn).await
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(token())
+                            .query_async::<()>(&mut conn)
+                            .await
                     })
                     .await?;
             }
@@ -235,7 +252,7 @@ impl RedisFlags {
         let s = &*self.shared;
         let mut conn = s.redis.connection();
         let key = s.version_key.clone();
-        let version: Option<i64> = s
+        let version: Option<String> = s
             .redis
             .run("flag_version", async move {
                 redis::cmd("GET").arg(key).query_async(&mut conn).await
@@ -244,6 +261,11 @@ impl RedisFlags {
         let Some(version) = version else {
             return Ok(false);
         };
+        // Tokens are numbers; anything else (written by hand) still marks a change.
+        let version = version
+            .parse::<u64>()
+            .unwrap_or_else(|_| RandomState::new().hash_one(&version))
+            .max(1);
         if s.last_version.load(Ordering::Relaxed) == version {
             return Ok(false);
         }
