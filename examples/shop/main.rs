@@ -25,6 +25,7 @@
 mod admin;
 mod degrade;
 mod demo;
+mod flags;
 mod routes;
 mod sim;
 mod telemetry;
@@ -132,12 +133,17 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().unwrap_or(config.addr);
     tracing::info!(%addr, store = store.kind(), "shop listening");
 
-    match serve(
-        listener,
-        AppState::new(store, admin_token),
-        shutdown_signal(),
-    )
-    .await
+    let state = AppState::new(store, admin_token);
+    // `BULWARK_FLAG_<NAME>=on|off` forces a flag, for emergencies.
+    match bulwark::flag::EnvOverrides::new().apply(&state.flags.flags) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(overrides = n, "feature flags forced by the environment"),
+        Err(e) => {
+            eprintln!("shop: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    match serve(listener, state, shutdown_signal()).await
     {
         Ok(()) => {
             tracing::info!("shop stopped");
@@ -326,6 +332,8 @@ pub(crate) struct Shared {
     pub(crate) last_good: LastGood,
     /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
     pub(crate) sections: degrade::Sections,
+    /// Feature flags (`ai-summary`), shared through Redis with `--redis`.
+    pub(crate) flags: flags::ShopFlags,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -380,7 +388,6 @@ impl AppState {
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
         Self(Arc::new(Shared {
-            store,
             stats: Stats::default(),
             admin_token,
             started: Instant::now(),
@@ -388,6 +395,8 @@ impl AppState {
             last_good: LastGood::new(100).expect("a non-zero capacity"),
             sections: degrade::Sections::new(&upstreams, &breakers),
             breakers,
+            flags: flags::ShopFlags::new(&store),
+            store,
         }))
     }
 }

@@ -33,6 +33,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             ),
         )
         .route("/dashboard", get(crate::degrade::dashboard))
+        .route(
+            "/ai/summary",
+            get(crate::flags::ai_summary).layer(state.flags.ai_summary_gate()),
+        )
 }
 
 #[derive(Serialize)]
