@@ -163,7 +163,9 @@ fn flag_request() -> http::Request<support::Body> {
 }
 
 fn feature_flag(c: &mut Criterion) {
-    use bulwark::flag::{EvaluationContext, FeatureFlagLayer, FlagDefinition, Flags, Rollout, Rule};
+    use bulwark::flag::{
+        EvaluationContext, FeatureFlagLayer, FlagDefinition, Flags, Rollout, Rule,
+    };
     let mut group = c.benchmark_group("feature_flag");
     let mut bare = support::bare();
     group.bench_function("baseline", |b| {

@@ -54,7 +54,8 @@ fn rules_match_in_order_and_first_match_wins() {
             .with_rule(Rule::not_in("country", ["de", "fr"]))
             .with_default(false),
     );
-    let cases: &[(&[(&'static str, &str)], bool, Reason)] = &[
+    type Case<'a> = (&'a [(&'static str, &'a str)], bool, Reason);
+    let cases: &[Case<'_>] = &[
         (&[("tier", "premium")], true, Reason::TargetingMatch),
         (&[("tier", "staff")], true, Reason::TargetingMatch),
         (&[("tier", "free")], false, Reason::Default),
@@ -222,7 +223,12 @@ fn variants_name_the_results() {
             .with_rule(Rule::equals("tier", "beta"))
             .with_variants("v2", "v1"),
     );
-    assert_eq!(flags.evaluate("checkout", &ctx(&[("tier", "beta")])).variant(), "v2");
+    assert_eq!(
+        flags
+            .evaluate("checkout", &ctx(&[("tier", "beta")]))
+            .variant(),
+        "v2"
+    );
     assert_eq!(flags.evaluate("checkout", &ctx(&[])).variant(), "v1");
 }
 
@@ -288,7 +294,11 @@ async fn readers_see_whole_changes_while_a_writer_swaps() {
         let flags = flags.clone();
         tokio::task::spawn_blocking(move || {
             for i in 0..2_000 {
-                let d = if i % 2 == 0 { FlagDefinition::off() } else { FlagDefinition::on() };
+                let d = if i % 2 == 0 {
+                    FlagDefinition::off()
+                } else {
+                    FlagDefinition::on()
+                };
                 flags.replace([("x", d.clone()), ("y", d)]);
             }
         })
@@ -388,7 +398,10 @@ async fn unknown_flags_are_off_with_one_warning() {
     assert_eq!(warnings[0].field("error.type"), Some("flag_not_found"));
     let e = flags.evaluate("nope", &ctx(&[]));
     assert_eq!(e.reason(), Reason::Error);
-    assert_eq!(e.error_code().map(ErrorCode::as_str), Some("FLAG_NOT_FOUND"));
+    assert_eq!(
+        e.error_code().map(ErrorCode::as_str),
+        Some("FLAG_NOT_FOUND")
+    );
 
     // Defined later: on at once.
     flags.set("nope", FlagDefinition::on());
@@ -414,7 +427,10 @@ async fn evaluations_are_in_a_request_extension() {
             "one-click",
             FlagDefinition::on().with_rule(Rule::equals("tier", "premium")),
         )
-        .with("dark-mode", FlagDefinition::off().with_variants("dark", "light"));
+        .with(
+            "dark-mode",
+            FlagDefinition::off().with_variants("dark", "light"),
+        );
     let app = Router::new()
         .route("/feature", get(handler))
         .layer(FeatureFlagLayer::new(flags.clone(), "gate").also_evaluate(["one-click"]))
@@ -507,13 +523,20 @@ async fn evaluations_emit_opentelemetry_fields() {
     };
     assert_eq!(
         fields(&events[0]),
-        (Some("f".into()), Some("on".into()), Some("targeting_match".into()))
+        (
+            Some("f".into()),
+            Some("on".into()),
+            Some("targeting_match".into())
+        )
     );
     assert_eq!(
         fields(&events[1]),
         (Some("f".into()), Some("off".into()), Some("default".into()))
     );
-    assert_eq!(events[0].field("feature_flag.provider.name"), Some("bulwark"));
+    assert_eq!(
+        events[0].field("feature_flag.provider.name"),
+        Some("bulwark")
+    );
 }
 
 #[test]
@@ -564,7 +587,10 @@ fn evaluations_and_reloads_are_counted() {
         2,
         "{counts:?}"
     );
-    assert_eq!(get("bulwark_flag_evaluations_total flag=f,result=off,reason=default"), 1);
+    assert_eq!(
+        get("bulwark_flag_evaluations_total flag=f,result=off,reason=default"),
+        1
+    );
     assert_eq!(
         get("bulwark_flag_evaluations_total flag=_unknown,result=off,reason=error"),
         1,
@@ -572,7 +598,10 @@ fn evaluations_and_reloads_are_counted() {
     );
     assert_eq!(get("bulwark_flag_reloads_total source=file"), 1);
     assert_eq!(get("bulwark_flag_reload_errors_total source=file"), 1);
-    assert_eq!(get("bulwark_rejections_total rejection=feature_disabled"), 2);
+    assert_eq!(
+        get("bulwark_rejections_total rejection=feature_disabled"),
+        2
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

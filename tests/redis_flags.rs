@@ -125,7 +125,10 @@ async fn last_flags_keep_serving_while_redis_is_down_and_changes_flow_when_it_is
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(synced, "the second instance did not reload after Redis came back");
+    assert!(
+        synced,
+        "the second instance did not reload after Redis came back"
+    );
     assert!(!b.flags().is_enabled("ai-summary", &premium()));
 }
 
@@ -148,7 +151,12 @@ async fn invalid_shared_definitions_keep_the_last_good_flags() {
             .expect("redis-cli runs");
         assert!(out.status.success());
     };
-    cli(&["HSET", &format!("{prefix}:flags:defs"), "f", r#"{"enabled": "nope"}"#]);
+    cli(&[
+        "HSET",
+        &format!("{prefix}:flags:defs"),
+        "f",
+        r#"{"enabled": "nope"}"#,
+    ]);
     cli(&["SET", &format!("{prefix}:flags:version"), "by-hand"]);
     assert!(matches!(b.sync().await, Err(SourceError::Invalid { .. })));
     assert_eq!(b.flags().get("f"), Some(FlagDefinition::on()));

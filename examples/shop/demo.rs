@@ -417,8 +417,7 @@ async fn dashboard_degraded(ctx: &Ctx) -> Result<Verdict, String> {
 async fn ai_summary(ctx: &Ctx, tier: &str, expected: StatusCode) -> Result<Verdict, String> {
     let res = ctx.get("/ai/summary", &[("x-user-tier", tier)]).await?;
     let passed = res.status == expected
-        && (expected == StatusCode::OK
-            || res.header("content-type") == "application/problem+json");
+        && (expected == StatusCode::OK || res.header("content-type") == "application/problem+json");
     Ok(Verdict::new(
         passed,
         format!("{} {}", res.status.as_u16(), res.header("content-type")),
@@ -438,7 +437,9 @@ async fn put_flag(ctx: &Ctx, definition: &'static str) -> Result<Reply, String> 
 
 async fn flag_kill_switch(ctx: &Ctx) -> Result<Verdict, String> {
     let put = put_flag(ctx, r#"{"enabled": false}"#).await?;
-    let premium = ctx.get("/ai/summary", &[("x-user-tier", "premium")]).await?;
+    let premium = ctx
+        .get("/ai/summary", &[("x-user-tier", "premium")])
+        .await?;
     let passed = put.status == StatusCode::OK && premium.status == StatusCode::NOT_FOUND;
     Ok(Verdict::new(
         passed,

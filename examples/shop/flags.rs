@@ -237,7 +237,10 @@ mod tests {
         }
         let res = send(state.clone(), put_flag("bad%20name%21", "{}")).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(state.flags.flags.snapshot(), BTreeMap::from(defaults().map(|(n, d)| (n.to_owned(), d))));
+        assert_eq!(
+            state.flags.flags.snapshot(),
+            BTreeMap::from(defaults().map(|(n, d)| (n.to_owned(), d)))
+        );
     }
 
     #[tokio::test]
@@ -263,8 +266,14 @@ mod tests {
         // PUT needs it too.
         let mut req = put_flag(AI_SUMMARY, r#"{"enabled": false}"#);
         req.headers_mut().remove("authorization");
-        assert_eq!(send(state.clone(), req).await.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(send(state, summary(Some("premium"))).await.status(), StatusCode::OK);
+        assert_eq!(
+            send(state.clone(), req).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send(state, summary(Some("premium"))).await.status(),
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]

@@ -143,8 +143,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    match serve(listener, state, shutdown_signal()).await
-    {
+    match serve(listener, state, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("shop stopped");
             ExitCode::SUCCESS

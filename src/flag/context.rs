@@ -59,17 +59,18 @@ impl EvaluationContext {
 
     /// Sets `attribute` to `value`.
     #[must_use]
-    pub fn with(mut self, attribute: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Self {
+    pub fn with(
+        mut self,
+        attribute: impl Into<Cow<'static, str>>,
+        value: impl Into<String>,
+    ) -> Self {
         self.insert(attribute, value);
         self
     }
 
     /// Sets `attribute` to `value`, replacing an earlier value.
     pub fn insert(&mut self, attribute: impl Into<Cow<'static, str>>, value: impl Into<String>) {
-        self.put(
-            attribute.into(),
-            Value::Text(value.into().into_boxed_str()),
-        );
+        self.put(attribute.into(), Value::Text(value.into().into_boxed_str()));
     }
 
     /// Sets `attribute` to a header's value, if it is visible ASCII and not empty (anything
@@ -231,9 +232,7 @@ impl HeaderContext {
     /// A mapping with no headers (add them with [`header`](Self::header)).
     #[must_use]
     pub fn empty() -> Self {
-        Self {
-            map: Arc::from([]),
-        }
+        Self { map: Arc::from([]) }
     }
 
     /// Also reads header `name` into `attribute`.

@@ -156,7 +156,8 @@ impl FlagDefinition {
     ///
     /// [`ConfigError::Invalid`] naming what is wrong.
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(json).map_err(|e| ConfigError::invalid("flag definition", e.to_string()))
+        serde_json::from_str(json)
+            .map_err(|e| ConfigError::invalid("flag definition", e.to_string()))
     }
 
     /// This definition as JSON.
@@ -735,7 +736,7 @@ mod tests {
     #[test]
     fn long_lists_behave_like_short_ones() {
         let values: Vec<String> = (0..50).map(|i| format!("v{i}")).collect();
-        let flag = compile(FlagDefinition::on().with_rule(Rule::in_list("a", values.clone())));
+        let flag = compile(FlagDefinition::on().with_rule(Rule::in_list("a", values)));
         let short = compile(FlagDefinition::on().with_rule(Rule::in_list("a", ["v7"])));
         let ctx = EvaluationContext::new().with("a", "v7");
         assert!(flag.evaluate(&ctx).is_enabled());

@@ -392,11 +392,18 @@ mod tests {
         let flags = Flags::new();
         flags.replace((0..MAX_LABELS + 10).map(|i| (format!("f{i:04}"), FlagDefinition::on())));
         let snap = flags.inner.snapshot.load();
-        let other = snap.flags.values().filter(|f| &*f.label == "_other").count();
+        let other = snap
+            .flags
+            .values()
+            .filter(|f| &*f.label == "_other")
+            .count();
         assert_eq!(other, 10);
         // The same flag keeps its label across changes.
         let before = snap.flags["f0000"].label.clone();
-        flags.set("f0000", FlagDefinition::on().with_rule(Rule::equals("a", "b")));
+        flags.set(
+            "f0000",
+            FlagDefinition::on().with_rule(Rule::equals("a", "b")),
+        );
         assert_eq!(flags.inner.snapshot.load().flags["f0000"].label, before);
     }
 }

@@ -133,7 +133,9 @@ impl RedisFlags {
             .ignore()
             .clone();
         s.redis
-            .run("flag_set", async move { pipe.query_async::<()>(&mut conn).await })
+            .run("flag_set", async move {
+                pipe.query_async::<()>(&mut conn).await
+            })
             .await?;
         s.flags.set(name, definition);
         Ok(())
@@ -156,7 +158,10 @@ impl RedisFlags {
             .clone();
         let (removed,): (i64,) = s
             .redis
-            .run("flag_remove", async move { pipe.query_async(&mut conn).await })
+            .run(
+                "flag_remove",
+                async move { pipe.query_async(&mut conn).await },
+            )
             .await?;
         s.flags.remove(name);
         Ok(removed > 0)
@@ -188,7 +193,10 @@ impl RedisFlags {
             let mut conn = s.redis.connection();
             let added: Vec<i64> = s
                 .redis
-                .run("flag_seed", async move { pipe.query_async(&mut conn).await })
+                .run(
+                    "flag_seed",
+                    async move { pipe.query_async(&mut conn).await },
+                )
                 .await?;
             let added = added.iter().filter(|&&a| a > 0).count();
             if added > 0 {

@@ -76,7 +76,11 @@ impl Murmur3 {
     #[inline]
     fn block(&mut self, k: u32) {
         self.h ^= Self::mix_k(k);
-        self.h = self.h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        self.h = self
+            .h
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64);
     }
 
     fn write(&mut self, mut data: &[u8]) {
@@ -138,8 +142,16 @@ mod tests {
             ("hello", 0x2a, 0xe2db_d2e1),
             ("hello, world", 0, 0x149b_bb7f),
             ("19 Jan 2038 at 3:14:07 AM", 0, 0xe31e_8a70),
-            ("The quick brown fox jumps over the lazy dog", 0, 0x2e4f_f723),
-            ("The quick brown fox jumps over the lazy dog.", 0, 0xd5c4_8bfc),
+            (
+                "The quick brown fox jumps over the lazy dog",
+                0,
+                0x2e4f_f723,
+            ),
+            (
+                "The quick brown fox jumps over the lazy dog.",
+                0,
+                0xd5c4_8bfc,
+            ),
         ];
         for &(input, seed, expected) in cases {
             assert_eq!(

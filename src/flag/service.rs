@@ -92,11 +92,7 @@ impl<S, X, O> FeatureFlag<S, X, O> {
 
 /// Evaluates `name`, with its tracing event and metric.
 #[inline]
-fn evaluate(
-    gate: &Gate,
-    name: &str,
-    ctx: &super::EvaluationContext,
-) -> super::Evaluation {
+fn evaluate(gate: &Gate, name: &str, ctx: &super::EvaluationContext) -> super::Evaluation {
     let (eval, label) = gate.flags.evaluate_labelled(name, ctx);
     tracing::debug!(
         target: "bulwark::flag",
@@ -109,7 +105,11 @@ fn evaluate(
         },
         "feature flag evaluated"
     );
-    crate::metrics::flag_evaluation(label.as_ref(), eval.is_enabled(), eval.reason().otel_value());
+    crate::metrics::flag_evaluation(
+        label.as_ref(),
+        eval.is_enabled(),
+        eval.reason().otel_value(),
+    );
     eval
 }
 
