@@ -27,7 +27,7 @@ pub fn murmur3_x86_32(data: &[u8], seed: u32) -> u32 {
     h.finish()
 }
 
-/// The roll-out bucket of `key` in `group`, from 1 to 100 (see the [module docs](self)).
+/// The roll-out bucket of `key` in `group`, from 1 to 100 (see the [`flag`](crate::flag) module docs).
 ///
 /// ```
 /// use bulwark::flag::bucket;
