@@ -226,8 +226,9 @@ impl Flags {
             flags,
             orphan_overrides,
         }));
-        drop(w);
+        // Under the lock, so receivers never see versions go backwards.
         self.inner.changes.send_replace(version);
+        drop(w);
     }
 
     /// Evaluates flag `name` for `ctx`. A flag that is not defined is off, with reason

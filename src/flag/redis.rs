@@ -234,7 +234,7 @@ impl RedisFlags {
                     tracing::info!(
                         target: "bulwark::flag",
                         source = "redis",
-                        "feature flags: Redis reachable again"
+                        "feature flags: reloading from Redis works again"
                     );
                 }
                 if *changed {

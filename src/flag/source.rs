@@ -240,7 +240,8 @@ impl FileWatcher {
     /// # Errors
     ///
     /// [`SourceError`] when the file cannot be read or is invalid; the flags are left as they
-    /// were, and the error is logged and counted (once per distinct problem).
+    /// were, and the error is logged and counted once per distinct problem (a file that stays
+    /// missing is one problem, not one per check).
     pub fn check(&mut self) -> Result<bool, SourceError> {
         let (fingerprint, result) = match self.source.read() {
             Ok(bytes) => {
@@ -274,8 +275,8 @@ impl FileWatcher {
                 Ok(true)
             }
             Err(e) => {
-                crate::metrics::flag_reload("file", false);
                 if first_time {
+                    crate::metrics::flag_reload("file", false);
                     tracing::error!(
                         target: "bulwark::flag",
                         source = "file",
