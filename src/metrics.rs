@@ -110,6 +110,73 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
     let _ = (reason, outcome);
 }
 
+/// The evaluation counters of one defined flag, keyed in advance (when the flags snapshot is
+/// built), so counting an evaluation allocates nothing. The recorder is looked up at each
+/// evaluation, so a recorder installed after the flags were defined still sees them.
+pub(crate) struct FlagCounters {
+    #[cfg(feature = "metrics")]
+    keys: Box<[metrics::Key]>,
+}
+
+#[cfg(feature = "metrics")]
+const FLAG_RESULTS: [(bool, crate::flag::Reason); 8] = {
+    use crate::flag::Reason;
+    [
+        (true, Reason::Static),
+        (false, Reason::Disabled),
+        (true, Reason::TargetingMatch),
+        (false, Reason::TargetingMatch),
+        (true, Reason::Split),
+        (false, Reason::Split),
+        (true, Reason::Default),
+        (false, Reason::Default),
+    ]
+};
+
+impl FlagCounters {
+    pub(crate) fn new(label: &std::sync::Arc<str>) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let keys = FLAG_RESULTS
+                .iter()
+                .map(|&(enabled, reason)| {
+                    metrics::Key::from_parts(
+                        "bulwark_flag_evaluations_total",
+                        vec![
+                            metrics::Label::new("flag", label.clone()),
+                            metrics::Label::new("result", if enabled { "on" } else { "off" }),
+                            metrics::Label::new("reason", reason.otel_value()),
+                        ],
+                    )
+                })
+                .collect();
+            Self { keys }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = label;
+            Self {}
+        }
+    }
+
+    /// One evaluation of this flag.
+    #[inline]
+    pub(crate) fn record(&self, enabled: bool, reason: crate::flag::Reason) {
+        #[cfg(feature = "metrics")]
+        {
+            static METADATA: metrics::Metadata<'static> =
+                metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+            match FLAG_RESULTS.iter().position(|&r| r == (enabled, reason)) {
+                Some(i) => metrics::with_recorder(|r| r.register_counter(&self.keys[i], &METADATA))
+                    .increment(1),
+                None => flag_evaluation(None, enabled, reason.otel_value()),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (enabled, reason);
+    }
+}
+
 /// One feature-flag evaluation. `label` is the flag's bounded label (`None` for a flag that
 /// is not defined, counted as `_unknown` so arbitrary names cannot grow the label set).
 #[inline]

@@ -544,6 +544,8 @@ pub(crate) struct CompiledFlag {
     pub(crate) forced: Option<bool>,
     /// The flag's label on metrics (its name, or `_other` past the label cap).
     pub(crate) label: Arc<str>,
+    /// Its evaluation counters, keyed with that label.
+    pub(crate) counters: crate::metrics::FlagCounters,
     rules: Box<[CompiledRule]>,
     rollout: Option<CompiledRollout>,
     default: bool,
@@ -630,6 +632,7 @@ impl CompiledFlag {
         Self {
             default: definition.default_value(),
             forced,
+            counters: crate::metrics::FlagCounters::new(&label),
             label,
             rules,
             rollout,
@@ -681,6 +684,7 @@ impl fmt::Debug for CompiledFlag {
         f.debug_struct("CompiledFlag")
             .field("definition", &self.definition)
             .field("forced", &self.forced)
+            .field("label", &self.label)
             .finish_non_exhaustive()
     }
 }

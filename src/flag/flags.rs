@@ -242,17 +242,26 @@ impl Flags {
         }
     }
 
-    /// Like [`evaluate`](Self::evaluate), also giving the flag's metric label.
+    /// Like [`evaluate`](Self::evaluate), also counting the evaluation
+    /// (`bulwark_flag_evaluations_total`), as gates do.
     #[inline]
-    pub(crate) fn evaluate_labelled(
-        &self,
-        name: &str,
-        ctx: &EvaluationContext,
-    ) -> (Evaluation, Option<Arc<str>>) {
+    pub(crate) fn evaluate_counted(&self, name: &str, ctx: &EvaluationContext) -> Evaluation {
         let snapshot = self.inner.snapshot.load();
         match snapshot.flags.get(name) {
-            Some(flag) => (flag.evaluate(ctx), Some(flag.label.clone())),
-            None => (self.unknown(&snapshot, name), None),
+            Some(flag) => {
+                let eval = flag.evaluate(ctx);
+                flag.counters.record(eval.is_enabled(), eval.reason());
+                eval
+            }
+            None => {
+                let eval = self.unknown(&snapshot, name);
+                crate::metrics::flag_evaluation(
+                    None,
+                    eval.is_enabled(),
+                    eval.reason().otel_value(),
+                );
+                eval
+            }
         }
     }
 

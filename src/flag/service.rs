@@ -93,7 +93,7 @@ impl<S, X, O> FeatureFlag<S, X, O> {
 /// Evaluates `name`, with its tracing event and metric.
 #[inline]
 fn evaluate(gate: &Gate, name: &str, ctx: &super::EvaluationContext) -> super::Evaluation {
-    let (eval, label) = gate.flags.evaluate_labelled(name, ctx);
+    let eval = gate.flags.evaluate_counted(name, ctx);
     tracing::debug!(
         target: "bulwark::flag",
         {
@@ -104,11 +104,6 @@ fn evaluate(gate: &Gate, name: &str, ctx: &super::EvaluationContext) -> super::E
             error.r#type = eval.error_code().map(|c| c.otel_value()),
         },
         "feature flag evaluated"
-    );
-    crate::metrics::flag_evaluation(
-        label.as_ref(),
-        eval.is_enabled(),
-        eval.reason().otel_value(),
     );
     eval
 }
