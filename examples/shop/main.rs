@@ -15,6 +15,7 @@
 //! | `routes.rs` | the public routes and the shop's problem+json helper |
 //! | `admin.rs` | `/admin/*`: bearer-token check, admin token, admin routes |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
+//! | `flags.rs` | feature flags: `/ai/summary` behind `ai-summary`, `GET`/`PUT /admin/flags`, Redis sync |
 //!
 //! Adding a route: write the handler in `routes.rs` (or `admin.rs` for an admin route, which is
 //! then behind the token check without further work), add one `.route(..)` line to that file's
@@ -71,6 +72,8 @@ Environment:
                      without it a random token is generated and printed once to stderr
   RUST_LOG           log filter, e.g. `info` or `bulwark=debug,info` [default: info;
                      with --demo logs go to stderr and default to off]
+  BULWARK_FLAG_<NAME>  force feature flag NAME on or off (on|off), e.g.
+                     BULWARK_FLAG_AI_SUMMARY=off; wins over definitions and /admin/flags
 
 Flags win over environment variables. Logs are JSON lines on stdout.";
 
