@@ -152,6 +152,113 @@ fn circuit_breaker(c: &mut Criterion) {
     group.finish();
 }
 
+fn rate_limit(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    use bulwark::{
+        key::PeerIp,
+        rate_limit::{Quota, RateLimitLayer},
+    };
+    let mut group = c.benchmark_group("rate_limit");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    // A quota no bench run can exhaust: a billion requests per second, bursts of 4 billion.
+    let plenty = || Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+    let mut global = RateLimitLayer::new(plenty()).layer(support::bare());
+    group.bench_function("allowed/global_key", |b| {
+        b.iter(|| black_box(support::call(&mut global, support::request())));
+    });
+    let mut per_ip = RateLimitLayer::new(plenty())
+        .key(PeerIp::new())
+        .layer(support::bare());
+    group.bench_function("allowed/peer_ip", |b| {
+        b.iter(|| black_box(support::call(&mut per_ip, support::request())));
+    });
+    let mut per_ip_headers = RateLimitLayer::new(plenty())
+        .key(PeerIp::new())
+        .headers_on_allowed(true)
+        .layer(support::bare());
+    group.bench_function("allowed/peer_ip_with_headers", |b| {
+        b.iter(|| black_box(support::call(&mut per_ip_headers, support::request())));
+    });
+    let mut two_quotas = RateLimitLayer::with_quotas([
+        plenty().named("a"),
+        Quota::per_hour(NonZeroU32::MAX).named("b"),
+    ])
+    .expect("valid quotas")
+    .key(PeerIp::new())
+    .layer(support::bare());
+    group.bench_function("allowed/peer_ip_two_quotas", |b| {
+        b.iter(|| black_box(support::call(&mut two_quotas, support::request())));
+    });
+    let mut rejected = RateLimitLayer::new(Quota::per_hour(NonZeroU32::MIN)).layer(support::bare());
+    let _ = support::call(&mut rejected, support::request());
+    group.bench_function("rejected/global_key", |b| {
+        b.iter(|| {
+            let res = support::call(&mut rejected, support::request());
+            assert_eq!(res.status(), 429);
+            black_box(res)
+        });
+    });
+    group.finish();
+}
+
+fn cache(c: &mut Criterion) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use bulwark::cache::{CacheLayer, CacheStore};
+    let mut group = c.benchmark_group("cache");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let memory = || CacheStore::memory(64 * 1024 * 1024);
+    // Hit: the answer is in the memory store and fresh.
+    let mut hit = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(3600))
+        .layer(support::bare());
+    support::call(&mut hit, support::request());
+    group.bench_function("memory/hit", |b| {
+        b.iter(|| black_box(support::call(&mut hit, support::request())));
+    });
+    // Miss, stored: every request a new key (the store stays bounded by bytes).
+    let n = Arc::new(AtomicU64::new(0));
+    let mut miss = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(3600))
+        .key(move |_| Some(format!("k{}", n.fetch_add(1, Ordering::Relaxed))))
+        .layer(support::bare());
+    group.bench_function("memory/miss_stored", |b| {
+        b.iter(|| black_box(support::call(&mut miss, support::request())));
+    });
+    // Miss, not storable: policy mode and an answer without caching headers.
+    let mut uncacheable = CacheLayer::new(memory()).layer(support::bare());
+    group.bench_function("memory/miss_not_storable", |b| {
+        b.iter(|| black_box(support::call(&mut uncacheable, support::request())));
+    });
+    // Bypass: the key hook declines.
+    let mut bypass = CacheLayer::new(memory())
+        .key(|_| None)
+        .layer(support::bare());
+    group.bench_function("bypass", |b| {
+        b.iter(|| black_box(support::call(&mut bypass, support::request())));
+    });
+    // An unsafe method: passed through, then the URI is invalidated.
+    let mut post = CacheLayer::new(memory()).layer(support::bare());
+    group.bench_function("post_invalidates", |b| {
+        b.iter(|| {
+            let mut req = support::request();
+            *req.method_mut() = http::Method::POST;
+            black_box(support::call(&mut post, req))
+        });
+    });
+    group.finish();
+}
+
 /// A request carrying the default flag context headers (`x-user-id`, `x-user-tier`).
 fn flag_request() -> http::Request<support::Body> {
     use http::HeaderValue;
@@ -211,6 +318,8 @@ criterion_group!(
     rejection,
     circuit_breaker,
     fallback,
+    rate_limit,
+    cache,
     feature_flag
 );
 criterion_main!(benches);

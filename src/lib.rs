@@ -31,7 +31,9 @@
 //! | --- | --- | --- |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one span and one event per request, request ids |
 //! | [`circuit_breaker`] | [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) | stops calls to a failing dependency; closed, open, half-open |
+//! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | GCRA quotas per key, 429 with `Retry-After` and `RateLimit` headers; memory or Redis |
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
+//! | [`cache`] | [`CacheLayer`](cache::CacheLayer) | HTTP response cache: RFC 9111 or forced TTL, coalescing, `Cache-Status`, memory or Redis |
 //! | [`flag`] | [`FeatureFlagLayer`](flag::FeatureFlagLayer) | kill switches, targeting rules and roll-outs, changed at run time (code, file, environment, Redis) |
 //!
 //! # Feature flags
@@ -53,6 +55,7 @@
 mod macros;
 
 pub mod body;
+pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;
@@ -62,6 +65,7 @@ pub mod key;
 pub mod log;
 pub mod metrics;
 pub mod prelude;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

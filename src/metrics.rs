@@ -11,9 +11,15 @@
 //! | `http_server_request_duration_seconds` | histogram (seconds) | `method` (or `_OTHER`), `route` (template, empty when unknown), `status_class` (`2xx`...) |
 //! | `bulwark_rejections_total` | counter | `rejection` ([`Rejection::kind`](crate::Rejection::kind)) |
 //! | `bulwark_store_errors_total` | counter | `store`, `operation` |
+//! | `bulwark_rate_limit_requests_total` | counter | `limiter`, `decision` (`allowed`, `rejected`) |
+//! | `bulwark_rate_limit_store_fallbacks_total` | counter | `limiter`, `policy` (`local`, `fail_open`, `fail_closed`) |
+//! | `bulwark_rate_limit_overflow_total` | counter | `limiter` |
 //! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
 //! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker`, `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
 //! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
+//! | `bulwark_cache_requests_total` | counter | `cache` (its `Cache-Status` name), `outcome` ([`CacheOutcome::as_str`](crate::cache::CacheOutcome::as_str): `hit`, `miss`, `stale`, `bypass`, ...) |
+//! | `bulwark_cache_stored_total` | counter | `cache` |
+//! | `bulwark_cache_evictions_total` | counter | `store` (`memory`), `cause` (`size`, `expired`) |
 //! | `bulwark_flag_evaluations_total` | counter | `flag` (first 256 flag names, then `_other`; `_unknown` for undefined flags), `result` (`on`, `off`), `reason` ([`Reason::otel_value`](crate::flag::Reason::otel_value)) |
 //! | `bulwark_flag_reloads_total` | counter | `source` (`file`, `redis`) |
 //! | `bulwark_flag_reload_errors_total` | counter | `source` (`file`, `redis`); the last good flags were kept |
@@ -71,6 +77,104 @@ pub(crate) fn breaker_transition(
     .increment(1);
 }
 
+/// The counters of one rate limiter. Labels are the limiter's name and fixed words, never a
+/// request's key. The metric keys are built once per limiter (and on rename), so counting a
+/// decision allocates nothing.
+pub(crate) struct RateLimitMetrics {
+    #[cfg(feature = "metrics")]
+    keys: Box<[metrics::Key; 6]>,
+}
+
+#[cfg(feature = "metrics")]
+static RATE_LIMIT_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl RateLimitMetrics {
+    const ALLOWED: usize = 0;
+    const REJECTED: usize = 1;
+    const FALLBACK_LOCAL: usize = 2;
+    const FALLBACK_OPEN: usize = 3;
+    const FALLBACK_CLOSED: usize = 4;
+    const OVERFLOW: usize = 5;
+
+    /// The counters of the limiter named `limiter`.
+    pub(crate) fn new(limiter: &std::sync::Arc<str>) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use metrics::{Key, Label};
+            let label = || Label::new("limiter", limiter.clone());
+            let with = |name: &'static str, k: &'static str, v: &'static str| {
+                Key::from_parts(name, vec![label(), Label::from_static_parts(k, v)])
+            };
+            let requests = "bulwark_rate_limit_requests_total";
+            let fallbacks = "bulwark_rate_limit_store_fallbacks_total";
+            Self {
+                keys: Box::new([
+                    with(requests, "decision", "allowed"),
+                    with(requests, "decision", "rejected"),
+                    with(fallbacks, "policy", "local"),
+                    with(fallbacks, "policy", "fail_open"),
+                    with(fallbacks, "policy", "fail_closed"),
+                    Key::from_parts("bulwark_rate_limit_overflow_total", vec![label()]),
+                ]),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = limiter;
+            Self {}
+        }
+    }
+
+    #[inline]
+    fn count(&self, which: usize, n: u64) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| {
+            r.register_counter(&self.keys[which], &RATE_LIMIT_METADATA)
+                .increment(n);
+        });
+        #[cfg(not(feature = "metrics"))]
+        let _ = (which, n);
+    }
+
+    /// One request allowed.
+    #[inline]
+    pub(crate) fn allowed(&self) {
+        self.count(Self::ALLOWED, 1);
+    }
+
+    /// One request rejected (quota exhausted, or a cost above the burst).
+    #[inline]
+    pub(crate) fn rejected(&self) {
+        self.count(Self::REJECTED, 1);
+    }
+
+    /// One decision made without the shared store, following `policy`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn store_fallback(&self, policy: StoreFallback) {
+        let which = match policy {
+            StoreFallback::Local => Self::FALLBACK_LOCAL,
+            StoreFallback::FailOpen => Self::FALLBACK_OPEN,
+            StoreFallback::FailClosed => Self::FALLBACK_CLOSED,
+        };
+        self.count(which, 1);
+    }
+
+    /// `n` requests sent to the shared overflow bucket of a full key table.
+    pub(crate) fn overflow(&self, n: u64) {
+        self.count(Self::OVERFLOW, n);
+    }
+}
+
+/// What a rate limiter did without its shared store (the `policy` label).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum StoreFallback {
+    Local,
+    FailOpen,
+    FailClosed,
+}
+
 /// One HTTP request served, for the `http_server_request_duration_seconds` histogram.
 #[inline]
 pub(crate) fn http_request(
@@ -108,6 +212,35 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
         .increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = (reason, outcome);
+}
+
+/// One request passed through a cache layer.
+#[inline]
+pub(crate) fn cache_request(cache: &std::sync::Arc<str>, outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_cache_requests_total", "cache" => cache.clone(), "outcome" => outcome)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (cache, outcome);
+}
+
+/// One answer stored by a cache layer.
+#[inline]
+pub(crate) fn cache_stored(cache: &std::sync::Arc<str>) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_cache_stored_total", "cache" => cache.clone()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = cache;
+}
+
+/// One cache entry evicted by its store.
+#[inline]
+pub(crate) fn cache_evicted(store: &'static str, cause: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("bulwark_cache_evictions_total", "store" => store, "cause" => cause)
+        .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (store, cause);
 }
 
 /// The evaluation counters of one defined flag, keyed in advance (when the flags snapshot is

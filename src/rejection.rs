@@ -452,21 +452,34 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// Writes `s` as a JSON string literal.
+///
+/// Runs of characters that need no escape are copied whole: the strings written here are
+/// mostly fixed titles and details, so this is one copy per string.
 pub(crate) fn write_json_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    let mut rest = s;
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
+    {
+        out.push_str(&rest[..i]);
+        // The byte is ASCII, so `i` is a char boundary and the char is that byte.
+        let c = rest.as_bytes()[i];
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c => {
+                let _ = write!(out, "\\u{c:04x}");
             }
-            c => out.push(c),
         }
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
+    // Other control characters (C1, U+0080..U+009F) are valid JSON unescaped.
     out.push('"');
 }
 

@@ -351,3 +351,80 @@ async fn circuit_breaker_shares_state() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rate limiter
+
+use bulwark::rate_limit::{Quota, RateLimitLayer};
+
+fn rate_limit() -> RateLimitLayer {
+    RateLimitLayer::new(Quota::per_minute(std::num::NonZeroU32::new(1_000).unwrap()))
+}
+
+layer_contract!(rate_limit, rate_limit);
+
+#[tokio::test]
+async fn rate_limit_shares_state() {
+    assert_shared_state(
+        || RateLimitLayer::new(Quota::per_minute(std::num::NonZeroU32::new(2).unwrap())),
+        |svc: <RateLimitLayer as Layer<Failing>>::Service| async move {
+            for _ in 0..2 {
+                let res = svc
+                    .clone()
+                    .oneshot(Request::new(Body::empty()))
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 500, "allowed through to the inner service");
+            }
+        },
+        async |svc| {
+            svc.oneshot(Request::new(Body::empty()))
+                .await
+                .unwrap()
+                .status()
+                == 429
+        },
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+
+use bulwark::cache::{CacheLayer, CacheStore};
+
+fn cache() -> CacheLayer {
+    CacheLayer::new(CacheStore::memory(1 << 20)).ttl(std::time::Duration::from_secs(30))
+}
+
+layer_contract!(cache, cache);
+
+#[tokio::test]
+async fn cache_shares_state() {
+    assert_shared_state(
+        cache,
+        |svc: <CacheLayer as Layer<FailOnDemand>>::Service| async move {
+            let res = svc
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert!(
+                res.headers()["cache-status"]
+                    .to_str()
+                    .unwrap()
+                    .ends_with("stored")
+            );
+        },
+        async |svc| {
+            let res = svc
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            res.headers()["cache-status"]
+                .to_str()
+                .unwrap()
+                .starts_with("bulwark; hit")
+        },
+    )
+    .await;
+}

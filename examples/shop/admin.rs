@@ -40,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
 #[derive(Serialize)]
 struct StatsReport {
     payments_charged: u64,
+    products_queries: u64,
     uptime_seconds: u64,
 }
 
@@ -47,6 +48,7 @@ struct StatsReport {
 async fn stats(State(state): State<AppState>) -> Json<StatsReport> {
     Json(StatsReport {
         payments_charged: state.stats.payments_charged.load(Ordering::Relaxed),
+        products_queries: state.stats.products_queries.load(Ordering::Relaxed),
         uptime_seconds: state.started.elapsed().as_secs(),
     })
 }

@@ -145,6 +145,49 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "200 < 1.5 s, degraded user+posts",
         run: |ctx| Box::pin(dashboard_degraded(ctx)),
     },
+    // Rate limiting: 5 login attempts per minute per client IP; every attempt counts.
+    Scenario {
+        name: "POST /login demo/demo",
+        expected: "200, RateLimit r=4 (attempt 1 of 5)",
+        run: |ctx| Box::pin(login_ok(ctx)),
+    },
+    Scenario {
+        name: "POST /login wrong password",
+        expected: "401 problem+json (attempt 2)",
+        run: |ctx| Box::pin(login_wrong(ctx)),
+    },
+    Scenario {
+        name: "POST /login bad JSON",
+        expected: "400 problem+json (attempt 3)",
+        run: |ctx| Box::pin(login_bad_json(ctx)),
+    },
+    Scenario {
+        name: "6th login attempt in a minute",
+        expected: "attempts 4-5 pass; 429, Retry-After, RateLimit",
+        run: |ctx| Box::pin(login_sixth(ctx)),
+    },
+    Scenario {
+        name: "login with spoofed X-Forwarded-For",
+        expected: "still 429: no proxy is trusted",
+        run: |ctx| Box::pin(login_spoofed(ctx)),
+    },
+    Scenario {
+        name: "a rejected request's log line",
+        expected: "bulwark.rejection=rate_limited, its request_id, 429",
+        run: |ctx| Box::pin(rejection_logged(ctx)),
+    },
+    // Caching: /products.
+    Scenario {
+        name: "GET /products twice",
+        expected: "miss then hit, Cache-Status and Age",
+        run: |ctx| Box::pin(products_cached(ctx)),
+    },
+    Scenario {
+        name: "20 concurrent GET /products",
+        expected: "1 slow database query for all 20",
+        run: |ctx| Box::pin(products_coalesced(ctx)),
+    },
+    // Feature flags: /ai/summary behind `ai-summary`, and the kill switch.
     Scenario {
         name: "ai summary, premium",
         expected: "200 (flag on for premium)",
@@ -409,6 +452,199 @@ async fn dashboard_degraded(ctx: &Ctx) -> Result<Verdict, String> {
     ))
 }
 
+/// `POST /login` with `body` and extra `headers`.
+async fn login_attempt(ctx: &Ctx, body: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+    let mut req = ctx
+        .request(Method::POST, "/login")
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    ctx.send(req).await
+}
+
+/// A refused login's log line (found in the demo's log tap by the request id the client
+/// sent) names the rejection and the id. Runs after the login quota is used up.
+async fn rejection_logged(ctx: &Ctx) -> Result<Verdict, String> {
+    let id = "demo-rejected-login-1";
+    let res = login_attempt(ctx, LOGIN_WRONG, &[("x-request-id", id)]).await?;
+    if res.status != StatusCode::TOO_MANY_REQUESTS {
+        return Ok(Verdict::new(
+            false,
+            format!("expected 429, got {}", res.summary()),
+        ));
+    }
+    let v = logged(id).await?;
+    let passed = v["bulwark.rejection"] == "rate_limited"
+        && v["request_id"] == id
+        && v["http.response.status_code"] == 429
+        && v["level"] == "WARN";
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "bulwark.rejection={} request_id={} status={} level={}",
+            v["bulwark.rejection"], v["request_id"], v["http.response.status_code"], v["level"]
+        ),
+    ))
+}
+
+const LOGIN_GOOD: &str = r#"{"user":"demo","password":"demo"}"#;
+const LOGIN_WRONG: &str = r#"{"user":"demo","password":"hunter2"}"#;
+
+async fn login_ok(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_GOOD, &[]).await?;
+    let limit = res.header("ratelimit").to_owned();
+    let passed = res.status == StatusCode::OK
+        && res.json()? == serde_json::json!({"user": "demo"})
+        && limit.starts_with("\"login\";r=4;")
+        && res.header("ratelimit-policy") == "\"login\";q=5;w=60";
+    Ok(Verdict::new(
+        passed,
+        format!("{} RateLimit: {limit}", res.status.as_u16()),
+    ))
+}
+
+async fn login_wrong(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_WRONG, &[]).await?;
+    let passed = res.status == StatusCode::UNAUTHORIZED
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 401;
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+async fn login_bad_json(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, "{\"user\": ", &[]).await?;
+    let passed = res.status == StatusCode::BAD_REQUEST
+        && res.header("content-type") == "application/problem+json"
+        && res.json()?["status"] == 400;
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+/// The answer to a refused login as a table cell, and whether it is a proper 429.
+fn login_refused(res: &Reply) -> (bool, String) {
+    let retry_after = res.header("retry-after");
+    let limit = res.header("ratelimit");
+    let passed = res.status == StatusCode::TOO_MANY_REQUESTS
+        && retry_after
+            .parse::<u64>()
+            .is_ok_and(|s| (1..=60).contains(&s))
+        && limit.starts_with("\"login\";r=0;")
+        && res.header("ratelimit-policy") == "\"login\";q=5;w=60"
+        && res.header("content-type") == "application/problem+json";
+    (
+        passed,
+        format!(
+            "{} Retry-After: {retry_after}, RateLimit: {limit}",
+            res.status.as_u16()
+        ),
+    )
+}
+
+async fn login_sixth(ctx: &Ctx) -> Result<Verdict, String> {
+    for attempt in 4..=5 {
+        let res = login_attempt(ctx, LOGIN_WRONG, &[]).await?;
+        if res.status != StatusCode::UNAUTHORIZED {
+            return Ok(Verdict::new(
+                false,
+                format!("attempt {attempt}: {}", res.status.as_u16()),
+            ));
+        }
+    }
+    // The right password does not help either: the limit comes first.
+    let res = login_attempt(ctx, LOGIN_GOOD, &[]).await?;
+    let (passed, got) = login_refused(&res);
+    Ok(Verdict::new(passed, got))
+}
+
+async fn login_spoofed(ctx: &Ctx) -> Result<Verdict, String> {
+    let res = login_attempt(ctx, LOGIN_GOOD, &[("x-forwarded-for", "203.0.113.77")]).await?;
+    let (passed, got) = login_refused(&res);
+    Ok(Verdict::new(passed, got))
+}
+
+async fn products_cached(ctx: &Ctx) -> Result<Verdict, String> {
+    let first = ctx.get("/products", &[]).await?;
+    let second = ctx.get("/products", &[]).await?;
+    let (a, b) = (first.header("cache-status"), second.header("cache-status"));
+    // With `--redis`, a run within 10 s of another may find the answer already shared.
+    let first_ok = (a.contains("fwd=miss") && a.contains("stored")) || a.starts_with("shop; hit");
+    let passed = first.status == StatusCode::OK
+        && second.status == StatusCode::OK
+        && first_ok
+        && b.starts_with("shop; hit")
+        && !second.header("age").is_empty()
+        && first.body == second.body;
+    Ok(Verdict::new(
+        passed,
+        format!("{a} | {b}; age {}", second.header("age")),
+    ))
+}
+
+async fn products_queries(ctx: &Ctx) -> Result<u64, String> {
+    let bearer = ctx.bearer();
+    let res = ctx
+        .get("/admin/stats", &[("authorization", bearer.as_str())])
+        .await?;
+    res.json()?["products_queries"]
+        .as_u64()
+        .ok_or_else(|| "no products_queries in /admin/stats".to_owned())
+}
+
+async fn products_coalesced(ctx: &Ctx) -> Result<Verdict, String> {
+    let before = products_queries(ctx).await?;
+    // A key nothing asked for yet (the query string is part of the cache key; unique per run,
+    // as the cache may be shared through Redis).
+    let path = format!(
+        "/products?demo={}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let path = path.as_str();
+    let mut pending: Vec<_> = (0..20).map(|_| Box::pin(ctx.get(path, &[]))).collect();
+    let mut replies = Vec::with_capacity(pending.len());
+    // Drive all 20 requests at once (a small join, without a futures dependency).
+    std::future::poll_fn(|cx| {
+        let mut i = 0;
+        while i < pending.len() {
+            if let std::task::Poll::Ready(r) = pending[i].as_mut().poll(cx) {
+                replies.push(r);
+                drop(pending.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    let mut ok = 0;
+    let mut collapsed = 0;
+    for r in replies {
+        let r = r?;
+        ok += usize::from(r.status == StatusCode::OK);
+        collapsed += usize::from(r.header("cache-status").contains("collapsed"));
+    }
+    let queries = products_queries(ctx).await? - before;
+    Ok(Verdict::new(
+        ok == 20 && queries == 1,
+        format!("{ok}/20 OK, {collapsed} collapsed, {queries} database query"),
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running
 // ---------------------------------------------------------------------------------------------
@@ -528,6 +764,18 @@ pub(crate) async fn run(store: Store) -> std::io::Result<Vec<Row>> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    // Each run keeps its Redis state under its own prefix, so a run never meets what an earlier
+    // one left behind (say, the login attempts of a run a minute ago).
+    let store = match store {
+        Store::Redis(redis) => {
+            let run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            Store::Redis(redis.prefix(format!("shop-demo-{run}")))
+        }
+        Store::Memory => Store::Memory,
+    };
     let state = AppState::new(store, token.clone());
     let server = tokio::spawn(crate::serve(listener, state, async move {
         // A dropped sender also stops the shop.

@@ -14,6 +14,7 @@
 //! | `main.rs` | arguments and environment, `AppState`, `app` (the one router), serving, logging |
 //! | `routes.rs` | the public routes and the shop's problem+json helper |
 //! | `admin.rs` | `/admin/*`: bearer-token check, admin token, admin routes |
+//! | `login.rs` | `POST /login` and the rate limiters (login, global per client IP) |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
 //! | `flags.rs` | feature flags: `/ai/summary` behind `ai-summary`, `GET`/`PUT /admin/flags`, Redis sync |
 //!
@@ -24,9 +25,11 @@
 //! and the tests all build the app through `app`, so the new route is everywhere at once.
 
 mod admin;
+mod catalog;
 mod degrade;
 mod demo;
 mod flags;
+mod login;
 mod routes;
 mod sim;
 mod telemetry;
@@ -46,6 +49,7 @@ use bulwark::{
     StoreError,
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer},
     fallback::LastGood,
+    key::IpNet,
     log::RequestLogLayer,
     redis::Redis,
 };
@@ -70,6 +74,10 @@ Options:
 Environment:
   SHOP_ADMIN_TOKEN   bearer token for /admin/* (at least 16 visible ASCII characters);
                      without it a random token is generated and printed once to stderr
+  SHOP_TRUSTED_PROXIES
+                     comma-separated networks of your reverse proxies, e.g. 10.0.0.0/8;
+                     their X-Forwarded-For tells the client IP for rate limits
+                     [default: none: the client IP is the connection's peer address]
   RUST_LOG           log filter, e.g. `info` or `bulwark=debug,info` [default: info;
                      with --demo logs go to stderr and default to off]
   BULWARK_FLAG_<NAME>  force feature flag NAME on or off (on|off), e.g.
@@ -136,7 +144,7 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().unwrap_or(config.addr);
     tracing::info!(%addr, store = store.kind(), "shop listening");
 
-    let state = AppState::new(store, admin_token);
+    let state = AppState::with_trusted_proxies(store, admin_token, &config.trusted_proxies);
     // `BULWARK_FLAG_<NAME>=on|off` forces a flag, for emergencies.
     match bulwark::flag::EnvOverrides::new().apply(&state.flags.flags) {
         Ok(0) => {}
@@ -176,6 +184,8 @@ struct Config {
     addr: SocketAddr,
     redis_url: Option<String>,
     admin_token: Option<AdminToken>,
+    /// Proxies whose `X-Forwarded-For` is believed (`SHOP_TRUSTED_PROXIES`); none by default.
+    trusted_proxies: Vec<IpNet>,
     demo: bool,
 }
 
@@ -256,10 +266,24 @@ where
                 .map_err(|e| Invalid::Config(format!("invalid SHOP_ADMIN_TOKEN: {e}")))
         })
         .transpose()?;
+    let trusted_proxies = env("SHOP_TRUSTED_PROXIES")
+        .map(|list| {
+            list.split(',')
+                .filter(|net| !net.trim().is_empty())
+                .map(|net| {
+                    net.parse::<IpNet>().map_err(|e| {
+                        Invalid::Config(format!("invalid SHOP_TRUSTED_PROXIES entry `{net}`: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(Command::Run(Config {
         addr,
         redis_url: redis_url.or_else(|| env("REDIS_URL")),
         admin_token,
+        trusted_proxies,
         demo,
     }))
 }
@@ -336,6 +360,10 @@ pub(crate) struct Shared {
     pub(crate) sections: degrade::Sections,
     /// Feature flags (`ai-summary`), shared through Redis with `--redis`.
     pub(crate) flags: flags::ShopFlags,
+    /// The `GET /products` cache (10 s, shared through Redis with `--redis`).
+    pub(crate) products_cache: bulwark::cache::CacheLayer,
+    /// The rate limiters: `POST /login` and the global one around every route.
+    pub(crate) limits: login::Limits,
 }
 
 /// The shop's circuit breakers, by upstream.
@@ -384,12 +412,28 @@ impl Breakers {
 }
 
 impl AppState {
+    /// The state, with no trusted proxy (client IPs are peer addresses).
     pub(crate) fn new(store: Store, admin_token: AdminToken) -> Self {
+        Self::with_trusted_proxies(store, admin_token, &[])
+    }
+
+    /// The state, reading client IPs through `X-Forwarded-For` as far as `trusted_proxies`
+    /// wrote it.
+    pub(crate) fn with_trusted_proxies(
+        store: Store,
+        admin_token: AdminToken,
+        trusted_proxies: &[IpNet],
+    ) -> Self {
         // Before any layer exists, so breakers' initial gauges are recorded too.
         telemetry::handle();
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
+        let limits = login::Limits::new(&store, trusted_proxies);
         Self(Arc::new(Shared {
+            products_cache: catalog::products_cache(&store),
+            limits,
+            flags: flags::ShopFlags::new(&store),
+            store,
             stats: Stats::default(),
             admin_token,
             started: Instant::now(),
@@ -397,8 +441,6 @@ impl AppState {
             last_good: LastGood::new(100).expect("a non-zero capacity"),
             sections: degrade::Sections::new(&upstreams, &breakers),
             breakers,
-            flags: flags::ShopFlags::new(&store),
-            store,
         }))
     }
 }
@@ -416,6 +458,8 @@ impl Deref for AppState {
 pub(crate) struct Stats {
     /// Executions of the payment charge (not requests: an idempotent replay does not count).
     pub(crate) payments_charged: AtomicU64,
+    /// Queries the simulated product database answered (cache misses of `GET /products`).
+    pub(crate) products_queries: AtomicU64,
 }
 
 /// Where shared state lives.
@@ -429,7 +473,7 @@ pub(crate) enum Store {
 
 impl Store {
     /// Redis at `redis_url` if given (connected lazily: this never blocks), memory otherwise.
-    fn open(redis_url: Option<&str>) -> Result<Self, String> {
+    pub(crate) fn open(redis_url: Option<&str>) -> Result<Self, String> {
         match redis_url {
             None => Ok(Self::Memory),
             Some(url) => Redis::open(url)
@@ -461,14 +505,17 @@ impl Store {
 
 /// The shop's router: the one function `main`, the demo and the tests build the app with.
 ///
-/// The request-log layer is outermost, so every response (401s and 404s included) carries
-/// `x-request-id` and gets one log line.
+/// The request-log layer is outermost, so every response (401s, 404s and 429s included)
+/// carries `x-request-id` and gets one log line. Inside it, the global rate limit guards every
+/// route.
 pub(crate) fn app(state: AppState) -> Router {
+    let global = state.limits.global.clone();
     Router::new()
         .merge(routes::router(&state))
         .nest("/admin", admin::router(state.clone()))
         .fallback(routes::not_found)
         .with_state(state)
+        .layer(global)
         .layer(RequestLogLayer::new())
 }
 
@@ -588,6 +635,7 @@ mod tests {
         assert_eq!(c.addr, DEFAULT_ADDR);
         assert_eq!(c.redis_url, None);
         assert_eq!(c.admin_token, None);
+        assert!(c.trusted_proxies.is_empty());
         assert!(!c.demo);
     }
 
@@ -637,6 +685,15 @@ mod tests {
 
         let c = config(&[], &[("SHOP_ADMIN_TOKEN", TEST_TOKEN)]);
         assert_eq!(c.admin_token.unwrap().reveal(), TEST_TOKEN);
+
+        let c = config(&[], &[("SHOP_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,")]);
+        let nets: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "fd00::/8"]);
+        let (message, usage) = refusal(&[], &[("SHOP_TRUSTED_PROXIES", "10.0.0.0/33")]);
+        assert!(
+            !usage && message.contains("SHOP_TRUSTED_PROXIES"),
+            "{message}"
+        );
     }
 
     #[cfg(unix)]

@@ -8,7 +8,7 @@ use axum::{
     extract::State,
     http::{HeaderValue, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Serialize;
 
@@ -33,6 +33,15 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             ),
         )
         .route("/dashboard", get(crate::degrade::dashboard))
+        .route(
+            "/products",
+            get(crate::catalog::products).layer(state.products_cache.clone()),
+        )
+        // Rate limited before the handler reads anything, so every attempt counts.
+        .route(
+            "/login",
+            post(crate::login::login).layer(state.limits.login.clone()),
+        )
         .route(
             "/ai/summary",
             get(crate::flags::ai_summary).layer(state.flags.ai_summary_gate()),

@@ -191,6 +191,7 @@ pub(super) struct Route {
 }
 
 impl Route {
+    #[cfg_attr(not(feature = "axum"), allow(clippy::unused_self))]
     pub(super) fn as_str(&self) -> &str {
         #[cfg(feature = "axum")]
         return self.inner.as_str();

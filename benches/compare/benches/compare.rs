@@ -144,6 +144,29 @@ fn rate_limit(c: &mut Criterion) {
             b.iter(|| black_box(keyed.check_key(&ip).is_ok()));
         });
 
+        // bulwark: a quota no run can exhaust (4 billion per second and burst), and one that
+        // refuses everything after its first request.
+        let plenty =
+            || bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+        axum_case!(
+            group,
+            "bulwark/allowed/global",
+            bulwark::rate_limit::RateLimitLayer::new(plenty()).layer(axum_bare())
+        );
+        axum_case!(
+            group,
+            "bulwark/allowed/ip",
+            bulwark::rate_limit::RateLimitLayer::new(plenty())
+                .key(bulwark::key::PeerIp::new())
+                .layer(axum_bare())
+        );
+        let mut ours_rejecting = bulwark::rate_limit::RateLimitLayer::new(
+            bulwark::rate_limit::Quota::per_hour(NonZeroU32::MIN),
+        )
+        .layer(axum_bare());
+        let _ = call(&mut ours_rejecting, axum_request());
+        axum_case!(group, "bulwark/rejected", ours_rejecting);
+
         let mut tower_limit =
             tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(axum_bare());
         group.bench_function("tower/allowed", |b| {

@@ -1,0 +1,919 @@
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header, request,
+    response,
+};
+use http_body::Body;
+use tokio::sync::watch;
+use tower_service::Service;
+
+use super::{
+    CacheBody,
+    future::ResponseFuture,
+    policy::{self, Clock, Config, Decision, Directives, Freshness, Stored},
+    status::{CacheOutcome, CacheStatus},
+    store::{CacheStore, Entry, EntryKind},
+};
+use crate::StoreError;
+
+/// Makes the base key of a request; `None` bypasses the cache.
+pub(crate) type KeyFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
+
+/// The default key: `GET <authority><path>?<query>`, the authority from the URI or the `Host`
+/// header. `HEAD` requests use the same key (they are answered from the stored `GET`).
+pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut key = String::with_capacity(4 + authority.len() + pq.len());
+    key.push_str("GET ");
+    key.push_str(authority);
+    key.push_str(pq);
+    Some(key)
+}
+
+#[derive(Clone)]
+enum FlightState {
+    Pending,
+    Done(Option<Entry>),
+}
+
+/// State shared by every clone of a layer and every service it made.
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    pub(crate) store: CacheStore,
+    pub(crate) key: KeyFn,
+    pub(crate) clock: Clock,
+    /// In-flight inner calls by key, for coalescing. Bounded by the number of requests in flight:
+    /// an entry lives exactly as long as its leader's call.
+    flights: Mutex<HashMap<String, Arc<watch::Sender<FlightState>>>>,
+    next_index: AtomicU64,
+    /// The cache's name, as a metric label (cloned without allocating).
+    label: Arc<str>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.cfg.name)
+            .field("mode", &self.cfg.mode)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: Config, store: CacheStore, key: KeyFn) -> Self {
+        // Index ids only need to differ between successive indexes of one URL, also across
+        // instances sharing a store: start from the wall clock.
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let label = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
+        Self {
+            label,
+            cfg,
+            store,
+            key,
+            clock: Clock::new(),
+            flights: Mutex::new(HashMap::new()),
+            next_index: AtomicU64::new(seed),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.cfg.name.to_str().unwrap_or("bulwark")
+    }
+
+    fn join(self: &Arc<Self>, key: &str) -> Join {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = flights.get(key) {
+            return Join::Wait(tx.subscribe());
+        }
+        let tx = Arc::new(watch::Sender::new(FlightState::Pending));
+        flights.insert(key.to_owned(), tx.clone());
+        Join::Lead(FlightGuard {
+            shared: self.clone(),
+            key: key.to_owned(),
+            tx,
+            done: false,
+        })
+    }
+
+    async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Lookup, StoreError> {
+        let Some(entry) = self.store.inner.get(base).await? else {
+            return Ok(Lookup::Miss {
+                key: base.to_owned(),
+                index: None,
+            });
+        };
+        match &*entry.0 {
+            EntryKind::Response(_) => Ok(Lookup::Found {
+                key: base.to_owned(),
+                entry,
+                index: None,
+            }),
+            EntryKind::Index { id, vary, keep_for } => {
+                let key = variant_key(base, *id, &policy::vary_key(vary, headers));
+                let index = Some((*id, vary.clone(), *keep_for));
+                match self.store.inner.get(&key).await? {
+                    Some(v) if v.as_response().is_some() => Ok(Lookup::Found {
+                        key,
+                        entry: v,
+                        index,
+                    }),
+                    _ => Ok(Lookup::Miss { key, index }),
+                }
+            }
+        }
+    }
+
+    /// Stores `stored` for `base`, with a `Vary` index when it varies. Returns the entry, and
+    /// whether the store took it.
+    async fn put(&self, base: &str, index: Option<&IndexInfo>, stored: Stored) -> (Entry, bool) {
+        let entry;
+        let result = if stored.vary.is_empty() {
+            entry = Entry::response(stored);
+            self.store.inner.put(base, entry.clone()).await
+        } else {
+            let (id, write) = match index {
+                // The same index, long enough for this variant: nothing to write.
+                Some((id, names, keep)) if *names == stored.vary && *keep >= stored.keep_for => {
+                    (*id, false)
+                }
+                // The same index, kept longer now.
+                Some((id, names, _)) if *names == stored.vary => (*id, true),
+                // No index, or one for other headers: a new one (old variants become unreachable).
+                _ => (self.next_index.fetch_add(1, Ordering::Relaxed), true),
+            };
+            let id = if write {
+                let index = Entry::index(id, stored.vary.clone(), stored.keep_for);
+                self.store.inner.put(base, index).await.map(|()| id)
+            } else {
+                Ok(id)
+            };
+            let key = id
+                .as_ref()
+                .ok()
+                .map(|id| variant_key(base, *id, &stored.vary_key));
+            entry = Entry::response(stored);
+            match (id, key) {
+                (Ok(_), Some(key)) => self.store.inner.put(&key, entry.clone()).await,
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Ok(()),
+            }
+        };
+        match result {
+            Ok(()) => {
+                crate::metrics::cache_stored(&self.label);
+                (entry, true)
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                (entry, false)
+            }
+        }
+    }
+
+    fn store_failed(&self, e: &StoreError) {
+        tracing::warn!(
+            target: "bulwark::cache",
+            cache = self.name(),
+            store = self.store.name(),
+            operation = e.operation(),
+            error = %e,
+            "cache store failed; bypassing the cache"
+        );
+    }
+
+    /// Removes the stored answers for the keys (an unsafe request succeeded, or a purge).
+    pub(crate) async fn invalidate(&self, keys: &[String]) {
+        for key in keys {
+            if let Err(e) = self.store.inner.remove(key).await {
+                self.store_failed(&e);
+            }
+        }
+    }
+
+    /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
+    fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
+        status.write(self.name(), headers);
+        crate::metrics::cache_request(&self.label, status.outcome.as_str());
+        tracing::debug!(
+            target: "bulwark::cache",
+            cache = self.name(),
+            outcome = status.outcome.as_str(),
+            stored = status.stored,
+            key,
+            "cache decision"
+        );
+    }
+}
+
+fn variant_key(base: &str, id: u64, vary_key: &str) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(base.len() + 20 + vary_key.len());
+    key.push_str(base);
+    let _ = write!(key, "\u{0}{id:x}\u{0}");
+    key.push_str(vary_key);
+    key
+}
+
+/// A `Vary` index as read: its id, header names and retention.
+type IndexInfo = (u64, Vec<HeaderName>, std::time::Duration);
+
+enum Lookup {
+    Found {
+        key: String,
+        entry: Entry,
+        index: Option<IndexInfo>,
+    },
+    Miss {
+        key: String,
+        index: Option<IndexInfo>,
+    },
+}
+
+enum Join {
+    Lead(FlightGuard),
+    Wait(watch::Receiver<FlightState>),
+}
+
+/// The leader of a coalesced call. Publishes its entry (or `None`: waiters call on their own)
+/// and leaves the flight table, also when its future is dropped.
+struct FlightGuard {
+    shared: Arc<Shared>,
+    key: String,
+    tx: Arc<watch::Sender<FlightState>>,
+    done: bool,
+}
+
+impl FlightGuard {
+    fn finish(mut self, entry: Option<Entry>) {
+        self.complete(entry);
+    }
+
+    fn complete(&mut self, entry: Option<Entry>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        {
+            let mut flights = self
+                .shared
+                .flights
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if flights
+                .get(&self.key)
+                .is_some_and(|tx| Arc::ptr_eq(tx, &self.tx))
+            {
+                flights.remove(&self.key);
+            }
+        }
+        self.tx.send_replace(FlightState::Done(entry));
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.complete(None);
+    }
+}
+
+/// The service made by [`CacheLayer`](super::CacheLayer).
+#[must_use]
+pub struct Cache<S> {
+    pub(super) inner: S,
+    pub(super) shared: Arc<Shared>,
+}
+
+crate::macros::define_inner_service_accessors!(Cache<S>);
+
+impl<S: Clone> Clone for Cache<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Cache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Methods that are safe (RFC 9110 section 9.2.1): they never invalidate.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Cache<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Send,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let method = req.method().clone();
+        if method == Method::GET || method == Method::HEAD {
+            // The instance that was polled ready serves this request; a fresh clone stays.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::cached(Box::pin(cached(self.shared.clone(), inner, req)));
+        }
+        let keys = if is_safe(&method) {
+            None
+        } else {
+            Some(InvalidationTarget::of(&self.shared, &req))
+        };
+        ResponseFuture::forward(self.inner.call(req), self.shared.clone(), keys)
+    }
+}
+
+/// What a successful unsafe request invalidates (RFC 9111 section 4.4): its target URI, and the
+/// URIs in `Location` and `Content-Location` when they are on the same host.
+pub(crate) struct InvalidationTarget {
+    key: Option<String>,
+    host: Option<HeaderValue>,
+    authority: Option<http::uri::Authority>,
+}
+
+impl InvalidationTarget {
+    fn of<B>(shared: &Shared, req: &Request<B>) -> Self {
+        let mut parts = Request::new(()).into_parts().0;
+        parts.uri = req.uri().clone();
+        parts.headers = req
+            .headers()
+            .get(header::HOST)
+            .map(|h| {
+                let mut m = HeaderMap::with_capacity(1);
+                m.insert(header::HOST, h.clone());
+                m
+            })
+            .unwrap_or_default();
+        Self {
+            key: (shared.key)(&parts),
+            host: req.headers().get(header::HOST).cloned(),
+            authority: req.uri().authority().cloned(),
+        }
+    }
+
+    pub(crate) fn keys(self, shared: &Shared, res: &HeaderMap) -> Vec<String> {
+        let mut keys: Vec<String> = self.key.into_iter().collect();
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(uri) = res
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::Uri>().ok())
+            else {
+                continue;
+            };
+            let same_host = match uri.authority() {
+                None => true,
+                Some(a) => {
+                    self.authority.as_ref() == Some(a)
+                        || self
+                            .host
+                            .as_ref()
+                            .is_some_and(|h| h.as_bytes() == a.as_str().as_bytes())
+                }
+            };
+            if !same_host || uri.path().is_empty() {
+                continue;
+            }
+            let mut parts = Request::new(()).into_parts().0;
+            parts.uri = uri;
+            if let Some(h) = &self.host {
+                parts.headers.insert(header::HOST, h.clone());
+            }
+            if let Some(k) = (shared.key)(&parts) {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
+    pub(crate) fn report(shared: &Shared, parts: &mut response::Parts) {
+        let mut s = CacheStatus::new(CacheOutcome::Method);
+        s.fwd_status = Some(parts.status.as_u16());
+        shared.report(s, &mut parts.headers, None);
+        parts.extensions.insert(s);
+    }
+}
+
+/// A copy of the request head without its extensions, for the decisions made after the call.
+fn head_of(parts: &request::Parts) -> request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// Serves a stored response: `304` when the client's own conditional request matches, else the
+/// stored answer (without its body for `HEAD`), with `Age` and `Cache-Status`.
+fn serve<B>(
+    shared: &Shared,
+    stored: &Stored,
+    req: &request::Parts,
+    mut status: CacheStatus,
+    now: SystemTime,
+    key: &str,
+) -> Response<CacheBody<B>> {
+    let mut headers = stored.headers.clone();
+    let (code, body) = if stored.not_modified_for(req) {
+        headers.remove(header::CONTENT_LENGTH);
+        (StatusCode::NOT_MODIFIED, CacheBody::empty())
+    } else if req.method == Method::HEAD {
+        (stored.status, CacheBody::empty())
+    } else {
+        (stored.status, CacheBody::full(stored.body.clone()))
+    };
+    headers.insert(header::AGE, HeaderValue::from(stored.age(now)));
+    if status.ttl.is_none() && status.outcome != CacheOutcome::Stale {
+        status.ttl = Some(stored.ttl(now));
+    }
+    shared.report(status, &mut headers, Some(key));
+    let mut res = Response::new(body);
+    *res.status_mut() = code;
+    *res.headers_mut() = headers;
+    res.extensions_mut().insert(status);
+    res
+}
+
+/// Passes an inner answer through, with `Cache-Status`.
+fn pass<B>(
+    shared: &Shared,
+    mut parts: response::Parts,
+    body: CacheBody<B>,
+    mut status: CacheStatus,
+    key: Option<&str>,
+) -> Response<CacheBody<B>> {
+    status.fwd_status.get_or_insert(parts.status.as_u16());
+    shared.report(status, &mut parts.headers, key);
+    parts.extensions.insert(status);
+    Response::from_parts(parts, body)
+}
+
+fn gateway_timeout<B>(shared: &Shared, key: &str) -> Response<CacheBody<B>> {
+    let status = CacheStatus::new(CacheOutcome::OnlyIfCached);
+    let mut res = Response::new(CacheBody::empty());
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    shared.report(status, res.headers_mut(), Some(key));
+    res.extensions_mut().insert(status);
+    res
+}
+
+fn bad_gateway<B>(shared: &Shared, outcome: CacheOutcome, key: &str) -> Response<CacheBody<B>> {
+    let mut status = CacheStatus::new(outcome);
+    status.detail = Some("upstream-body-failed");
+    let mut res = Response::new(CacheBody::full(Bytes::from_static(
+        br#"{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The upstream answer broke off."}"#,
+    )));
+    *res.status_mut() = StatusCode::BAD_GATEWAY;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    shared.report(status, res.headers_mut(), Some(key));
+    res.extensions_mut().insert(status);
+    res
+}
+
+enum Buffered<B: Body> {
+    Done(Bytes),
+    TooLarge(Bytes, std::pin::Pin<Box<B>>),
+    Failed,
+}
+
+/// Reads a body up to `limit` bytes; a longer one comes back with what was read so far, so it can
+/// still be streamed to the client.
+async fn buffer<B: Body<Data = Bytes>>(body: B, limit: usize) -> Buffered<B> {
+    let mut body = Box::pin(body);
+    if body.size_hint().lower() > limit as u64 {
+        return Buffered::TooLarge(Bytes::new(), body);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<BytesMut> = None;
+    let mut len = 0usize;
+    loop {
+        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            None => break,
+            Some(Err(_)) => return Buffered::Failed,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                len += data.len();
+                match (&mut first, &mut buf) {
+                    (None, None) => first = Some(data),
+                    (Some(f), None) => {
+                        let mut b =
+                            BytesMut::with_capacity(len.min(limit).max(f.len() + data.len()));
+                        b.extend_from_slice(f);
+                        b.extend_from_slice(&data);
+                        first = None;
+                        buf = Some(b);
+                    }
+                    (_, Some(b)) => b.extend_from_slice(&data),
+                }
+                if len > limit {
+                    let so_far = match (first, buf) {
+                        (_, Some(b)) => b.freeze(),
+                        (Some(f), None) => f,
+                        (None, None) => Bytes::new(),
+                    };
+                    return Buffered::TooLarge(so_far, body);
+                }
+            }
+        }
+    }
+    Buffered::Done(match (first, buf) {
+        (_, Some(b)) => b.freeze(),
+        (Some(f), None) => f,
+        (None, None) => Bytes::new(),
+    })
+}
+
+/// What the request was doing when it called the inner service.
+struct Forwarded {
+    base: String,
+    key: String,
+    index: Option<IndexInfo>,
+    guard: Option<FlightGuard>,
+    outcome: CacheOutcome,
+    /// The stale entry being revalidated, and whether the request carries its validators.
+    stale: Option<(Entry, bool)>,
+}
+
+/// Turns the inner answer into the client's: stores it when it may (buffering its body), serves
+/// the stale entry on errors where allowed, refreshes it on `304`.
+async fn settle<B>(
+    shared: &Arc<Shared>,
+    head: &request::Parts,
+    res: Response<B>,
+    mut fwd: Forwarded,
+) -> Response<CacheBody<B>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let now = shared.clock.now();
+    let (parts, body) = res.into_parts();
+    let fwd_status = parts.status.as_u16();
+    if let Some((entry, added)) = &fwd.stale {
+        let stored = entry.as_response().expect("stale entries are responses");
+        if parts.status == StatusCode::NOT_MODIFIED && *added && stored.matches_not_modified(&parts)
+        {
+            let refreshed = stored.refreshed_head(&parts);
+            let mut status = CacheStatus::new(CacheOutcome::Stale);
+            status.fwd_status = Some(304);
+            return match policy::decide(&shared.cfg, head, &refreshed, now) {
+                Ok(decision) => {
+                    let new = decision.into_stored(&refreshed, stored.body.clone());
+                    let (entry, ok) = shared.put(&fwd.base, fwd.index.as_ref(), new).await;
+                    status.stored = ok;
+                    let res = serve(
+                        shared,
+                        entry.as_response().expect("response"),
+                        head,
+                        status,
+                        now,
+                        &fwd.key,
+                    );
+                    if let Some(g) = fwd.guard.take() {
+                        g.finish(ok.then_some(entry));
+                    }
+                    res
+                }
+                Err(why) => {
+                    status.detail = Some(why.as_str());
+                    let served = stored.with_headers(refreshed.headers.clone());
+                    serve(shared, &served, head, status, now, &fwd.key)
+                }
+            };
+        }
+        if parts.status.is_server_error() && stored.may_serve_on_error(now) {
+            let mut status = CacheStatus::new(CacheOutcome::StaleIfError);
+            status.fwd_status = Some(fwd_status);
+            return serve(shared, stored, head, status, now, &fwd.key);
+        }
+    }
+    let mut status = CacheStatus::new(fwd.outcome);
+    status.fwd_status = Some(fwd_status);
+    let decision: Decision = match policy::decide(&shared.cfg, head, &parts, now) {
+        Ok(d) => d,
+        Err(why) => {
+            status.detail = Some(why.as_str());
+            return pass(
+                shared,
+                parts,
+                CacheBody::inner(body),
+                status,
+                Some(&fwd.key),
+            );
+        }
+    };
+    match buffer(body, shared.cfg.max_body).await {
+        Buffered::Done(bytes) => {
+            let stored = decision.into_stored(&parts, bytes.clone());
+            let (entry, ok) = shared.put(&fwd.base, fwd.index.as_ref(), stored).await;
+            status.stored = ok;
+            if let Some(g) = fwd.guard.take() {
+                g.finish(ok.then_some(entry));
+            }
+            pass(
+                shared,
+                parts,
+                CacheBody::full(bytes),
+                status,
+                Some(&fwd.key),
+            )
+        }
+        Buffered::TooLarge(prefix, rest) => {
+            status.detail = Some("too-large");
+            pass(
+                shared,
+                parts,
+                CacheBody::prefixed(prefix, rest),
+                status,
+                Some(&fwd.key),
+            )
+        }
+        Buffered::Failed => {
+            if let Some((entry, _)) = &fwd.stale {
+                let stored = entry.as_response().expect("response");
+                if stored.may_serve_on_error(now) {
+                    let mut status = CacheStatus::new(CacheOutcome::StaleIfError);
+                    status.fwd_status = Some(fwd_status);
+                    return serve(shared, stored, head, status, now, &fwd.key);
+                }
+            }
+            bad_gateway(shared, fwd.outcome, &fwd.key)
+        }
+    }
+}
+
+/// The whole cached path for `GET` and `HEAD`.
+async fn cached<S, ReqB, ResB>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<ReqB>,
+) -> Result<Response<CacheBody<ResB>>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Send,
+{
+    let (mut parts, body) = req.into_parts();
+    let bypass = |detail: &'static str| {
+        let mut s = CacheStatus::new(CacheOutcome::Bypass);
+        s.detail = Some(detail);
+        s
+    };
+    if parts.headers.contains_key(header::RANGE) {
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        let (p, b) = res.into_parts();
+        return Ok(pass(&shared, p, CacheBody::inner(b), bypass("range"), None));
+    }
+    let Some(base) = (shared.key)(&parts) else {
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        let (p, b) = res.into_parts();
+        return Ok(pass(&shared, p, CacheBody::inner(b), bypass("key"), None));
+    };
+    let only_if_cached =
+        Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached;
+    let lookup = match shared.lookup(&base, &parts.headers).await {
+        Ok(l) => l,
+        Err(e) => {
+            shared.store_failed(&e);
+            let res = inner.call(Request::from_parts(parts, body)).await?;
+            let (p, b) = res.into_parts();
+            return Ok(pass(
+                &shared,
+                p,
+                CacheBody::inner(b),
+                bypass("store-unavailable"),
+                Some(&base),
+            ));
+        }
+    };
+    let now = shared.clock.now();
+    let is_head = parts.method == Method::HEAD;
+    let (key, index, outcome, stale) = match lookup {
+        Lookup::Found { key, entry, index } => {
+            let stored = entry.as_response().expect("found entries are responses");
+            match stored.freshness(&shared.cfg, &parts, now) {
+                Freshness::Fresh => {
+                    return Ok(serve(
+                        &shared,
+                        stored,
+                        &parts,
+                        CacheStatus::new(CacheOutcome::Hit),
+                        now,
+                        &key,
+                    ));
+                }
+                Freshness::Unusable => {
+                    let outcome = if stored.vary.is_empty() {
+                        CacheOutcome::Miss
+                    } else {
+                        CacheOutcome::VaryMiss
+                    };
+                    (key, index, outcome, None)
+                }
+                Freshness::Stale { by_request } => {
+                    if only_if_cached {
+                        return Ok(gateway_timeout(&shared, &key));
+                    }
+                    if !by_request && stored.may_serve_while_revalidating(now) {
+                        let res = serve(
+                            &shared,
+                            stored,
+                            &parts,
+                            CacheStatus::new(CacheOutcome::StaleWhileRevalidate),
+                            now,
+                            &key,
+                        );
+                        // Refresh in the background (once: the flight table says whether a
+                        // refresh is already running). Without a tokio runtime to spawn on, the
+                        // stale answer is still served and the next request refreshes in line.
+                        let can_spawn = tokio::runtime::Handle::try_current().is_ok();
+                        if !is_head && can_spawn {
+                            if let Join::Lead(guard) = shared.join(&key) {
+                                let head = head_of(&parts);
+                                let added = stored.add_validators(&mut parts.headers);
+                                let fut = inner.call(Request::from_parts(parts, body));
+                                let shared2 = shared.clone();
+                                let fwd = Forwarded {
+                                    base,
+                                    key,
+                                    index,
+                                    guard: Some(guard),
+                                    outcome: CacheOutcome::Stale,
+                                    stale: Some((entry.clone(), added)),
+                                };
+                                tokio::spawn(async move {
+                                    if let Ok(res) = fut.await {
+                                        let res = settle(&shared2, &head, res, fwd).await;
+                                        // Nobody reads the refreshed answer; what mattered was storing it.
+                                        drop(res);
+                                    }
+                                });
+                            }
+                        }
+                        return Ok(res);
+                    }
+                    let outcome = if by_request {
+                        CacheOutcome::Request
+                    } else {
+                        CacheOutcome::Stale
+                    };
+                    (key, index, outcome, Some(entry.clone()))
+                }
+            }
+        }
+        Lookup::Miss { key, index } => {
+            let outcome = if index.is_some() {
+                CacheOutcome::VaryMiss
+            } else {
+                CacheOutcome::Miss
+            };
+            (key, index, outcome, None)
+        }
+    };
+    if only_if_cached {
+        return Ok(gateway_timeout(&shared, &key));
+    }
+    if is_head {
+        // HEAD is answered from the stored GET; it never fills the cache itself.
+        let res = inner.call(Request::from_parts(parts, body)).await?;
+        let (p, b) = res.into_parts();
+        let mut s = CacheStatus::new(outcome);
+        s.detail = Some("head");
+        return Ok(pass(&shared, p, CacheBody::inner(b), s, Some(&key)));
+    }
+    let restricted = policy::is_restricted(&shared.cfg, &parts.headers);
+    let guard = if restricted {
+        // Answers to requests with credentials are rarely shareable: never make others wait.
+        None
+    } else {
+        match shared.join(&key) {
+            Join::Lead(g) => Some(g),
+            Join::Wait(mut rx) => {
+                let waited = tokio::time::timeout(
+                    shared.cfg.coalesce_wait,
+                    rx.wait_for(|s| matches!(s, FlightState::Done(_))),
+                )
+                .await;
+                if let Ok(Ok(state)) = waited {
+                    let got = match &*state {
+                        FlightState::Done(Some(e)) => Some(e.clone()),
+                        _ => None,
+                    };
+                    drop(state);
+                    if let Some(entry) = got {
+                        let now = shared.clock.now();
+                        let stored = entry.as_response().expect("response");
+                        if stored.freshness(&shared.cfg, &parts, now) == Freshness::Fresh {
+                            return Ok(serve(
+                                &shared,
+                                stored,
+                                &parts,
+                                CacheStatus::new(CacheOutcome::Collapsed),
+                                now,
+                                &key,
+                            ));
+                        }
+                    }
+                }
+                // The leader's answer was not shareable (or too slow): call on our own.
+                None
+            }
+        }
+    };
+    // The client's own head: its conditional fields decide whether it gets a 304.
+    let head = head_of(&parts);
+    let added = match &stale {
+        Some(e) => e
+            .as_response()
+            .expect("response")
+            .add_validators(&mut parts.headers),
+        None => false,
+    };
+    let fwd = Forwarded {
+        base,
+        key,
+        index,
+        guard,
+        outcome,
+        stale: stale.map(|e| (e, added)),
+    };
+    match inner.call(Request::from_parts(parts, body)).await {
+        Ok(res) => Ok(settle(&shared, &head, res, fwd).await),
+        Err(e) => {
+            if let Some((entry, _)) = &fwd.stale {
+                let stored = entry.as_response().expect("response");
+                let now = shared.clock.now();
+                if stored.may_serve_on_error(now) {
+                    tracing::warn!(target: "bulwark::cache", key = fwd.key, "inner service failed; serving stale (stale-if-error)");
+                    return Ok(serve(
+                        &shared,
+                        stored,
+                        &head,
+                        CacheStatus::new(CacheOutcome::StaleIfError),
+                        now,
+                        &fwd.key,
+                    ));
+                }
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! RFC 9211 `Cache-Status`: what the cache did, on every answer that passed through it.
+
+use std::fmt::Write as _;
+
+use http::{HeaderName, HeaderValue};
+
+/// The `Cache-Status` header field (RFC 9211).
+pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// What the cache did with one request. Put in the extensions of every answer that passed
+/// through a [`CacheLayer`](super::CacheLayer), and written as the answer's `Cache-Status` member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheOutcome {
+    /// Served from the cache, fresh. `hit; ttl=N`.
+    Hit,
+    /// Served stale from the cache while one background request refreshes it
+    /// (stale-while-revalidate). `hit; ttl=-N; detail=stale-while-revalidate`.
+    StaleWhileRevalidate,
+    /// Served by one inner call made for many concurrent requests: this request waited for
+    /// another's answer. `fwd=miss; collapsed`.
+    Collapsed,
+    /// Nothing stored for the key. `fwd=miss`.
+    Miss,
+    /// Something stored for the URL, but not for this request's `Vary` headers. `fwd=vary-miss`.
+    VaryMiss,
+    /// Stored but stale: revalidated or refetched. `fwd=stale`.
+    Stale,
+    /// Stored but stale, and the inner service failed: served stale (stale-if-error).
+    /// `fwd=stale; fwd-status=S; detail=stale-if-error`.
+    StaleIfError,
+    /// Stored and fresh, but the request asked for a fresh answer (`no-cache`, `max-age=0`).
+    /// `fwd=request`.
+    Request,
+    /// The request method is never answered from the cache (`POST`, `PUT`, ...). `fwd=method`.
+    Method,
+    /// The cache stepped aside: a key hook declined, a range request, credentials, or a store
+    /// failure. `fwd=bypass`.
+    Bypass,
+    /// `only-if-cached` and nothing usable stored: answered 504 without calling the inner
+    /// service. `detail=only-if-cached`.
+    OnlyIfCached,
+}
+
+impl CacheOutcome {
+    /// A short name for logs and metric labels.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::StaleWhileRevalidate => "stale_while_revalidate",
+            Self::Collapsed => "collapsed",
+            Self::Miss => "miss",
+            Self::VaryMiss => "vary_miss",
+            Self::Stale => "stale",
+            Self::StaleIfError => "stale_if_error",
+            Self::Request => "request",
+            Self::Method => "method",
+            Self::Bypass => "bypass",
+            Self::OnlyIfCached => "only_if_cached",
+        }
+    }
+
+    /// Whether the answer came out of the cache.
+    #[must_use]
+    pub fn is_hit(self) -> bool {
+        matches!(
+            self,
+            Self::Hit | Self::StaleWhileRevalidate | Self::Collapsed | Self::StaleIfError
+        )
+    }
+}
+
+/// The cache's decision for one request, as a response extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// What happened.
+    pub outcome: CacheOutcome,
+    /// Whether the answer was stored.
+    pub stored: bool,
+    /// Freshness left (negative once stale), in seconds, for answers from the cache.
+    pub ttl: Option<i64>,
+    /// The inner service's status, when it was called.
+    pub fwd_status: Option<u16>,
+    /// Why the cache bypassed or did not store, when known.
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub(crate) fn new(outcome: CacheOutcome) -> Self {
+        Self {
+            outcome,
+            stored: false,
+            ttl: None,
+            fwd_status: None,
+            detail: None,
+        }
+    }
+
+    /// This cache's `Cache-Status` member, `name` being the cache's identifier.
+    #[must_use]
+    pub fn member(&self, name: &str) -> String {
+        let mut s = String::with_capacity(48);
+        s.push_str(name);
+        let fwd = match self.outcome {
+            CacheOutcome::Hit | CacheOutcome::StaleWhileRevalidate => {
+                s.push_str("; hit");
+                None
+            }
+            CacheOutcome::Collapsed | CacheOutcome::Miss => Some("miss"),
+            CacheOutcome::VaryMiss => Some("vary-miss"),
+            CacheOutcome::Stale | CacheOutcome::StaleIfError => Some("stale"),
+            CacheOutcome::Request => Some("request"),
+            CacheOutcome::Method => Some("method"),
+            CacheOutcome::Bypass => Some("bypass"),
+            CacheOutcome::OnlyIfCached => None,
+        };
+        if let Some(fwd) = fwd {
+            let _ = write!(s, "; fwd={fwd}");
+        }
+        if let Some(st) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={st}");
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(s, "; ttl={ttl}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.outcome == CacheOutcome::Collapsed {
+            s.push_str("; collapsed");
+        }
+        let detail = match self.outcome {
+            CacheOutcome::StaleWhileRevalidate => Some("stale-while-revalidate"),
+            CacheOutcome::StaleIfError => Some("stale-if-error"),
+            CacheOutcome::OnlyIfCached => Some("only-if-cached"),
+            _ => self.detail,
+        };
+        if let Some(d) = detail {
+            let _ = write!(s, "; detail={d}");
+        }
+        s
+    }
+
+    /// Appends this cache's member to `headers`' `Cache-Status` list (the last member is the cache
+    /// nearest the client, RFC 9211 section 2).
+    pub(crate) fn write(&self, name: &str, headers: &mut http::HeaderMap) {
+        let member = self.member(name);
+        let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {member}"),
+            _ => member,
+        };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(CACHE_STATUS.clone(), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members() {
+        let mut hit = CacheStatus::new(CacheOutcome::Hit);
+        hit.ttl = Some(9);
+        assert_eq!(hit.member("bulwark"), "bulwark; hit; ttl=9");
+        let mut miss = CacheStatus::new(CacheOutcome::Miss);
+        miss.fwd_status = Some(200);
+        miss.stored = true;
+        assert_eq!(miss.member("b"), "b; fwd=miss; fwd-status=200; stored");
+        let c = CacheStatus::new(CacheOutcome::Collapsed);
+        assert_eq!(c.member("b"), "b; fwd=miss; collapsed");
+        let mut h = http::HeaderMap::new();
+        h.insert(&CACHE_STATUS, HeaderValue::from_static("origin; hit"));
+        hit.write("edge", &mut h);
+        assert_eq!(h[&CACHE_STATUS], "origin; hit, edge; hit; ttl=9");
+    }
+}

@@ -1,0 +1,672 @@
+//! The in-process limiter: one governor keyed GCRA limiter per quota, each over a bounded key
+//! table, and the shared state every clone of a layer points at.
+//!
+//! # The key table
+//!
+//! Keys are not stored: a request's key is hashed with a per-limiter random SipHash key
+//! ([`RandomState`]) into a `u64`, and that is what the table holds, next to the GCRA state
+//! (one `AtomicU64`, governor's "theoretical arrival time"). So a table entry is 16 bytes
+//! whatever the key type (an API key, a tenant name), raw keys never sit in memory, and a
+//! client that cannot see the hash key cannot pick two keys that share a bucket (two keys
+//! share one with probability 2^-64 per pair).
+//!
+//! The table is a governor [`StateStore`] of ours over a [`DashMap`], rather than governor's
+//! own `DashMapStateStore`, for two reasons: the size cap needs to know when an entry is
+//! inserted (governor's store does not say), and a request rejected by one quota must give back
+//! what it took from the others (governor has no refund). The GCRA arithmetic stays
+//! governor's.
+//!
+//! Size: at most `max_keys` entries plus two reserved buckets (the overflow bucket and the
+//! bucket of requests without a key). A key that arrives when the table is full shares the
+//! overflow bucket with every other such key until pruning makes room. Pruning is governor's
+//! `retain_recent`: it drops entries whose bucket has been full for at least one emission
+//! interval (such an entry says nothing a fresh one would not, so pruning never changes a
+//! decision). It runs on the request path but amortised: after every `max(max_keys / 8, 64)`
+//! insertions, and when a new key finds the table full (then at most once per second of
+//! limiter time). After a prune the table's spare capacity is released once it is more than
+//! four times the entries.
+
+use std::{
+    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    num::NonZeroU32,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use governor::{
+    RateLimiter,
+    clock::{Clock, Reference},
+    middleware::{NoOpMiddleware, StateInformationMiddleware},
+    nanos::Nanos,
+    state::{StateStore, keyed::ShrinkableKeyedStateStore},
+};
+
+use crate::{
+    ConfigError, RateLimitInfo, Rejection,
+    metrics::RateLimitMetrics,
+    rate_limit::{
+        Quota,
+        clock::{TokioClock, TokioInstant},
+        quota::check_quotas,
+    },
+};
+
+/// The bucket shared by new keys while the table is full.
+pub(crate) const OVERFLOW: u64 = 0;
+/// The bucket shared by requests without a key (`MissingKey::SharedBucket`).
+pub(crate) const UNKEYED: u64 = 1;
+
+/// The default cap on keys per quota.
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// Table keys are SipHash outputs already: hash them as themselves.
+#[derive(Default, Clone, Copy)]
+struct U64Identity(u64);
+
+impl Hasher for U64Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (keys are `u64`); fold anything else in, just in case.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map = DashMap<u64, AtomicU64, BuildHasherDefault<U64Identity>>;
+
+/// One quota's bounded key table.
+pub(crate) struct KeyTable {
+    map: Map,
+    /// Entries, counted on insert and prune (DashMap's own `len` locks every shard).
+    len: AtomicUsize,
+    cap: AtomicUsize,
+    inserts_since_prune: AtomicUsize,
+    prune_wanted: AtomicBool,
+    pruning: AtomicBool,
+    /// Requests sent to the overflow bucket, ever, and the count last reported.
+    overflowed: AtomicU64,
+    overflow_reported: AtomicU64,
+    /// Limiter time (ns since the table's origin) before which a prune of a full table waits.
+    next_full_prune: AtomicU64,
+}
+
+impl KeyTable {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: Map::default(),
+            len: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap),
+            inserts_since_prune: AtomicUsize::new(0),
+            prune_wanted: AtomicBool::new(false),
+            pruning: AtomicBool::new(false),
+            overflowed: AtomicU64::new(0),
+            overflow_reported: AtomicU64::new(0),
+            next_full_prune: AtomicU64::new(0),
+        }
+    }
+
+    fn prune_every(&self) -> usize {
+        (self.cap.load(Ordering::Relaxed) / 8).max(64)
+    }
+
+    /// Takes a slot for a new key, if the cap allows.
+    fn reserve_slot(&self) -> bool {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if self.len.fetch_add(1, Ordering::Relaxed) < cap {
+            true
+        } else {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Gives back `amount` ns of GCRA time taken by a request that another quota refused.
+    fn refund(&self, key: u64, amount: u64) {
+        let entry = self.map.get(&key).or_else(|| self.map.get(&OVERFLOW));
+        if let Some(state) = entry {
+            let _ = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                // 0 means "no state"; 1 is "long ago", a full bucket, as good.
+                Some(tat.saturating_sub(amount).max(1))
+            });
+        }
+    }
+
+    pub(crate) fn stats(&self) -> (usize, usize, usize, u64) {
+        (
+            self.len.load(Ordering::Relaxed),
+            self.map.capacity(),
+            self.cap.load(Ordering::Relaxed),
+            self.overflowed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// governor's `InMemoryState` step: measure with `f`, store its answer if the state did not
+/// change meanwhile, retry otherwise.
+fn measure_and_replace_one<T, E>(
+    state: &AtomicU64,
+    f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+) -> Result<T, E> {
+    let mut prev = state.load(Ordering::Acquire);
+    loop {
+        let old = (prev != 0).then(|| Nanos::from(prev));
+        let (result, next) = f(old)?;
+        match state.compare_exchange_weak(prev, next.as_u64(), Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return Ok(result),
+            Err(actual) => prev = actual,
+        }
+    }
+}
+
+/// The table as governor sees it.
+#[derive(Clone)]
+pub(crate) struct TableRef(Arc<KeyTable>);
+
+impl StateStore for TableRef {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let table = &*self.0;
+        if let Some(state) = table.map.get(key) {
+            return measure_and_replace_one(&state, f);
+        }
+        let reserved = *key <= UNKEYED;
+        let slot = reserved || table.reserve_slot();
+        let key = if slot {
+            *key
+        } else {
+            table.overflowed.fetch_add(1, Ordering::Relaxed);
+            table.prune_wanted.store(true, Ordering::Relaxed);
+            OVERFLOW
+        };
+        let mut inserted = false;
+        let entry = table.map.entry(key).or_insert_with(|| {
+            inserted = true;
+            AtomicU64::new(0)
+        });
+        if inserted {
+            if !slot {
+                // The overflow bucket itself, beyond the cap.
+                table.len.fetch_add(1, Ordering::Relaxed);
+            } else if reserved {
+                table.len.fetch_add(1, Ordering::Relaxed);
+            }
+            if table.inserts_since_prune.fetch_add(1, Ordering::Relaxed) + 1 >= table.prune_every()
+            {
+                table.prune_wanted.store(true, Ordering::Relaxed);
+            }
+        } else if slot && !reserved {
+            // Another request inserted this key meanwhile.
+            table.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        measure_and_replace_one(&entry, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for TableRef {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below = drop_below.as_u64();
+        let mut removed = 0usize;
+        self.0.map.retain(|_, state| {
+            let keep = *state.get_mut() > drop_below;
+            removed += usize::from(!keep);
+            keep
+        });
+        self.0.len.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.0.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.0.len.load(Ordering::Relaxed)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+type Gcra = RateLimiter<u64, TableRef, TokioClock, StateInformationMiddleware>;
+
+/// One quota of a limiter: its settings, governor limiter and key table.
+pub(crate) struct QuotaState {
+    pub(crate) quota: Quota,
+    /// `period / rate`, ns.
+    pub(crate) emission: u64,
+    /// The effective burst.
+    pub(crate) burst: u32,
+    table: Arc<KeyTable>,
+    gcra: Gcra,
+    origin: TokioInstant,
+}
+
+impl QuotaState {
+    fn new(quota: Quota, cap: usize) -> Self {
+        let emission = quota.emission_nanos();
+        let burst = quota.burst_size();
+        let gov = governor::Quota::with_period(Duration::from_nanos(emission))
+            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        let table = Arc::new(KeyTable::new(cap));
+        let clock = TokioClock;
+        let origin = clock.now();
+        let gcra = RateLimiter::<_, _, _, NoOpMiddleware<TokioInstant>>::new(
+            gov,
+            TableRef(table.clone()),
+            clock,
+        )
+        .with_middleware::<StateInformationMiddleware>();
+        Self {
+            quota,
+            emission,
+            burst: burst.get(),
+            table,
+            gcra,
+            origin,
+        }
+    }
+
+    /// The time `cost` requests take to come back.
+    fn weight(&self, cost: u32) -> u64 {
+        self.emission.saturating_mul(u64::from(cost))
+    }
+
+    /// Time until `key`'s bucket is full again, read from its stored state. `origin` was read
+    /// just before governor read its own start, so this errs short by nanoseconds, never long.
+    fn reset(&self, key: u64) -> Duration {
+        let table = &*self.table;
+        let tat = table
+            .map
+            .get(&key)
+            .or_else(|| table.map.get(&OVERFLOW))
+            .map_or(0, |state| state.load(Ordering::Acquire));
+        let now = self.gcra.clock().now().duration_since(self.origin).as_u64();
+        Duration::from_nanos(tat.saturating_sub(now))
+    }
+
+    pub(crate) fn info(&self, remaining: u64, reset: Duration) -> RateLimitInfo {
+        RateLimitInfo::new(
+            self.quota.shared_name().clone(),
+            u64::from(self.quota.rate().get()),
+            self.quota.period(),
+            remaining,
+            reset,
+        )
+    }
+
+    /// Prunes if the table asked for it and no other thread is at it.
+    fn maybe_prune(&self, limiter: &QuotaSet) {
+        let table = &*self.table;
+        if !table.prune_wanted.load(Ordering::Relaxed) {
+            return;
+        }
+        if table.pruning.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let now = self.gcra.clock().now().duration_since(self.origin).as_u64();
+        let full = table.len.load(Ordering::Relaxed) >= table.cap.load(Ordering::Relaxed);
+        let grown = table.inserts_since_prune.load(Ordering::Relaxed) >= table.prune_every();
+        let overflowed = table.overflowed.load(Ordering::Relaxed);
+        let reported = table.overflow_reported.swap(overflowed, Ordering::Relaxed);
+        if overflowed > reported {
+            limiter.metrics.overflow(overflowed - reported);
+            if reported == 0 || full && now >= table.next_full_prune.load(Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "bulwark::rate_limit",
+                    limiter = %limiter.name,
+                    quota = %self.quota.name(),
+                    max_keys = table.cap.load(Ordering::Relaxed),
+                    "rate limiter key table full: new keys share one overflow bucket"
+                );
+            }
+        }
+        if grown || full && now >= table.next_full_prune.load(Ordering::Relaxed) {
+            self.prune_now(now);
+        }
+        table.prune_wanted.store(false, Ordering::Relaxed);
+        table.pruning.store(false, Ordering::Release);
+    }
+
+    fn prune_now(&self, now: u64) {
+        let table = &*self.table;
+        let before = table.len.load(Ordering::Relaxed);
+        self.gcra.retain_recent();
+        let after = table.len.load(Ordering::Relaxed);
+        if table.map.capacity() > 4 * after + 1_024 {
+            self.gcra.shrink_to_fit();
+        }
+        table.inserts_since_prune.store(0, Ordering::Relaxed);
+        table
+            .next_full_prune
+            .store(now.saturating_add(1_000_000_000), Ordering::Relaxed);
+        tracing::debug!(
+            target: "bulwark::rate_limit",
+            quota = %self.quota.name(),
+            before,
+            after,
+            "rate limiter key table pruned"
+        );
+    }
+}
+
+/// The quotas a limiter enforces now, with its name: swapped as a whole at run time.
+pub(crate) struct QuotaSet {
+    pub(crate) name: Arc<str>,
+    pub(crate) quotas: Box<[Arc<QuotaState>]>,
+    pub(crate) metrics: RateLimitMetrics,
+}
+
+impl QuotaSet {
+    /// Decides one request of `cost` for table key `key` against every quota.
+    ///
+    /// All quotas must allow it. A request refused by one quota gives back what it took from
+    /// the quotas that allowed it, so a refused request costs nothing; every quota is asked
+    /// (and refunded) so that the answer's `Retry-After` is the longest wait among the refusing
+    /// quotas.
+    pub(crate) fn check(&self, key: u64, cost: NonZeroU32, want_info: bool) -> Verdict {
+        let set = self;
+        let n = cost.get();
+        if let Some(q) = set.quotas.iter().find(|q| n > q.burst) {
+            return Verdict::Rejected(too_costly(set, q, n));
+        }
+        let mut taken = 0u32;
+        let mut strictest: Option<(&QuotaState, u32)> = None;
+        let mut refused: Option<(&QuotaState, Duration)> = None;
+        for (i, q) in set.quotas.iter().enumerate() {
+            match q.gcra.check_key_n(&key, cost) {
+                Ok(Ok(snapshot)) => {
+                    taken |= 1 << i;
+                    let left = snapshot.remaining_burst_capacity();
+                    if strictest.is_none_or(|(_, l)| left < l) {
+                        strictest = Some((q, left));
+                    }
+                }
+                Ok(Err(not_until)) => {
+                    let wait = not_until.wait_time_from(q.gcra.clock().now());
+                    if refused.is_none_or(|(_, w)| wait > w) {
+                        refused = Some((q, wait));
+                    }
+                }
+                // Ruled out above; refuse rather than panic.
+                Err(_) => return Verdict::Rejected(too_costly(set, q, n)),
+            }
+            q.maybe_prune(set);
+        }
+        if let Some((q, wait)) = refused {
+            for (i, t) in set.quotas.iter().enumerate() {
+                if taken & (1 << i) != 0 {
+                    t.table.refund(key, t.weight(n));
+                }
+            }
+            // Time until the bucket is full: the wait, plus the tolerance this request would
+            // have used beyond its own weight.
+            let reset = wait + Duration::from_nanos(q.weight(q.burst - n));
+            set.metrics.rejected();
+            tracing::debug!(
+                target: "bulwark::rate_limit",
+                limiter = %set.name,
+                quota = %q.quota.name(),
+                cost = n,
+                retry_after_ms = wait.as_millis() as u64,
+                "rate limited"
+            );
+            return Verdict::Rejected(Rejection::rate_limited(wait, Some(q.info(0, reset))));
+        }
+        set.metrics.allowed();
+        Verdict::Allowed(match strictest {
+            Some((q, left)) if want_info => Some(q.info(u64::from(left), q.reset(key))),
+            _ => None,
+        })
+    }
+}
+
+/// What a limiter decided.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Go ahead; the strictest quota's state, if asked for.
+    Allowed(Option<RateLimitInfo>),
+    /// Answer this instead.
+    Rejected(Rejection),
+}
+
+/// The state shared by every clone of one layer and every service it makes.
+pub(crate) struct Limiter {
+    pub(crate) current: ArcSwap<QuotaSet>,
+    hasher: RandomState,
+    max_keys: AtomicUsize,
+    /// Serialises updates (rename, new quotas, new cap); requests never take it.
+    update: Mutex<()>,
+    pub(crate) warned_missing_key: AtomicBool,
+}
+
+impl Limiter {
+    /// A limiter for `quotas`, which the caller has checked.
+    pub(crate) fn new(quotas: Vec<Quota>) -> Self {
+        let name: Arc<str> = Arc::from("default");
+        let set = QuotaSet {
+            metrics: RateLimitMetrics::new(&name),
+            name,
+            quotas: quotas
+                .into_iter()
+                .map(|q| Arc::new(QuotaState::new(q, DEFAULT_MAX_KEYS)))
+                .collect(),
+        };
+        Self {
+            current: ArcSwap::from_pointee(set),
+            hasher: RandomState::new(),
+            max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS),
+            update: Mutex::new(()),
+            warned_missing_key: AtomicBool::new(false),
+        }
+    }
+
+    /// The table key of a request key.
+    #[inline]
+    pub(crate) fn hash_key<Q: std::hash::Hash>(&self, key: &Q) -> u64 {
+        if size_of::<Q>() == 0 {
+            // A key type with one value (the global key): every request shares one bucket,
+            // so there is nothing to hash.
+            return UNKEYED + 1;
+        }
+        let h = self.hasher.hash_one(key);
+        if h <= UNKEYED { h + 2 } else { h }
+    }
+
+    pub(crate) fn name(&self) -> Arc<str> {
+        self.current.load().name.clone()
+    }
+
+    pub(crate) fn rename(&self, name: Arc<str>) {
+        let _guard = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = self.current.load_full();
+        self.current.store(Arc::new(QuotaSet {
+            metrics: RateLimitMetrics::new(&name),
+            name,
+            quotas: cur.quotas.clone(),
+        }));
+    }
+
+    pub(crate) fn set_max_keys(&self, max_keys: usize) {
+        let _guard = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        self.max_keys.store(max_keys, Ordering::Relaxed);
+        for q in self.current.load().quotas.iter() {
+            q.table.cap.store(max_keys, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn max_keys(&self) -> usize {
+        self.max_keys.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the quotas. A quota equal to a current one (same name, rate, period and burst)
+    /// keeps its state; others start empty.
+    pub(crate) fn set_quotas(&self, quotas: Vec<Quota>) -> Result<(), ConfigError> {
+        check_quotas(&quotas)?;
+        let _guard = self.update.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = self.current.load_full();
+        let cap = self.max_keys.load(Ordering::Relaxed);
+        let quotas = quotas
+            .into_iter()
+            .map(|q| {
+                cur.quotas
+                    .iter()
+                    .find(|s| s.quota == q)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(QuotaState::new(q, cap)))
+            })
+            .collect();
+        self.current.store(Arc::new(QuotaSet {
+            name: cur.name.clone(),
+            metrics: RateLimitMetrics::new(&cur.name),
+            quotas,
+        }));
+        Ok(())
+    }
+
+    /// Runs a prune of every table now, whatever the thresholds.
+    pub(crate) fn prune(&self) {
+        for q in self.current.load().quotas.iter() {
+            if !q.table.pruning.swap(true, Ordering::Acquire) {
+                let now = q.gcra.clock().now().duration_since(q.origin).as_u64();
+                q.prune_now(now);
+                q.table.pruning.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// A request that costs more than a quota's whole burst can never pass: refuse it at once,
+/// with the quota in the headers (its `q` is below the cost) and a warning in the log.
+pub(crate) fn too_costly(set: &QuotaSet, q: &QuotaState, cost: u32) -> Rejection {
+    set.metrics.rejected();
+    tracing::warn!(
+        target: "bulwark::rate_limit",
+        limiter = %set.name,
+        quota = %q.quota.name(),
+        cost,
+        burst = q.burst,
+        "request costs more than the quota's burst: it can never be allowed"
+    );
+    let period = q.quota.period();
+    Rejection::rate_limited(period, Some(q.info(0, period)))
+}
+
+/// Size of one quota's key table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyTableStats {
+    /// The quota's name.
+    pub quota: String,
+    /// Entries now (keys plus at most two shared buckets).
+    pub keys: usize,
+    /// Entries the table has room for without growing.
+    pub capacity: usize,
+    /// The cap on keys.
+    pub max_keys: usize,
+    /// Requests sent to the shared overflow bucket because the table was full, ever.
+    pub overflowed: u64,
+}
+
+impl Limiter {
+    pub(crate) fn table_stats(&self) -> Vec<KeyTableStats> {
+        self.current
+            .load()
+            .quotas
+            .iter()
+            .map(|q| {
+                let (keys, capacity, max_keys, overflowed) = q.table.stats();
+                KeyTableStats {
+                    quota: q.quota.name().to_owned(),
+                    keys,
+                    capacity,
+                    max_keys,
+                    overflowed,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    fn allowed(v: &Verdict) -> bool {
+        matches!(v, Verdict::Allowed(_))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_requests_are_refunded_by_the_other_quotas() {
+        let second = Quota::per_second(n(10)).named("second");
+        let lim = Limiter::new(vec![
+            second.clone(),
+            Quota::per_minute(n(3)).named("minute"),
+        ]);
+        let set = lim.current.load_full();
+        for _ in 0..3 {
+            assert!(allowed(&set.check(7, n(1), false)));
+        }
+        // The minute quota refuses these; the second quota must not be charged for them.
+        for _ in 0..20 {
+            assert!(!allowed(&set.check(7, n(1), false)));
+        }
+        // Keep only the second quota (same settings, so same state), at the same instant:
+        // 10 - 3 = 7 requests left there.
+        lim.set_quotas(vec![second]).unwrap();
+        let set = lim.current.load_full();
+        for i in 0..7 {
+            assert!(allowed(&set.check(7, n(1), false)), "request {i}");
+        }
+        assert!(!allowed(&set.check(7, n(1), false)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_is_capped_and_pruned() {
+        let lim = Limiter::new(vec![Quota::per_second(n(1))]);
+        lim.set_max_keys(100);
+        let set = lim.current.load();
+        for k in 2..1_002u64 {
+            let _ = set.check(k, n(1), false);
+        }
+        let stats = &lim.table_stats()[0];
+        assert!(stats.keys <= 101, "{stats:?}");
+        assert!(stats.overflowed >= 900, "{stats:?}");
+        // Idle for two emission intervals: everything can go.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        lim.prune();
+        assert_eq!(lim.table_stats()[0].keys, 0);
+        // And new keys get their own buckets again.
+        assert!(allowed(&set.check(5_000, n(1), false)));
+        assert!(!allowed(&set.check(5_000, n(1), false)));
+        assert!(allowed(&set.check(5_001, n(1), false)));
+    }
+
+    #[test]
+    fn hashed_keys_avoid_the_reserved_buckets() {
+        let lim = Limiter::new(vec![Quota::per_second(n(1))]);
+        for k in 0..10_000u32 {
+            assert!(lim.hash_key(&k) > UNKEYED);
+        }
+    }
+}

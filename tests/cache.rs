@@ -1,0 +1,1268 @@
+//! The cache layer through `oneshot`, in virtual time: both modes, each directive, `Vary`,
+//! revalidation, every never-store rule, coalescing, stale serving, the byte bound, purge and
+//! invalidation.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bulwark::{
+    Rejection,
+    cache::{CacheLayer, CacheOutcome, CacheStatus, CacheStore, MemoryStore},
+    fallback::FallbackReason,
+};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+type Res = Response<Full<Bytes>>;
+
+/// What the origin saw: how many calls, and the headers of the last request.
+#[derive(Clone, Default)]
+struct Seen {
+    calls: Arc<AtomicUsize>,
+    last: Arc<Mutex<HeaderMap>>,
+}
+
+impl Seen {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn last(&self, name: &str) -> Option<String> {
+        self.last
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// An origin answering with `f(request, call number)` after `delay`.
+fn origin<F>(
+    seen: &Seen,
+    delay: Duration,
+    f: F,
+) -> impl Service<Request<()>, Response = Res, Error = Infallible, Future: Send> + Clone + Send + 'static
+where
+    F: Fn(&Request<()>, usize) -> Res + Send + Sync + 'static,
+{
+    let seen = seen.clone();
+    let f = Arc::new(f);
+    service_fn(move |req: Request<()>| {
+        let n = seen.calls.fetch_add(1, Ordering::SeqCst);
+        *seen.last.lock().unwrap() = req.headers().clone();
+        let res = f(&req, n);
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, Infallible>(res)
+        }
+    })
+}
+
+fn res(status: u16, headers: &[(&str, &str)], body: String) -> Res {
+    let mut b = Response::builder().status(status);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::get(path)
+        .header("host", "shop.test")
+        .body(())
+        .unwrap()
+}
+
+fn get_with(path: &str, headers: &[(&str, &str)]) -> Request<()> {
+    let mut b = Request::get(path).header("host", "shop.test");
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(()).unwrap()
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    cache: CacheStatus,
+}
+
+impl Answer {
+    fn cs(&self) -> &str {
+        self.headers["cache-status"].to_str().unwrap()
+    }
+    fn age(&self) -> Option<u64> {
+        self.headers
+            .get("age")
+            .map(|v| v.to_str().unwrap().parse().unwrap())
+    }
+}
+
+async fn send<S>(svc: &S, req: Request<()>) -> Answer
+where
+    S: Service<
+            Request<()>,
+            Response = Response<bulwark::cache::CacheBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone,
+{
+    let res = svc.clone().oneshot(req).await.unwrap();
+    let cache = *res
+        .extensions()
+        .get::<CacheStatus>()
+        .expect("every answer carries a CacheStatus");
+    let (parts, body) = res.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+        cache,
+    }
+}
+
+fn memory() -> CacheStore {
+    CacheStore::memory(16 * 1024 * 1024)
+}
+
+fn numbered(
+    headers: &'static [(&'static str, &'static str)],
+) -> impl Fn(&Request<()>, usize) -> Res + Send + Sync + 'static {
+    move |_, n| res(200, headers, format!("v{n}"))
+}
+
+// --- forced TTL -------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn forced_ttl_miss_hit_expiry() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    let a = send(&svc, get("/products")).await;
+    assert_eq!(a.cs(), "bulwark; fwd=miss; fwd-status=200; stored");
+    assert_eq!(a.body, "v0");
+    assert!(a.age().is_none());
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let b = send(&svc, get("/products")).await;
+    assert_eq!(b.cs(), "bulwark; hit; ttl=6");
+    assert_eq!(b.age(), Some(4));
+    assert_eq!(b.body, "v0");
+    assert_eq!(seen.calls(), 1);
+    tokio::time::advance(Duration::from_secs(7)).await;
+    let c = send(&svc, get("/products")).await;
+    assert_eq!(c.body, "v1");
+    assert_eq!(seen.calls(), 2);
+    // The query is part of the key.
+    let d = send(&svc, get("/products?page=2")).await;
+    assert_eq!(d.cache.outcome, CacheOutcome::Miss);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_ttl_stores_only_2xx_and_ignores_client_no_cache() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::ZERO, |req, n| {
+            let status = if req.uri().path() == "/missing" {
+                404
+            } else {
+                200
+            };
+            res(status, &[], format!("v{n}"))
+        }));
+    send(&svc, get("/missing")).await;
+    send(&svc, get("/missing")).await;
+    assert_eq!(seen.calls(), 2);
+    send(&svc, get("/p")).await;
+    let hit = send(&svc, get_with("/p", &[("cache-control", "no-cache")])).await;
+    assert_eq!(hit.cache.outcome, CacheOutcome::Hit);
+}
+
+// --- policy mode: directives -----------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn max_age_and_s_maxage() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, n| {
+        match req.uri().path() {
+            "/max" => res(200, &[("cache-control", "max-age=5")], format!("v{n}")),
+            _ => res(
+                200,
+                &[("cache-control", "max-age=1, s-maxage=20")],
+                format!("v{n}"),
+            ),
+        }
+    }));
+    send(&svc, get("/max")).await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(send(&svc, get("/max")).await.cs(), "bulwark; hit; ttl=2");
+    tokio::time::advance(Duration::from_secs(3)).await;
+    // Stale with no validator and no stale window: nothing left to reuse.
+    assert_eq!(
+        send(&svc, get("/max")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+    assert_eq!(seen.calls(), 2);
+
+    send(&svc, get("/shared")).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let b = send(&svc, get("/shared")).await;
+    assert_eq!(
+        b.cache.outcome,
+        CacheOutcome::Hit,
+        "s-maxage wins for a shared cache"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn age_from_upstream_counts() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |_, n| {
+        res(
+            200,
+            &[("cache-control", "max-age=10"), ("age", "8")],
+            format!("v{n}"),
+        )
+    }));
+    send(&svc, get("/a")).await;
+    let hit = send(&svc, get("/a")).await;
+    assert_eq!(hit.age(), Some(8));
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(
+        send(&svc, get("/a")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expires_header() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |_, n| {
+        let now = std::time::SystemTime::now();
+        let date = httpdate::fmt_http_date(now);
+        let expires = httpdate::fmt_http_date(now + Duration::from_secs(60));
+        res(
+            200,
+            &[("date", &date), ("expires", &expires)],
+            format!("v{n}"),
+        )
+    }));
+    send(&svc, get("/e")).await;
+    assert_eq!(send(&svc, get("/e")).await.cache.outcome, CacheOutcome::Hit);
+    // An invalid Expires means already expired.
+    let seen2 = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen2, Duration::ZERO, |_, n| {
+        res(200, &[("expires", "0"), ("etag", "\"x\"")], format!("v{n}"))
+    }));
+    send(&svc, get("/e")).await;
+    assert_ne!(send(&svc, get("/e")).await.cache.outcome, CacheOutcome::Hit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_heuristic_freshness_by_default() {
+    let seen = Seen::default();
+    let lm = &[("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT")];
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, numbered(lm)));
+    send(&svc, get("/h")).await;
+    let b = send(&svc, get("/h")).await;
+    assert_ne!(b.cache.outcome, CacheOutcome::Hit);
+    // Turned on, Last-Modified gives a lifetime.
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .heuristic_freshness(0.1)
+        .unwrap()
+        .layer(origin(&seen, Duration::ZERO, numbered(lm)));
+    send(&svc, get("/h")).await;
+    assert_eq!(send(&svc, get("/h")).await.cache.outcome, CacheOutcome::Hit);
+    assert!(CacheLayer::new(memory()).heuristic_freshness(2.0).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_cache_and_must_revalidate_always_revalidate() {
+    for cc in ["no-cache", "max-age=0, must-revalidate"] {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |req, _| {
+            if req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"e1\"")
+            {
+                res(
+                    304,
+                    &[("etag", "\"e1\""), ("cache-control", cc)],
+                    String::new(),
+                )
+            } else {
+                res(
+                    200,
+                    &[("etag", "\"e1\""), ("cache-control", cc)],
+                    "body".into(),
+                )
+            }
+        }));
+        let a = send(&svc, get("/r")).await;
+        assert!(a.cache.stored, "{cc}: stored for revalidation");
+        let b = send(&svc, get("/r")).await;
+        assert_eq!(seen.calls(), 2, "{cc}");
+        assert_eq!(seen.last("if-none-match").as_deref(), Some("\"e1\""));
+        assert_eq!(b.status, 200);
+        assert_eq!(b.body, "body");
+        assert_eq!(b.cs(), "bulwark; fwd=stale; fwd-status=304; stored");
+    }
+}
+
+// --- revalidation and conditional requests ---------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn stale_entry_revalidates_with_304() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, _| {
+        if req.headers().get("if-modified-since").is_some() {
+            res(
+                304,
+                &[("cache-control", "max-age=10"), ("x-new", "1")],
+                String::new(),
+            )
+        } else {
+            res(
+                200,
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+                    ("content-type", "text/plain"),
+                ],
+                "original".into(),
+            )
+        }
+    }));
+    send(&svc, get("/v")).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let b = send(&svc, get("/v")).await;
+    assert_eq!(
+        seen.last("if-modified-since").as_deref(),
+        Some("Mon, 01 Jan 2024 00:00:00 GMT")
+    );
+    assert_eq!((b.status, &b.body[..]), (StatusCode::OK, &b"original"[..]));
+    assert_eq!(
+        b.headers["x-new"], "1",
+        "304 headers update the stored ones"
+    );
+    assert_eq!(b.headers["content-type"], "text/plain");
+    // Fresh again for another 10 s.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let c = send(&svc, get("/v")).await;
+    assert_eq!(c.cache.outcome, CacheOutcome::Hit);
+    assert_eq!(seen.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_entry_replaced_by_200() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |_, n| {
+        res(
+            200,
+            &[("cache-control", "max-age=1"), ("etag", "\"a\"")],
+            format!("v{n}"),
+        )
+    }));
+    send(&svc, get("/x")).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let b = send(&svc, get("/x")).await;
+    assert_eq!(b.body, "v1");
+    assert_eq!(b.cs(), "bulwark; fwd=stale; fwd-status=200; stored");
+    assert_eq!(send(&svc, get("/x")).await.body, "v1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_conditionals_on_hits() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |_, _| {
+        res(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "W/\"t1\""),
+                ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+            ],
+            "payload".into(),
+        )
+    }));
+    send(&svc, get("/c")).await;
+    let inm = send(&svc, get_with("/c", &[("if-none-match", "\"t1\"")])).await;
+    assert_eq!(inm.status, StatusCode::NOT_MODIFIED);
+    assert!(inm.body.is_empty());
+    assert_eq!(inm.headers["etag"], "W/\"t1\"");
+    let other = send(&svc, get_with("/c", &[("if-none-match", "\"t2\"")])).await;
+    assert_eq!(other.status, StatusCode::OK);
+    let ims = send(
+        &svc,
+        get_with(
+            "/c",
+            &[("if-modified-since", "Tue, 02 Jan 2024 00:00:00 GMT")],
+        ),
+    )
+    .await;
+    assert_eq!(ims.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(seen.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_directives() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60")]),
+    ));
+    send(&svc, get("/q")).await;
+    let nc = send(&svc, get_with("/q", &[("cache-control", "no-cache")])).await;
+    assert_eq!(nc.cache.outcome, CacheOutcome::Request);
+    assert_eq!(nc.body, "v1");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let ma = send(&svc, get_with("/q", &[("cache-control", "max-age=5")])).await;
+    assert_eq!(ma.cache.outcome, CacheOutcome::Request);
+    let oic = send(
+        &svc,
+        get_with("/never", &[("cache-control", "only-if-cached")]),
+    )
+    .await;
+    assert_eq!(oic.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(oic.cs(), "bulwark; detail=only-if-cached");
+    assert_eq!(seen.calls(), 3);
+}
+
+// --- Vary -----------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn vary_keeps_one_entry_per_variant() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, _| {
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map_or("none".to_owned(), |v| v.to_str().unwrap().to_owned());
+        res(
+            200,
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+            lang,
+        )
+    }));
+    let en = || get_with("/v", &[("accept-language", "en")]);
+    let de = || get_with("/v", &[("accept-language", "de")]);
+    assert_eq!(send(&svc, en()).await.cache.outcome, CacheOutcome::Miss);
+    let d = send(&svc, de()).await;
+    assert_eq!(
+        (d.cache.outcome, &d.body[..]),
+        (CacheOutcome::VaryMiss, &b"de"[..])
+    );
+    assert_eq!(send(&svc, en()).await.body, "en");
+    assert_eq!(send(&svc, de()).await.body, "de");
+    assert_eq!(send(&svc, get("/v")).await.body, "none");
+    assert_eq!(send(&svc, get("/v")).await.cache.outcome, CacheOutcome::Hit);
+    assert_eq!(seen.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_vary_headers_do_not_matter() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60")]),
+    ));
+    send(&svc, get_with("/n", &[("accept-language", "en")])).await;
+    let b = send(&svc, get_with("/n", &[("accept-language", "de")])).await;
+    assert_eq!(b.cache.outcome, CacheOutcome::Hit);
+}
+
+// --- never-store rules ----------------------------------------------------------------------
+
+async fn assert_not_stored<F>(name: &str, layer: CacheLayer, req: fn() -> Request<()>, f: F)
+where
+    F: Fn(&Request<()>, usize) -> Res + Send + Sync + 'static,
+{
+    let seen = Seen::default();
+    let svc = layer.layer(origin(&seen, Duration::ZERO, f));
+    let a = send(&svc, req()).await;
+    assert!(!a.cache.stored, "{name}: {}", a.cs());
+    let b = send(&svc, req()).await;
+    assert!(!b.cache.outcome.is_hit(), "{name}");
+    assert_eq!(seen.calls(), 2, "{name}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_stores() {
+    let policy = || CacheLayer::new(memory());
+    let forced = || CacheLayer::new(memory()).ttl(Duration::from_secs(60));
+    let plain = || get("/n");
+    for (name, layer) in [("policy", policy()), ("forced", forced())] {
+        assert_not_stored(
+            &format!("{name} set-cookie"),
+            layer.clone(),
+            plain,
+            |_, _| {
+                res(
+                    200,
+                    &[("cache-control", "max-age=60"), ("set-cookie", "a=1")],
+                    "x".into(),
+                )
+            },
+        )
+        .await;
+        assert_not_stored(&format!("{name} private"), layer.clone(), plain, |_, _| {
+            res(200, &[("cache-control", "private, max-age=60")], "x".into())
+        })
+        .await;
+        assert_not_stored(&format!("{name} no-store"), layer.clone(), plain, |_, _| {
+            res(200, &[("cache-control", "no-store")], "x".into())
+        })
+        .await;
+        assert_not_stored(&format!("{name} vary *"), layer.clone(), plain, |_, _| {
+            res(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "*")],
+                "x".into(),
+            )
+        })
+        .await;
+        assert_not_stored(
+            &format!("{name} authorization"),
+            layer.clone(),
+            || get_with("/n", &[("authorization", "Bearer t")]),
+            |_, _| res(200, &[("cache-control", "max-age=60")], "x".into()),
+        )
+        .await;
+        assert_not_stored(
+            &format!("{name} cookie"),
+            layer.clone(),
+            || get_with("/n", &[("cookie", "s=1")]),
+            |_, _| res(200, &[("cache-control", "max-age=60")], "x".into()),
+        )
+        .await;
+        assert_not_stored(
+            &format!("{name} rejection"),
+            layer.clone(),
+            plain,
+            |_, _| {
+                let mut r = res(200, &[("cache-control", "max-age=60")], "x".into());
+                r.extensions_mut().insert(Rejection::IdempotencyKeyMissing);
+                r
+            },
+        )
+        .await;
+        assert_not_stored(&format!("{name} fallback"), layer.clone(), plain, |_, _| {
+            let mut r = res(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("bulwark-fallback", "error"),
+                ],
+                "x".into(),
+            );
+            r.extensions_mut().insert(FallbackReason::Error);
+            r
+        })
+        .await;
+        assert_not_stored(&format!("{name} replay"), layer.clone(), plain, |_, _| {
+            res(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("idempotent-replayed", "true"),
+                ],
+                "x".into(),
+            )
+        })
+        .await;
+        assert_not_stored(
+            &format!("{name} too large"),
+            layer.clone().max_body_bytes(4),
+            plain,
+            |_, _| res(200, &[("cache-control", "max-age=60")], "0123456789".into()),
+        )
+        .await;
+    }
+    assert_not_stored("policy no freshness", policy(), plain, |_, _| {
+        res(200, &[], "x".into())
+    })
+    .await;
+    assert_not_stored(
+        "policy request no-store",
+        policy(),
+        || get_with("/n", &[("cache-control", "no-store")]),
+        |_, _| res(200, &[("cache-control", "max-age=60")], "x".into()),
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn credentials_allowed_by_response_or_config() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "public, max-age=60")]),
+    ));
+    let auth = || get_with("/a", &[("authorization", "Bearer t")]);
+    send(&svc, auth()).await;
+    assert_eq!(send(&svc, auth()).await.cache.outcome, CacheOutcome::Hit);
+
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(60))
+        .allow_authorized(true)
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    send(&svc, auth()).await;
+    assert_eq!(send(&svc, auth()).await.cache.outcome, CacheOutcome::Hit);
+
+    // Stored from an anonymous request, not served to a request with credentials.
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60")]),
+    ));
+    send(&svc, get("/a")).await;
+    assert!(!send(&svc, auth()).await.cache.outcome.is_hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn large_bodies_stream_through_untouched() {
+    let seen = Seen::default();
+    let big: String = "x".repeat(10_000);
+    let expected = big.clone();
+    // A body without a size hint, in chunks, so the limit is found while reading.
+    let svc = CacheLayer::new(memory())
+        .max_body_bytes(4096)
+        .layer(service_fn(move |_req: Request<()>| {
+            seen.calls.fetch_add(1, Ordering::SeqCst);
+            let body = Chunks(
+                big.as_bytes()
+                    .chunks(1000)
+                    .map(Bytes::copy_from_slice)
+                    .collect(),
+            );
+            async move {
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("cache-control", "max-age=60")
+                        .body(body)
+                        .unwrap(),
+                )
+            }
+        }));
+    let res = svc.clone().oneshot(get("/big")).await.unwrap();
+    assert!(
+        res.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("detail=too-large")
+    );
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, expected.as_bytes());
+}
+
+/// A body in chunks, with no size hint.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+// --- coalescing -----------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn fifty_concurrent_misses_make_one_call() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::from_millis(100), numbered(&[])));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move { send(&svc, get("/slow")).await }));
+    }
+    let mut collapsed = 0;
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(a.body, "v0");
+        if a.cache.outcome == CacheOutcome::Collapsed {
+            assert_eq!(a.cs(), "bulwark; fwd=miss; ttl=10; collapsed");
+            collapsed += 1;
+        }
+    }
+    assert_eq!(seen.calls(), 1);
+    assert_eq!(collapsed, 49);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_storable_leader_answer_sends_waiters_to_the_origin() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::from_millis(100), |_, n| {
+            res(
+                200,
+                &[("set-cookie", &format!("user={n}"))],
+                format!("for-{n}"),
+            )
+        }));
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move { send(&svc, get("/me")).await }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let a = t.await.unwrap();
+        // Every answer is the one made for its own call.
+        let n = a.body.strip_prefix(b"for-").unwrap().to_vec();
+        assert_eq!(
+            a.headers["set-cookie"].as_bytes(),
+            [b"user=".as_slice(), &n].concat()
+        );
+        bodies.push(a.body);
+    }
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 10);
+    assert_eq!(seen.calls(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_wait_is_bounded() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .coalesce_wait(Duration::from_millis(50))
+        .layer(origin(&seen, Duration::from_secs(1), numbered(&[])));
+    let a = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, get("/s")).await }
+    });
+    tokio::task::yield_now().await;
+    let b = send(&svc, get("/s")).await;
+    assert_eq!(b.cache.outcome, CacheOutcome::Miss);
+    a.await.unwrap();
+    assert_eq!(seen.calls(), 2);
+}
+
+// --- stale serving --------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_refreshes_once_in_background() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::from_millis(100),
+        numbered(&[("cache-control", "max-age=1, stale-while-revalidate=30")]),
+    ));
+    send(&svc, get("/w")).await;
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let a = send(&svc, get("/w")).await;
+    let b = send(&svc, get("/w")).await;
+    for s in [&a, &b] {
+        assert_eq!(s.body, "v0");
+        assert_eq!(
+            s.cs(),
+            "bulwark; hit; ttl=-2; detail=stale-while-revalidate"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.calls(), 2, "one background refresh");
+    let c = send(&svc, get("/w")).await;
+    assert_eq!(
+        (c.cache.outcome, &c.body[..]),
+        (CacheOutcome::Hit, &b"v1"[..])
+    );
+    // Beyond the window (and without a validator) the entry is gone.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        send(&svc, get("/w")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_on_5xx_and_err() {
+    let seen = Seen::default();
+    let fail = Arc::new(AtomicUsize::new(0));
+    let f2 = fail.clone();
+    let svc = CacheLayer::new(memory()).layer(service_fn(move |_req: Request<()>| {
+        let n = seen.calls.fetch_add(1, Ordering::SeqCst);
+        let mode = f2.load(Ordering::SeqCst);
+        async move {
+            match mode {
+                0 => Ok(res(
+                    200,
+                    &[("cache-control", "max-age=1, stale-if-error=60")],
+                    format!("v{n}"),
+                )),
+                1 => Ok(res(503, &[], "down".into())),
+                _ => Err("connection refused"),
+            }
+        }
+    }));
+    svc.clone().oneshot(get("/e")).await.unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    fail.store(1, Ordering::SeqCst);
+    let r = svc.clone().oneshot(get("/e")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-status"],
+        "bulwark; fwd=stale; fwd-status=503; ttl=-4; detail=stale-if-error"
+    );
+    fail.store(2, Ordering::SeqCst);
+    let r = svc.clone().oneshot(get("/e")).await.unwrap();
+    assert_eq!(
+        r.extensions().get::<CacheStatus>().unwrap().outcome,
+        CacheOutcome::StaleIfError
+    );
+    assert_eq!(r.into_body().collect().await.unwrap().to_bytes(), "v0");
+    // Past the window the failure goes through.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert!(svc.clone().oneshot(get("/e")).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_options_as_layer_defaults_and_must_revalidate_forbids() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(1))
+        .stale_if_error(Duration::from_secs(60))
+        .layer(origin(&seen, Duration::ZERO, |_, n| {
+            if n == 0 {
+                res(200, &[], "good".into())
+            } else {
+                res(500, &[], "bad".into())
+            }
+        }));
+    send(&svc, get("/d")).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let a = send(&svc, get("/d")).await;
+    assert_eq!(
+        (a.cache.outcome, &a.body[..]),
+        (CacheOutcome::StaleIfError, &b"good"[..])
+    );
+
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .stale_if_error(Duration::from_secs(60))
+        .layer(origin(&seen, Duration::ZERO, |_, n| {
+            if n == 0 {
+                res(
+                    200,
+                    &[("cache-control", "max-age=1, must-revalidate")],
+                    "good".into(),
+                )
+            } else {
+                res(500, &[], "bad".into())
+            }
+        }));
+    send(&svc, get("/d")).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(send(&svc, get("/d")).await.status, 500);
+}
+
+// --- memory bound, purge, invalidation, HEAD ------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn byte_bound_holds_at_twice_capacity() {
+    let store = MemoryStore::new(64 * 1024);
+    let seen = Seen::default();
+    let svc = CacheLayer::new(CacheStore::custom(store.clone()))
+        .ttl(Duration::from_secs(60))
+        .layer(origin(&seen, Duration::ZERO, |_, _| {
+            res(200, &[], "y".repeat(1024))
+        }));
+    for i in 0..128 {
+        send(&svc, get(&format!("/item/{i}"))).await;
+    }
+    assert!(
+        store.weighted_size() <= 64 * 1024,
+        "{}",
+        store.weighted_size()
+    );
+    assert!(store.entry_count() > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn purge_by_key_and_prefix() {
+    let seen = Seen::default();
+    let layer = CacheLayer::new(memory()).ttl(Duration::from_secs(60));
+    let handle = layer.handle();
+    let svc = layer.layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    send(&svc, get("/p/1")).await;
+    send(&svc, get("/p/2")).await;
+    send(&svc, get("/q")).await;
+    let key = handle.key_for(&get("/p/1").into_parts().0).unwrap();
+    assert_eq!(key, "GET shop.test/p/1");
+    handle.purge(&key).await.unwrap();
+    assert_eq!(
+        send(&svc, get("/p/1")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+    assert_eq!(handle.purge_prefix("GET shop.test/p/").await.unwrap(), 2);
+    assert_eq!(
+        send(&svc, get("/p/2")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+    assert_eq!(send(&svc, get("/q")).await.cache.outcome, CacheOutcome::Hit);
+}
+
+#[tokio::test(start_paused = true)]
+async fn successful_unsafe_requests_invalidate() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, n| {
+        match *req.method() {
+            Method::GET => res(
+                200,
+                &[("cache-control", "max-age=60"), ("vary", "accept")],
+                format!("v{n}"),
+            ),
+            _ if req.uri().path() == "/fail" => res(500, &[], String::new()),
+            _ => res(201, &[("location", "/other")], String::new()),
+        }
+    }));
+    send(&svc, get("/list")).await;
+    send(&svc, get("/other")).await;
+    let post = send(
+        &svc,
+        Request::post("/list")
+            .header("host", "shop.test")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(post.cs(), "bulwark; fwd=method; fwd-status=201");
+    assert_eq!(
+        send(&svc, get("/list")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+    assert_eq!(
+        send(&svc, get("/other")).await.cache.outcome,
+        CacheOutcome::Miss
+    );
+    // A failed one does not.
+    send(&svc, get("/fail")).await;
+    send(
+        &svc,
+        Request::delete("/fail")
+            .header("host", "shop.test")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        send(&svc, get("/fail")).await.cache.outcome,
+        CacheOutcome::Hit
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn head_is_answered_from_get() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60")]),
+    ));
+    let head = || {
+        Request::head("/h")
+            .header("host", "shop.test")
+            .body(())
+            .unwrap()
+    };
+    let miss = send(&svc, head()).await;
+    assert!(!miss.cache.stored);
+    send(&svc, get("/h")).await;
+    let hit = send(&svc, head()).await;
+    assert_eq!(hit.cache.outcome, CacheOutcome::Hit);
+    assert!(hit.body.is_empty());
+    assert_eq!(seen.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn targeted_cache_control() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).cdn_cache_control().layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=30"),
+        ]),
+    ));
+    send(&svc, get("/t")).await;
+    let hit = send(&svc, get("/t")).await;
+    assert_eq!(hit.cache.outcome, CacheOutcome::Hit);
+    assert_eq!(
+        hit.headers["cache-control"], "no-store",
+        "passed on for caches downstream"
+    );
+    // Without the option the field means nothing to this cache.
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=30"),
+        ]),
+    ));
+    send(&svc, get("/t")).await;
+    assert!(!send(&svc, get("/t")).await.cache.outcome.is_hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_hook_and_cache_name() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(60))
+        .key(|p| (p.uri.path() != "/private").then(|| format!("GET {}", p.uri.path())))
+        .name("edge")
+        .unwrap()
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    send(&svc, get("/a?x=1")).await;
+    let b = send(&svc, get("/a?x=2")).await;
+    assert!(b.cs().starts_with("edge; hit"));
+    let p = send(&svc, get("/private")).await;
+    assert_eq!(p.cs(), "edge; fwd=bypass; fwd-status=200; detail=key");
+    assert!(CacheLayer::new(memory()).name("bad name").is_err());
+    // Range requests bypass.
+    let r = send(&svc, get_with("/a", &[("range", "bytes=0-1")])).await;
+    assert_eq!(r.cache.outcome, CacheOutcome::Bypass);
+}
+
+#[tokio::test(start_paused = true)]
+async fn existing_cache_status_is_appended_to() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[
+            ("cache-control", "max-age=60"),
+            ("cache-status", "origin-cache; hit"),
+        ]),
+    ));
+    let a = send(&svc, get("/s")).await;
+    assert_eq!(
+        a.cs(),
+        "origin-cache; hit, bulwark; fwd=miss; fwd-status=200; stored"
+    );
+    let b = send(&svc, get("/s")).await;
+    assert_eq!(b.cs(), "origin-cache; hit, bulwark; hit; ttl=60");
+}
+
+// --- metrics --------------------------------------------------------------------------------
+
+#[test]
+fn decisions_are_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let seen = Seen::default();
+            let svc = CacheLayer::new(memory())
+                .ttl(Duration::from_secs(60))
+                .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+            send(&svc, get("/m")).await;
+            send(&svc, get("/m")).await;
+            send(&svc, get("/m")).await;
+            send(&svc, get_with("/m", &[("range", "bytes=0-1")])).await;
+        });
+    });
+    let mut counts = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let DebugValue::Counter(n) = value else {
+            continue;
+        };
+        let outcome = key
+            .key()
+            .labels()
+            .find(|l| l.key() == "outcome")
+            .map(|l| l.value().to_owned())
+            .unwrap_or_default();
+        counts.insert(format!("{}:{outcome}", key.key().name()), n);
+    }
+    assert_eq!(
+        counts.get("bulwark_cache_requests_total:miss"),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(counts.get("bulwark_cache_requests_total:hit"), Some(&2));
+    assert_eq!(counts.get("bulwark_cache_requests_total:bypass"), Some(&1));
+    assert_eq!(counts.get("bulwark_cache_stored_total:"), Some(&1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_statuses_with_explicit_freshness_are_stored() {
+    for status in [400u16, 500, 503, 599, 999] {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |_, n| {
+            res(status, &[("cache-control", "max-age=60")], format!("v{n}"))
+        }));
+        send(&svc, get("/s")).await;
+        let b = send(&svc, get("/s")).await;
+        assert_eq!(
+            (b.status.as_u16(), b.cache.outcome),
+            (status, CacheOutcome::Hit)
+        );
+        // Without explicit freshness they are not.
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |_, n| {
+            res(status, &[("etag", "\"e\"")], format!("v{n}"))
+        }));
+        assert!(!send(&svc, get("/s")).await.cache.stored, "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_header_values_do_not_panic() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, n| {
+        match req.uri().path() {
+            "/age" => res(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "18446744073709551615"),
+                ],
+                format!("v{n}"),
+            ),
+            "/age2" => res(
+                200,
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("age", "99999999999999999999999"),
+                ],
+                format!("v{n}"),
+            ),
+            "/max" => res(
+                200,
+                &[(
+                    "cache-control",
+                    "max-age=18446744073709551615, stale-while-revalidate=18446744073709551615",
+                )],
+                format!("v{n}"),
+            ),
+            _ => res(
+                200,
+                &[
+                    ("cache-control", "max-age=-1, s-maxage=x"),
+                    ("expires", "garbage"),
+                ],
+                format!("v{n}"),
+            ),
+        }
+    }));
+    for path in ["/age", "/age2", "/max", "/bad"] {
+        send(&svc, get(path)).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        send(
+            &svc,
+            get_with(
+                path,
+                &[(
+                    "cache-control",
+                    "max-stale=18446744073709551615, min-fresh=18446744073709551615",
+                )],
+            ),
+        )
+        .await;
+        send(&svc, get(path)).await;
+    }
+    // An Age beyond any max-age is stale at once.
+    assert!(!send(&svc, get("/age")).await.cache.outcome.is_hit());
+    assert_eq!(
+        send(&svc, get("/max")).await.cache.outcome,
+        CacheOutcome::Hit
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn qualified_no_cache_and_private_omit_the_listed_fields() {
+    for cc in [
+        "no-cache=\"a, b\", max-age=3600",
+        "private=\"a, b\", max-age=3600",
+    ] {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, move |_, n| {
+            res(
+                200,
+                &[("cache-control", cc), ("a", "1"), ("b", "2"), ("c", "3")],
+                format!("v{n}"),
+            )
+        }));
+        let first = send(&svc, get("/q")).await;
+        assert_eq!(first.headers["a"], "1", "the first answer is untouched");
+        let hit = send(&svc, get("/q")).await;
+        assert_eq!(hit.cache.outcome, CacheOutcome::Hit, "{cc}");
+        assert!(!hit.headers.contains_key("a") && !hit.headers.contains_key("b"));
+        assert_eq!(hit.headers["c"], "3");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalescing_on_the_multi_thread_runtime() {
+    let seen = Seen::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let calls = seen.calls.clone();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(600))
+        .layer(service_fn(move |_req: Request<()>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let g = g.clone();
+            async move {
+                // Held until the test opens the gate, so every request arrives meanwhile.
+                let _permit = g.acquire().await.unwrap();
+                Ok::<_, Infallible>(res(200, &[], "one".into()))
+            }
+        }));
+    let barrier = Arc::new(tokio::sync::Barrier::new(51));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (svc, barrier) = (svc.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            send(&svc, get("/mt")).await
+        }));
+    }
+    barrier.wait().await;
+    // Let the requests reach the cache, then release the one inner call.
+    while seen.calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().body, "one");
+    }
+    assert_eq!(seen.calls(), 1);
+}
