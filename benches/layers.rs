@@ -336,6 +336,8 @@ fn stack(c: &mut Criterion) {
     use bulwark::{
         cache::{CacheLayer, CacheStore},
         circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
+        flag::{FeatureFlagLayer, FlagDefinition, Flags},
+        idempotency::{IdempotencyLayer, IdempotencyStore},
         key::PeerIp,
         rate_limit::{Quota, RateLimitLayer},
     };
@@ -353,10 +355,15 @@ fn stack(c: &mut Criterion) {
                 RateLimitLayer::new(Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX))
                     .key(PeerIp::new()),
             )
+            .layer(FeatureFlagLayer::new(
+                Flags::new().with("catalog", FlagDefinition::on()),
+                "catalog",
+            ))
+            .layer(IdempotencyLayer::new(IdempotencyStore::memory()))
             .layer(cache)
             .layer(FallbackLayer::response(http::Response::new("fallback")))
             .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-            .service(support::bare())
+            .service(support::bare_for())
     };
     let mut pass = build(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None));
     group.bench_function("pass_through", |b| {
@@ -371,6 +378,59 @@ fn stack(c: &mut Criterion) {
     group.finish();
 }
 
+/// A request carrying the default flag context headers (`x-user-id`, `x-user-tier`).
+fn flag_request() -> http::Request<support::Body> {
+    use http::HeaderValue;
+    let mut req = support::request();
+    let headers = req.headers_mut();
+    headers.insert("x-user-id", HeaderValue::from_static("user-4242"));
+    headers.insert("x-user-tier", HeaderValue::from_static("basic"));
+    req
+}
+
+fn feature_flag(c: &mut Criterion) {
+    use bulwark::flag::{
+        EvaluationContext, FeatureFlagLayer, FlagDefinition, Flags, Rollout, Rule,
+    };
+    let mut group = c.benchmark_group("feature_flag");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, flag_request())));
+    });
+    // Rules that do not match this request, then a 100 % roll-out: the longest on path.
+    let rules = FlagDefinition::on()
+        .with_rule(Rule::equals("user_id", "blocked").serve(false))
+        .with_rule(Rule::in_list("tier", ["staff", "beta", "internal"]))
+        .with_rollout(Rollout::percentage(100).expect("valid"));
+    let flags = Flags::new()
+        .with("simple", FlagDefinition::on())
+        .with("off", FlagDefinition::off())
+        .with("rules", rules);
+    let mut on = FeatureFlagLayer::new(flags.clone(), "simple").layer(support::bare());
+    group.bench_function("on/simple", |b| {
+        b.iter(|| black_box(support::call(&mut on, flag_request())));
+    });
+    let mut rollout = FeatureFlagLayer::new(flags.clone(), "rules").layer(support::bare());
+    group.bench_function("on/rules_and_rollout", |b| {
+        b.iter(|| black_box(support::call(&mut rollout, flag_request())));
+    });
+    let mut off = FeatureFlagLayer::new(flags.clone(), "off").layer(support::bare());
+    group.bench_function("off/rejecting", |b| {
+        b.iter(|| black_box(support::call(&mut off, flag_request())));
+    });
+    // Evaluation alone, without the request around it.
+    let ctx = EvaluationContext::new()
+        .with("user_id", "user-4242")
+        .with("tier", "basic");
+    group.bench_function("evaluate/simple", |b| {
+        b.iter(|| black_box(flags.evaluate(black_box("simple"), &ctx)));
+    });
+    group.bench_function("evaluate/rules_and_rollout", |b| {
+        b.iter(|| black_box(flags.evaluate(black_box("rules"), &ctx)));
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     log,
@@ -380,6 +440,7 @@ criterion_group!(
     rate_limit,
     cache,
     idempotency,
+    feature_flag,
     stack
 );
 criterion_main!(benches);

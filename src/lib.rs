@@ -35,6 +35,7 @@
 //! | [`fallback`] | [`FallbackLayer`](fallback::FallbackLayer) | answers for a failing service: a closure, a service, a fixed or the last good response |
 //! | [`cache`] | [`CacheLayer`](cache::CacheLayer) | HTTP response cache: RFC 9111 or forced TTL, coalescing, `Cache-Status`, memory or Redis |
 //! | [`idempotency`] | [`IdempotencyLayer`](idempotency::IdempotencyLayer) | runs a keyed unsafe request once and replays its response to retries |
+//! | [`flag`] | [`FeatureFlagLayer`](flag::FeatureFlagLayer) | kill switches, targeting rules and roll-outs, changed at run time (code, file, environment, Redis) |
 //!
 //! # Feature flags
 //!
@@ -43,6 +44,8 @@
 //! | `metrics` | on | counters and histograms for every decision, through the `metrics` facade |
 //! | `redis` | off | [`redis`]: shared state across instances |
 //! | `axum` | off | [`key::PeerIp`] reads axum's `ConnectInfo`; the log layer reads `MatchedPath` |
+//! | `toml` | off | TOML flag files ([`flag::FileSource`]) besides JSON |
+//! | `file-events` | off | [`flag::FileSource`] reloads on the OS's file events as well as by polling |
 //! | `full` | off | all of the above |
 //!
 //! [Tower]: https://docs.rs/tower
@@ -59,6 +62,7 @@ pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod fallback;
+pub mod flag;
 pub mod idempotency;
 pub mod key;
 pub mod log;

@@ -21,6 +21,9 @@
 //! | `bulwark_cache_stored_total` | counter | `cache` |
 //! | `bulwark_cache_evictions_total` | counter | `store` (`memory`), `cause` (`size`, `expired`) |
 //! | `bulwark_idempotency_requests_total` | counter | `outcome` (`new`, `replayed`, `in_flight`, `mismatch`, `not_replayable`, `released`, `lease_lost`, `store_error`) |
+//! | `bulwark_flag_evaluations_total` | counter | `flag` (first 256 flag names, then `_other`; `_unknown` for undefined flags), `result` (`on`, `off`), `reason` ([`Reason::otel_value`](crate::flag::Reason::otel_value)) |
+//! | `bulwark_flag_reloads_total` | counter | `source` (`file`, `redis`) |
+//! | `bulwark_flag_reload_errors_total` | counter | `source` (`file`, `redis`); the last good flags were kept |
 //!
 //! For a Prometheus histogram (rather than a summary) of request durations, give the exporter
 //! the OpenTelemetry bucket boundaries: 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
@@ -248,4 +251,110 @@ pub(crate) fn idempotency(outcome: &'static str) {
     metrics::counter!("bulwark_idempotency_requests_total", "outcome" => outcome).increment(1);
     #[cfg(not(feature = "metrics"))]
     let _ = outcome;
+}
+
+/// The evaluation counters of one defined flag, keyed in advance (when the flags snapshot is
+/// built), so counting an evaluation allocates nothing. The recorder is looked up at each
+/// evaluation, so a recorder installed after the flags were defined still sees them.
+pub(crate) struct FlagCounters {
+    #[cfg(feature = "metrics")]
+    keys: Box<[metrics::Key]>,
+}
+
+#[cfg(feature = "metrics")]
+const FLAG_RESULTS: [(bool, crate::flag::Reason); 8] = {
+    use crate::flag::Reason;
+    [
+        (true, Reason::Static),
+        (false, Reason::Disabled),
+        (true, Reason::TargetingMatch),
+        (false, Reason::TargetingMatch),
+        (true, Reason::Split),
+        (false, Reason::Split),
+        (true, Reason::Default),
+        (false, Reason::Default),
+    ]
+};
+
+impl FlagCounters {
+    pub(crate) fn new(label: &std::sync::Arc<str>) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let keys = FLAG_RESULTS
+                .iter()
+                .map(|&(enabled, reason)| {
+                    metrics::Key::from_parts(
+                        "bulwark_flag_evaluations_total",
+                        vec![
+                            metrics::Label::new("flag", label.clone()),
+                            metrics::Label::new("result", if enabled { "on" } else { "off" }),
+                            metrics::Label::new("reason", reason.otel_value()),
+                        ],
+                    )
+                })
+                .collect();
+            Self { keys }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = label;
+            Self {}
+        }
+    }
+
+    /// One evaluation of this flag.
+    #[inline]
+    pub(crate) fn record(&self, enabled: bool, reason: crate::flag::Reason) {
+        #[cfg(feature = "metrics")]
+        {
+            static METADATA: metrics::Metadata<'static> =
+                metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+            match FLAG_RESULTS.iter().position(|&r| r == (enabled, reason)) {
+                Some(i) => metrics::with_recorder(|r| r.register_counter(&self.keys[i], &METADATA))
+                    .increment(1),
+                None => flag_evaluation(None, enabled, reason.otel_value()),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (enabled, reason);
+    }
+}
+
+/// One feature-flag evaluation. `label` is the flag's bounded label (`None` for a flag that
+/// is not defined, counted as `_unknown` so arbitrary names cannot grow the label set).
+#[inline]
+pub(crate) fn flag_evaluation(
+    label: Option<&std::sync::Arc<str>>,
+    enabled: bool,
+    reason: &'static str,
+) {
+    #[cfg(feature = "metrics")]
+    {
+        let flag: metrics::SharedString = match label {
+            Some(l) => l.clone().into(),
+            None => metrics::SharedString::const_str("_unknown"),
+        };
+        metrics::counter!(
+            "bulwark_flag_evaluations_total",
+            "flag" => flag,
+            "result" => if enabled { "on" } else { "off" },
+            "reason" => reason
+        )
+        .increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (label, enabled, reason);
+}
+
+/// One flag reload from `source` (`file`, `redis`): applied, or failed (last flags kept).
+#[inline]
+pub(crate) fn flag_reload(source: &'static str, ok: bool) {
+    #[cfg(feature = "metrics")]
+    if ok {
+        metrics::counter!("bulwark_flag_reloads_total", "source" => source).increment(1);
+    } else {
+        metrics::counter!("bulwark_flag_reload_errors_total", "source" => source).increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (source, ok);
 }

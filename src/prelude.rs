@@ -6,6 +6,7 @@ pub use crate::{
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
     classify::{Classify, Outcome, ServerErrorsAsFailures},
     fallback::FallbackLayer,
+    flag::{FeatureFlagLayer, FlagDefinition, Flags},
     idempotency::{IdempotencyLayer, IdempotencyStore},
     key::{GlobalKey, HeaderKey, KeyExtractor, PeerIp, TrustedProxyIp},
     log::RequestLogLayer,

@@ -170,6 +170,27 @@ layer_contract!(fallback, || {
     )
 });
 
+layer_contract!(feature_flag, || {
+    let flags = bulwark::flag::Flags::new().with("f", bulwark::flag::FlagDefinition::on());
+    bulwark::flag::FeatureFlagLayer::new(flags, "f")
+});
+
+#[tokio::test]
+async fn feature_flag_shares_its_flags() {
+    use bulwark::flag::{FeatureFlag, FeatureFlagLayer, FlagDefinition, Flags};
+    assert_shared_state(
+        || FeatureFlagLayer::new(Flags::new().with("f", FlagDefinition::on()), "f"),
+        |svc: FeatureFlag<FailOnDemand>| async move {
+            svc.flags().set("f", FlagDefinition::off());
+        },
+        async |svc: FeatureFlag<FailOnDemand>| {
+            let req = Request::get("/").body(Body::empty()).unwrap();
+            svc.oneshot(req).await.unwrap().status() == StatusCode::NOT_FOUND
+        },
+    )
+    .await;
+}
+
 /// Asserts that every way of getting a second service from `layer` shares the first one's
 /// state: `exhaust` drives a service until its state changes (e.g. a quota is spent), and
 /// `changed` tells whether another service sees that change.

@@ -29,6 +29,17 @@ pub fn bare() -> impl Service<
     })
 }
 
+/// [`bare`] for any request body type (layers that buffer bodies hand the inner service their
+/// own body type).
+pub fn bare_for<B>() -> impl Service<
+    Request<B>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(|_req: Request<B>| async { Ok(Response::new(Full::new(Bytes::from_static(b"ok")))) })
+}
+
 /// A GET with a peer address and a valid request id, as a server would hand it over.
 pub fn request() -> Request<Body> {
     let mut req = Request::get("http://example.test/products?page=2")

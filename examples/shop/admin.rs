@@ -19,7 +19,7 @@ use axum::{
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,8 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/stats", get(stats))
         .route("/chaos", post(chaos))
         .route("/breakers", get(breakers))
+        .route("/flags", get(crate::flags::list))
+        .route("/flags/{name}", put(crate::flags::put))
         .fallback(crate::routes::not_found)
         .layer(middleware::from_fn_with_state(state, require_admin_token))
 }

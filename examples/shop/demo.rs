@@ -213,6 +213,27 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         expected: "1 slow database query for all 20",
         run: |ctx| Box::pin(products_coalesced(ctx)),
     },
+    // Feature flags: /ai/summary behind `ai-summary`, and the kill switch.
+    Scenario {
+        name: "ai summary, premium",
+        expected: "200 (flag on for premium)",
+        run: |ctx| Box::pin(ai_summary(ctx, "premium", StatusCode::OK)),
+    },
+    Scenario {
+        name: "ai summary, basic",
+        expected: "404 problem+json (flag off)",
+        run: |ctx| Box::pin(ai_summary(ctx, "basic", StatusCode::NOT_FOUND)),
+    },
+    Scenario {
+        name: "flag kill switch",
+        expected: "PUT {enabled:false}; premium 404",
+        run: |ctx| Box::pin(flag_kill_switch(ctx)),
+    },
+    Scenario {
+        name: "flag on for everyone",
+        expected: "PUT {enabled:true}; basic 200",
+        run: |ctx| Box::pin(flag_on_for_everyone(ctx)),
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -783,6 +804,67 @@ async fn products_coalesced(ctx: &Ctx) -> Result<Verdict, String> {
 // ---------------------------------------------------------------------------------------------
 // Running
 // ---------------------------------------------------------------------------------------------
+
+/// `GET /ai/summary` as a customer of `tier`, expecting `expected`.
+async fn ai_summary(ctx: &Ctx, tier: &str, expected: StatusCode) -> Result<Verdict, String> {
+    let res = ctx.get("/ai/summary", &[("x-user-tier", tier)]).await?;
+    let passed = res.status == expected
+        && (expected == StatusCode::OK || res.header("content-type") == "application/problem+json");
+    Ok(Verdict::new(
+        passed,
+        format!("{} {}", res.status.as_u16(), res.header("content-type")),
+    ))
+}
+
+/// `PUT /admin/flags/ai-summary` with `definition`.
+async fn put_flag(ctx: &Ctx, definition: &str) -> Result<Reply, String> {
+    let req = ctx
+        .request(Method::PUT, "/admin/flags/ai-summary")
+        .header("authorization", ctx.bearer())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(definition.to_owned())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    ctx.send(req).await
+}
+
+async fn flag_kill_switch(ctx: &Ctx) -> Result<Verdict, String> {
+    let put = put_flag(ctx, r#"{"enabled": false}"#).await?;
+    let premium = ctx
+        .get("/ai/summary", &[("x-user-tier", "premium")])
+        .await?;
+    let passed = put.status == StatusCode::OK && premium.status == StatusCode::NOT_FOUND;
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "PUT {}; premium {}",
+            put.status.as_u16(),
+            premium.status.as_u16()
+        ),
+    ))
+}
+
+async fn flag_on_for_everyone(ctx: &Ctx) -> Result<Verdict, String> {
+    let put = put_flag(ctx, r#"{"enabled": true}"#).await?;
+    let basic = ctx.get("/ai/summary", &[("x-user-tier", "basic")]).await?;
+    let anonymous = ctx.get("/ai/summary", &[]).await?;
+    // Back to the shipped definition, so a demo run against a Redis that keeps its data starts
+    // from the default again next time.
+    let [(_, default)] = crate::flags::defaults();
+    let restored = put_flag(ctx, &default.to_json()).await?;
+    let passed = put.status == StatusCode::OK
+        && basic.status == StatusCode::OK
+        && anonymous.status == StatusCode::OK
+        && restored.status == StatusCode::OK;
+    Ok(Verdict::new(
+        passed,
+        format!(
+            "PUT {}; basic {}; no tier {}",
+            put.status.as_u16(),
+            basic.status.as_u16(),
+            anonymous.status.as_u16()
+        ),
+    ))
+}
 
 /// What a scenario saw, and whether that is what it expected.
 #[derive(Debug)]

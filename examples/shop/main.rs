@@ -17,6 +17,7 @@
 //! | `payments.rs` | `POST /payments` behind the idempotency layer, `GET /payments/{id}` |
 //! | `login.rs` | `POST /login` and the rate limiters (login, global per client IP) |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
+//! | `flags.rs` | feature flags: `/ai/summary` behind `ai-summary`, `GET`/`PUT /admin/flags`, Redis sync |
 //!
 //! Adding a route: write the handler in `routes.rs` (or `admin.rs` for an admin route, which is
 //! then behind the token check without further work), add one `.route(..)` line to that file's
@@ -28,6 +29,7 @@ mod admin;
 mod catalog;
 mod degrade;
 mod demo;
+mod flags;
 mod login;
 mod payments;
 mod routes;
@@ -80,6 +82,8 @@ Environment:
                      [default: none: the client IP is the connection's peer address]
   RUST_LOG           log filter, e.g. `info` or `bulwark=debug,info` [default: info;
                      with --demo logs go to stderr and default to off]
+  BULWARK_FLAG_<NAME>  force feature flag NAME on or off (on|off), e.g.
+                     BULWARK_FLAG_AI_SUMMARY=off; wins over definitions and /admin/flags
 
 Flags win over environment variables. Logs are JSON lines on stdout.";
 
@@ -142,13 +146,17 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().unwrap_or(config.addr);
     tracing::info!(%addr, store = store.kind(), "shop listening");
 
-    match serve(
-        listener,
-        AppState::with_trusted_proxies(store, admin_token, &config.trusted_proxies),
-        shutdown_signal(),
-    )
-    .await
-    {
+    let state = AppState::with_trusted_proxies(store, admin_token, &config.trusted_proxies);
+    // `BULWARK_FLAG_<NAME>=on|off` forces a flag, for emergencies.
+    match bulwark::flag::EnvOverrides::new().apply(&state.flags.flags) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(overrides = n, "feature flags forced by the environment"),
+        Err(e) => {
+            eprintln!("shop: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    match serve(listener, state, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("shop stopped");
             ExitCode::SUCCESS
@@ -352,6 +360,8 @@ pub(crate) struct Shared {
     pub(crate) last_good: LastGood,
     /// The dashboard's sections, each behind a timeout, a breaker and a fallback.
     pub(crate) sections: degrade::Sections,
+    /// Feature flags (`ai-summary`), shared through Redis with `--redis`.
+    pub(crate) flags: flags::ShopFlags,
     /// The `GET /products` cache (10 s, shared through Redis with `--redis`).
     pub(crate) products_cache: bulwark::cache::CacheLayer,
     /// `POST /payments`'s idempotency layer: one value, so one store however often applied.
@@ -430,6 +440,7 @@ impl AppState {
             idempotency: payments::idempotency(&store),
             payments: payments::Ledger::default(),
             limits,
+            flags: flags::ShopFlags::new(&store),
             store,
             stats: Stats::default(),
             admin_token,

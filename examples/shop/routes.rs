@@ -43,6 +43,10 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
             "/login",
             post(crate::login::login).layer(state.limits.login.clone()),
         )
+        .route(
+            "/ai/summary",
+            get(crate::flags::ai_summary).layer(state.flags.ai_summary_gate()),
+        )
 }
 
 #[derive(Serialize)]
