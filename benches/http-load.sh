@@ -4,21 +4,26 @@
 #
 #   bash benches/http-load.sh            # 10 s per route and variant, 32 connections
 #   DURATION=5s CONNECTIONS=16 bash benches/http-load.sh
+#   RUST_LOG=info bash benches/http-load.sh   # with one JSON log line per request
 #
 # The shop's global per-IP limit is raised for the run (`SHOP_GLOBAL_RPS`), so the limiter
-# still checks every request but the load generator's one address is not refused; the request
-# log writes its JSON lines to /dev/null. Prints one line per route and variant, then the
+# still checks every request but the load generator's one address is not refused. The log
+# filter is `warn` unless RUST_LOG says otherwise: the request log then takes its pass-through
+# path (request ids, metrics), and formatting a JSON line per request, which is the
+# subscriber's cost rather than the layers', is measured separately with RUST_LOG=info (the
+# lines go to /dev/null). Prints one line per route and variant, then the
 # ratio of requests/s with the stack to without it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"
+export RUST_LOG="${RUST_LOG:-warn}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WARM_UP="${WARM_UP:-1s}"
 PORT_STACK="${PORT_STACK:-3901}"
 PORT_BARE="${PORT_BARE:-3902}"
 
-cargo build --release --locked --example shop --example load >/dev/null
+cargo build --release --locked --example shop --example load >/dev/null 2>&1
 SHOP=target/release/examples/shop
 LOAD=target/release/examples/load
 
@@ -46,6 +51,7 @@ routes=(
   "/ai/summary|x-user-tier: premium"
 )
 
+echo "RUST_LOG=${RUST_LOG}, ${CONNECTIONS} connections, ${DURATION} per run"
 printf '%-18s %-6s %10s %8s %8s %8s %s\n' route stack "req/s" "p50 µs" "p99 µs" "errors" "status classes"
 for entry in "${routes[@]}"; do
   path="${entry%%|*}"

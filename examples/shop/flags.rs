@@ -94,6 +94,14 @@ pub(crate) async fn ai_summary(Extension(flags): Extension<EvaluatedFlags>) -> J
     })
 }
 
+/// `GET /ai/summary` without the flag gate (`--bare`, the load run's baseline): the same answer.
+pub(crate) async fn ai_summary_ungated() -> Json<Summary> {
+    Json(Summary {
+        summary: "Customers who bought this also liked our resilient umbrellas.",
+        reason: "ungated",
+    })
+}
+
 /// `GET /admin/flags`: every flag's definition, by name.
 pub(crate) async fn list(State(state): State<AppState>) -> Json<BTreeMap<String, FlagDefinition>> {
     Json(state.flags.flags.snapshot())

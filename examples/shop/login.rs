@@ -60,20 +60,27 @@ pub(crate) struct Limits {
 impl Limits {
     /// Both limiters, keyed by client IP through `trusted_proxies` (none: the peer address),
     /// counting where `store` keeps shared state.
-    pub(crate) fn new(store: &Store, trusted_proxies: &[IpNet]) -> Self {
+    /// `global_rps` replaces the global limit's 50 requests per second (bursts of at least
+    /// 200), for load runs.
+    pub(crate) fn new(
+        store: &Store,
+        trusted_proxies: &[IpNet],
+        global_rps: Option<NonZeroU32>,
+    ) -> Self {
         let n = |n| NonZeroU32::new(n).expect("the shop's quotas are non-zero constants");
+        let (per_second, burst) = match global_rps {
+            Some(rps) => (rps, rps.max(n(GLOBAL_BURST))),
+            None => (n(GLOBAL_PER_SECOND), n(GLOBAL_BURST)),
+        };
         let key = TrustedProxyIp::new(trusted_proxies.iter().copied());
         let login = RateLimitLayer::new(Quota::per_minute(n(LOGIN_PER_MINUTE)).named("login"))
             .name("login")
             .key(key.clone())
             .headers_on_allowed(true);
-        let global = RateLimitLayer::new(
-            Quota::per_second(n(GLOBAL_PER_SECOND))
-                .burst(n(GLOBAL_BURST))
-                .named("global"),
-        )
-        .name("global")
-        .key(key);
+        let global =
+            RateLimitLayer::new(Quota::per_second(per_second).burst(burst).named("global"))
+                .name("global")
+                .key(key);
         Self {
             login: with_store(login, store),
             global: with_store(global, store),

@@ -71,6 +71,9 @@ Options:
                  [env: REDIS_URL] [default: in memory]
   --demo         start the shop on a free loopback port, run every demo scenario against it,
                  print a table and exit 0 only if all passed (ignores --addr)
+  --bare         serve the GET routes (/healthz, /products, /recommendations, /ai/summary)
+                 with the same handlers and no bulwark layer: the baseline of the HTTP load
+                 run (benches/http-load.sh)
   -h, --help     print this help
 
 Environment:
@@ -82,6 +85,8 @@ Environment:
                      [default: none: the client IP is the connection's peer address]
   RUST_LOG           log filter, e.g. `info` or `bulwark=debug,info` [default: info;
                      with --demo logs go to stderr and default to off]
+  SHOP_GLOBAL_RPS    the global per-client-IP limit in requests per second (bursts of at
+                     least 200) [default: 50]; the HTTP load run raises it
   BULWARK_FLAG_<NAME>  force feature flag NAME on or off (on|off), e.g.
                      BULWARK_FLAG_AI_SUMMARY=off; wins over definitions and /admin/flags
 
@@ -146,7 +151,12 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().unwrap_or(config.addr);
     tracing::info!(%addr, store = store.kind(), "shop listening");
 
-    let state = AppState::with_trusted_proxies(store, admin_token, &config.trusted_proxies);
+    let state = AppState::with_settings(
+        store,
+        admin_token,
+        &config.trusted_proxies,
+        config.global_rps,
+    );
     // `BULWARK_FLAG_<NAME>=on|off` forces a flag, for emergencies.
     match bulwark::flag::EnvOverrides::new().apply(&state.flags.flags) {
         Ok(0) => {}
@@ -156,7 +166,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    match serve(listener, state, shutdown_signal()).await {
+    let served = if config.bare {
+        tracing::warn!("--bare: serving the GET routes without any bulwark layer");
+        serve_app(listener, app_bare(state), shutdown_signal()).await
+    } else {
+        serve(listener, state, shutdown_signal()).await
+    };
+    match served {
         Ok(()) => {
             tracing::info!("shop stopped");
             ExitCode::SUCCESS
@@ -188,7 +204,10 @@ struct Config {
     admin_token: Option<AdminToken>,
     /// Proxies whose `X-Forwarded-For` is believed (`SHOP_TRUSTED_PROXIES`); none by default.
     trusted_proxies: Vec<IpNet>,
+    /// The global per-client-IP limit (`SHOP_GLOBAL_RPS`), if not the default.
+    global_rps: Option<std::num::NonZeroU32>,
     demo: bool,
+    bare: bool,
 }
 
 /// Why the configuration was refused: a bad command line (answered with the usage text) or a
@@ -224,6 +243,7 @@ where
     let mut addr = None;
     let mut redis_url = None;
     let mut demo = false;
+    let mut bare = false;
 
     let args = args
         .into_iter()
@@ -249,6 +269,7 @@ where
         match flag {
             "-h" | "--help" => return Ok(Command::Help),
             "--demo" if inline.is_none() => demo = true,
+            "--bare" if inline.is_none() => bare = true,
             "--addr" => addr = Some(parse_addr(&value()?, "--addr").map_err(Invalid::Usage)?),
             "--redis" => redis_url = Some(value()?),
             _ => return Err(Invalid::Usage(format!("unexpected argument `{arg}`"))),
@@ -281,12 +302,24 @@ where
         })
         .transpose()?
         .unwrap_or_default();
+    let global_rps = env("SHOP_GLOBAL_RPS")
+        .map(|text| {
+            text.trim().parse::<std::num::NonZeroU32>().map_err(|_| {
+                Invalid::Config(format!(
+                    "invalid SHOP_GLOBAL_RPS `{text}`: expected a whole number from 1 to {}",
+                    u32::MAX
+                ))
+            })
+        })
+        .transpose()?;
     Ok(Command::Run(Config {
         addr,
         redis_url: redis_url.or_else(|| env("REDIS_URL")),
         admin_token,
         trusted_proxies,
+        global_rps,
         demo,
+        bare,
     }))
 }
 
@@ -430,11 +463,22 @@ impl AppState {
         admin_token: AdminToken,
         trusted_proxies: &[IpNet],
     ) -> Self {
+        Self::with_settings(store, admin_token, trusted_proxies, None)
+    }
+
+    /// The state, with the global per-client-IP limit at `global_rps` requests per second when
+    /// given (default 50).
+    pub(crate) fn with_settings(
+        store: Store,
+        admin_token: AdminToken,
+        trusted_proxies: &[IpNet],
+        global_rps: Option<std::num::NonZeroU32>,
+    ) -> Self {
         // Before any layer exists, so breakers' initial gauges are recorded too.
         telemetry::handle();
         let upstreams = Arc::new(sim::Upstreams::default());
         let breakers = Breakers::new();
-        let limits = login::Limits::new(&store, trusted_proxies);
+        let limits = login::Limits::new(&store, trusted_proxies, global_rps);
         Self(Arc::new(Shared {
             products_cache: catalog::products_cache(&store),
             idempotency: payments::idempotency(&store),
@@ -539,12 +583,30 @@ pub(crate) async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    serve_app(listener, app(state), shutdown).await
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, with peer addresses recorded.
+async fn serve_app<F>(listener: TcpListener, app: Router, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     axum::serve(
         listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// `--bare`: the GET routes the HTTP load run measures, with the same handlers and no bulwark
+/// layer (no request log, no limiter, no cache, no breaker, no fallback, no flag gate), so the
+/// run can show what the stack costs per request.
+pub(crate) fn app_bare(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::bare_router())
+        .fallback(routes::not_found)
+        .with_state(state)
 }
 
 /// Completes on Ctrl-C or (on Unix) SIGTERM. If a signal cannot be listened for, that signal is
@@ -644,7 +706,57 @@ mod tests {
         assert_eq!(c.redis_url, None);
         assert_eq!(c.admin_token, None);
         assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.global_rps, None);
         assert!(!c.demo);
+        assert!(!c.bare);
+    }
+
+    #[test]
+    fn bare_and_global_rps() {
+        let c = config(&["--bare"], &[("SHOP_GLOBAL_RPS", "1000000")]);
+        assert!(c.bare);
+        assert_eq!(c.global_rps.map(std::num::NonZeroU32::get), Some(1_000_000));
+        for bad in ["0", "-1", "many", "4294967296"] {
+            match parse(&[], &[("SHOP_GLOBAL_RPS", bad)]) {
+                Err(Invalid::Config(message)) => assert!(message.contains("SHOP_GLOBAL_RPS")),
+                other => panic!("SHOP_GLOBAL_RPS={bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse(&["--bare=yes"], &[]),
+            Err(Invalid::Usage(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_bare_app_has_no_bulwark_layer() {
+        use tower::ServiceExt as _;
+        let app = app_bare(test_state());
+        let res = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/healthz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(
+            !res.headers().contains_key("x-request-id"),
+            "no request log"
+        );
+        // No flag gate: a free-tier request gets the summary.
+        let res = app
+            .oneshot(
+                axum::http::Request::get("/ai/summary")
+                    .header("x-user-tier", "free")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
     }
 
     #[test]

@@ -49,6 +49,15 @@ pub(crate) fn router(state: &AppState) -> Router<AppState> {
         )
 }
 
+/// `--bare`: the GET routes of the HTTP load run, with the same handlers and no layer.
+pub(crate) fn bare_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/products", get(crate::catalog::products))
+        .route("/recommendations", get(crate::degrade::recommendations))
+        .route("/ai/summary", get(crate::flags::ai_summary_ungated))
+}
+
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
