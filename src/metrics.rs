@@ -128,6 +128,7 @@ impl RateLimitMetrics {
     }
 
     #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     fn count(&self, which: usize, n: u64) {
         #[cfg(feature = "metrics")]
         metrics::with_recorder(|r| {
@@ -177,8 +178,12 @@ pub(crate) enum StoreFallback {
 }
 
 /// One HTTP request served, for the `http_server_request_duration_seconds` histogram.
+///
+/// `keys` caches the metric keys of the routes seen, so a request builds no label set and
+/// allocates nothing once its route, method and status class have been seen.
 #[inline]
 pub(crate) fn http_request(
+    keys: &HttpKeys,
     method: &'static str,
     route: &str,
     status: http::StatusCode,
@@ -186,23 +191,99 @@ pub(crate) fn http_request(
 ) {
     #[cfg(feature = "metrics")]
     {
-        let class = match status.as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+        static METADATA: metrics::Metadata<'static> =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        let class = usize::from((status.as_u16() / 100).clamp(1, 5) - 1);
+        let record = |key: &metrics::Key| {
+            metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
+                .record(elapsed.as_secs_f64());
         };
-        metrics::histogram!(
-            "http_server_request_duration_seconds",
-            "method" => method,
-            "route" => route.to_owned(),
-            "status_class" => class
-        )
-        .record(elapsed.as_secs_f64());
+        let slot = HTTP_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .map_or(HTTP_METHODS.len(), |i| i)
+            * STATUS_CLASSES.len()
+            + class;
+        // The common case: the route is known; no reference count is touched.
+        if let Some(slots) = keys.routes.load().get(route) {
+            record(slots[slot].get_or_init(|| http_key(method, route, class)));
+            return;
+        }
+        match keys.add(route) {
+            Some(slots) => record(slots[slot].get_or_init(|| http_key(method, route, class))),
+            None => record(&http_key(method, route, class)),
+        }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (method, route, status, elapsed);
+    let _ = (keys, method, route, status, elapsed);
+}
+
+/// The methods with a slot in [`HttpKeys`]; any other (`_OTHER`) takes the last one.
+#[cfg(feature = "metrics")]
+const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+#[cfg(feature = "metrics")]
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[cfg(feature = "metrics")]
+type HttpSlots = std::sync::Arc<[std::sync::OnceLock<metrics::Key>]>;
+
+#[cfg(feature = "metrics")]
+fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
+    metrics::Key::from_parts(
+        "http_server_request_duration_seconds",
+        vec![
+            metrics::Label::new("method", method),
+            metrics::Label::new("route", route.to_owned()),
+            metrics::Label::new("status_class", STATUS_CLASSES[class]),
+        ],
+    )
+}
+
+/// The request-duration histogram's keys by route, one per method and status class, built on
+/// first use. Read without a lock (a copy-on-write map swapped whole when a route is first
+/// seen); bounded at [`HttpKeys::MAX_ROUTES`] routes, past which keys are built per request.
+#[derive(Default)]
+pub(crate) struct HttpKeys {
+    #[cfg(feature = "metrics")]
+    routes: arc_swap::ArcSwap<std::collections::HashMap<Box<str>, HttpSlots>>,
+    #[cfg(feature = "metrics")]
+    grow: std::sync::Mutex<()>,
+}
+
+impl HttpKeys {
+    /// Routes are templates (`/payments/{id}`), so a service has a few dozen; the bound only
+    /// guards against a router that reports raw paths.
+    #[cfg(feature = "metrics")]
+    const MAX_ROUTES: usize = 1_024;
+
+    /// Adds `route` (first seen), unless the bound is reached.
+    #[cfg(feature = "metrics")]
+    fn add(&self, route: &str) -> Option<HttpSlots> {
+        let _grow = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.routes.load_full();
+        if let Some(slots) = current.get(route) {
+            return Some(slots.clone());
+        }
+        if current.len() >= Self::MAX_ROUTES {
+            return None;
+        }
+        let slots: HttpSlots = (0..(HTTP_METHODS.len() + 1) * STATUS_CLASSES.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
+        let mut next = (*current).clone();
+        next.insert(route.into(), slots.clone());
+        self.routes.store(std::sync::Arc::new(next));
+        Some(slots)
+    }
+}
+
+impl std::fmt::Debug for HttpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpKeys").finish_non_exhaustive()
+    }
 }
 
 /// One fallback ran: `outcome` is `answered`, or `failed` when the original result went out.
@@ -304,6 +385,7 @@ impl FlagCounters {
 
     /// One evaluation of this flag.
     #[inline]
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     pub(crate) fn record(&self, enabled: bool, reason: crate::flag::Reason) {
         #[cfg(feature = "metrics")]
         {

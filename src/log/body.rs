@@ -7,10 +7,7 @@ use std::{
     fmt::{self, Write as _},
     net::IpAddr,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
     time::Duration,
 };
@@ -85,7 +82,7 @@ pub(super) struct Completion {
     /// The body was at its end when the head was ready (servers may never poll it).
     pub(super) empty: bool,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<AtomicU64>,
+    pub(super) sampled: Arc<super::layer::Shared>,
 }
 
 /// How the body ended.
@@ -208,6 +205,7 @@ impl Completion {
         let elapsed = self.start.elapsed();
         if let Some(m) = &self.metrics {
             crate::metrics::http_request(
+                &self.sampled.keys,
                 m.method,
                 m.route.as_ref().map_or("", Route::as_str),
                 self.status,
@@ -226,7 +224,7 @@ impl Completion {
             Level::INFO
         };
         if level == Level::INFO && self.config.sample_every > 1 {
-            let n = self.sampled.fetch_add(1, Ordering::Relaxed);
+            let n = self.sampled.sampled.fetch_add(1, Ordering::Relaxed);
             if n % self.config.sample_every != 0 {
                 return;
             }

@@ -2,7 +2,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, atomic::AtomicU64},
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -38,7 +38,7 @@ pub(super) struct Tracked {
     pub(super) metrics: Option<MetricInfo>,
     pub(super) start: Instant,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<AtomicU64>,
+    pub(super) sampled: Arc<super::layer::Shared>,
 }
 
 impl<F> ResponseFuture<F> {

@@ -19,13 +19,21 @@ pub(super) struct Config {
     pub(super) metrics: bool,
 }
 
+/// What every service of one layer shares and updates: the sampling counter and the
+/// request-duration histogram's keys.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    pub(super) sampled: AtomicU64,
+    pub(super) keys: crate::metrics::HttpKeys,
+}
+
 /// Logs every request once and gives it a request id. See the [module docs](super).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RequestLogLayer<M = DefaultMakeRequestId> {
     pub(super) make_id: M,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<AtomicU64>,
+    pub(super) sampled: Arc<Shared>,
 }
 
 impl RequestLogLayer {
@@ -41,7 +49,7 @@ impl RequestLogLayer {
                 log_headers: false,
                 metrics: true,
             }),
-            sampled: Arc::new(AtomicU64::new(0)),
+            sampled: Arc::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 use std::{
     fmt,
-    sync::{Arc, atomic::AtomicU64},
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -26,7 +26,7 @@ pub struct RequestLog<S, M> {
     pub(super) inner: S,
     pub(super) make_id: M,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<AtomicU64>,
+    pub(super) sampled: Arc<super::layer::Shared>,
 }
 
 crate::macros::define_inner_service_accessors!(RequestLog<S, M>);
