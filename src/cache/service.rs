@@ -121,6 +121,46 @@ impl Shared {
         })
     }
 
+    /// The synchronous fast path of `GET` and `HEAD`: a fresh entry the store finds at once
+    /// ([`Store::get_now`](super::Store::get_now)) is served without boxing a future. Anything
+    /// else (a range request, no entry found at once, a stale or unusable one) goes on to
+    /// [`cached`] with the base key if it was made: the same decisions, in the same order.
+    fn hit_now<B>(&self, parts: &request::Parts) -> Result<Response<CacheBody<B>>, BaseKey> {
+        if parts.headers.contains_key(header::RANGE) {
+            return Err(BaseKey::NotMade);
+        }
+        let Some(base) = (self.key)(parts) else {
+            return Err(BaseKey::Made(None));
+        };
+        let Some(entry) = self.store.inner.get_now(&base) else {
+            return Err(BaseKey::Made(Some(base)));
+        };
+        let (entry, variant) = match &*entry.0 {
+            EntryKind::Response(_) => (entry, None),
+            EntryKind::Index { id, vary, .. } => {
+                let key = variant_key(&base, *id, &policy::vary_key(vary, &parts.headers));
+                match self.store.inner.get_now(&key) {
+                    Some(v) if v.as_response().is_some() => (v, Some(key)),
+                    _ => return Err(BaseKey::Made(Some(base))),
+                }
+            }
+        };
+        let stored = entry.as_response().expect("checked above");
+        let now = self.clock.now();
+        if stored.freshness(&self.cfg, parts, now) != Freshness::Fresh {
+            return Err(BaseKey::Made(Some(base)));
+        }
+        let key = variant.as_deref().unwrap_or(&base);
+        Ok(serve(
+            self,
+            stored,
+            parts,
+            CacheStatus::new(CacheOutcome::Hit),
+            now,
+            key,
+        ))
+    }
+
     async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Lookup, StoreError> {
         let Some(entry) = self.store.inner.get(base).await? else {
             return Ok(Lookup::Miss {
@@ -255,6 +295,12 @@ enum Lookup {
     },
 }
 
+/// Whether the fast path already made the request's base key (`None`: the key hook declined).
+enum BaseKey {
+    NotMade,
+    Made(Option<String>),
+}
+
 enum Join {
     Lead(FlightGuard),
     Wait(watch::Receiver<FlightState>),
@@ -357,10 +403,21 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let method = req.method().clone();
         if method == Method::GET || method == Method::HEAD {
+            let (parts, body) = req.into_parts();
+            let base = match self.shared.hit_now(&parts) {
+                Ok(res) => return ResponseFuture::ready(res),
+                Err(base) => base,
+            };
             // The instance that was polled ready serves this request; a fresh clone stays.
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::cached(Box::pin(cached(self.shared.clone(), inner, req)));
+            return ResponseFuture::cached(Box::pin(cached(
+                self.shared.clone(),
+                inner,
+                parts,
+                body,
+                base,
+            )));
         }
         let keys = if is_safe(&method) {
             None
@@ -701,7 +758,9 @@ where
 async fn cached<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
-    req: Request<ReqB>,
+    mut parts: request::Parts,
+    body: ReqB,
+    base: BaseKey,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -711,7 +770,6 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Send,
 {
-    let (mut parts, body) = req.into_parts();
     let bypass = |detail: &'static str| {
         let mut s = CacheStatus::new(CacheOutcome::Bypass);
         s.detail = Some(detail);
@@ -722,7 +780,11 @@ where
         let (p, b) = res.into_parts();
         return Ok(pass(&shared, p, CacheBody::inner(b), bypass("range"), None));
     }
-    let Some(base) = (shared.key)(&parts) else {
+    let base = match base {
+        BaseKey::Made(base) => base,
+        BaseKey::NotMade => (shared.key)(&parts),
+    };
+    let Some(base) = base else {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         let (p, b) = res.into_parts();
         return Ok(pass(&shared, p, CacheBody::inner(b), bypass("key"), None));
