@@ -68,8 +68,8 @@ pub(crate) struct Shared {
     /// an entry lives exactly as long as its leader's call.
     flights: Mutex<HashMap<String, Arc<watch::Sender<FlightState>>>>,
     next_index: AtomicU64,
-    /// The cache's name, as a metric label (cloned without allocating).
-    label: Arc<str>,
+    /// The cache's counters, their keys built once.
+    metrics: crate::metrics::CacheMetrics,
 }
 
 impl fmt::Debug for Shared {
@@ -90,9 +90,10 @@ impl Shared {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        let label = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
+        let label: Arc<str> = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
+        let outcomes = CacheOutcome::ALL.map(CacheOutcome::as_str);
         Self {
-            label,
+            metrics: crate::metrics::CacheMetrics::new(&label, &outcomes),
             cfg,
             store,
             key,
@@ -226,7 +227,7 @@ impl Shared {
         };
         match result {
             Ok(()) => {
-                crate::metrics::cache_stored(&self.label);
+                self.metrics.stored();
                 (entry, true)
             }
             Err(e) => {
@@ -259,7 +260,7 @@ impl Shared {
     /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
     fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
         status.write(self.name(), headers);
-        crate::metrics::cache_request(&self.label, status.outcome.as_str());
+        self.metrics.request(status.outcome as usize);
         tracing::debug!(
             target: "bulwark::cache",
             cache = self.name(),

@@ -43,6 +43,21 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub(crate) const ALL: [Self; 11] = [
+        Self::Hit,
+        Self::StaleWhileRevalidate,
+        Self::Collapsed,
+        Self::Miss,
+        Self::VaryMiss,
+        Self::Stale,
+        Self::StaleIfError,
+        Self::Request,
+        Self::Method,
+        Self::Bypass,
+        Self::OnlyIfCached,
+    ];
+
     /// A short name for logs and metric labels.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -159,6 +174,13 @@ impl CacheStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_in_order() {
+        for (i, o) in CacheOutcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+    }
 
     #[test]
     fn members() {
