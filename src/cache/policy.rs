@@ -329,6 +329,49 @@ pub(crate) struct Stored {
     pub(crate) allows_authorized: bool,
     pub(crate) vary: Vec<HeaderName>,
     pub(crate) vary_key: String,
+    /// The `Age` and `Cache-Status` values of the last fresh hit served from this entry: hits in
+    /// the same second (the values change once a second) reuse them instead of formatting and
+    /// allocating both again.
+    pub(crate) hit_values: HitMemo,
+}
+
+/// The header values a fresh hit was last served with; see [`Stored::hit_values`].
+#[derive(Default)]
+pub(crate) struct HitMemo(arc_swap::ArcSwapOption<HitValues>);
+
+struct HitValues {
+    cache: Box<str>,
+    age: u64,
+    ttl: i64,
+    age_value: HeaderValue,
+    status_value: Option<HeaderValue>,
+}
+
+impl HitMemo {
+    /// The `Age` and `Cache-Status` values for a hit by cache `cache` with this `age` and `ttl`,
+    /// made by `make` unless the last hit had the same.
+    pub(crate) fn get(
+        &self,
+        cache: &str,
+        age: u64,
+        ttl: i64,
+        make: impl FnOnce() -> (HeaderValue, Option<HeaderValue>),
+    ) -> (HeaderValue, Option<HeaderValue>) {
+        if let Some(v) = &*self.0.load() {
+            if v.age == age && v.ttl == ttl && *v.cache == *cache {
+                return (v.age_value.clone(), v.status_value.clone());
+            }
+        }
+        let (age_value, status_value) = make();
+        self.0.store(Some(std::sync::Arc::new(HitValues {
+            cache: cache.into(),
+            age,
+            ttl,
+            age_value: age_value.clone(),
+            status_value: status_value.clone(),
+        })));
+        (age_value, status_value)
+    }
 }
 
 /// Why a response is not stored.
@@ -402,6 +445,7 @@ impl Decision {
             allows_authorized: self.allows_authorized,
             vary: self.vary,
             vary_key: self.vary_key,
+            hit_values: HitMemo::default(),
         }
     }
 }
@@ -689,6 +733,7 @@ impl Stored {
             allows_authorized: self.allows_authorized,
             vary: self.vary.clone(),
             vary_key: self.vary_key.clone(),
+            hit_values: HitMemo::default(),
         }
     }
 

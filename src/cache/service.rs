@@ -22,7 +22,7 @@ use super::{
     CacheBody,
     future::ResponseFuture,
     policy::{self, Clock, Config, Decision, Directives, Freshness, Stored},
-    status::{CacheOutcome, CacheStatus},
+    status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
 use crate::StoreError;
@@ -260,6 +260,11 @@ impl Shared {
     /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
     fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
         status.write(self.name(), headers);
+        self.count(status, key);
+    }
+
+    /// Reports `status` (metric and event) without writing it.
+    fn count(&self, status: CacheStatus, key: Option<&str>) {
         self.metrics.request(status.outcome as usize);
         tracing::debug!(
             target: "bulwark::cache",
@@ -531,11 +536,29 @@ fn serve<B>(
     } else {
         (stored.status, CacheBody::full(stored.body.clone()))
     };
-    headers.insert(header::AGE, HeaderValue::from(stored.age(now)));
+    let age = stored.age(now);
     if status.ttl.is_none() && status.outcome != CacheOutcome::Stale {
         status.ttl = Some(stored.ttl(now));
     }
-    shared.report(status, &mut headers, Some(key));
+    match status.ttl {
+        // A plain fresh hit: the same header values for every hit of this entry within a second.
+        Some(ttl) if status == CacheStatus::hit(ttl) => {
+            let name = shared.name();
+            let (age_value, status_value) = stored.hit_values.get(name, age, ttl, || {
+                let prev = stored.headers.get(&CACHE_STATUS);
+                (HeaderValue::from(age), status.value(name, prev))
+            });
+            headers.insert(header::AGE, age_value);
+            if let Some(v) = status_value {
+                headers.insert(CACHE_STATUS.clone(), v);
+            }
+            shared.count(status, Some(key));
+        }
+        _ => {
+            headers.insert(header::AGE, HeaderValue::from(age));
+            shared.report(status, &mut headers, Some(key));
+        }
+    }
     let mut res = Response::new(body);
     *res.status_mut() = code;
     *res.headers_mut() = headers;
