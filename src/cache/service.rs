@@ -27,12 +27,38 @@ use super::{
 };
 use crate::StoreError;
 
-/// Makes the base key of a request; `None` bypasses the cache.
-pub(crate) type KeyFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
+/// Makes the base key of a request; `None` bypasses the cache. `None` here: [`default_key`].
+pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>>;
 
 /// The default key: `GET <authority><path>?<query>`, the authority from the URI or the `Host`
 /// header. `HEAD` requests use the same key (they are answered from the stored `GET`).
 pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
+    let (authority, pq) = default_key_parts(parts);
+    let mut key = String::with_capacity(4 + authority.len() + pq.len());
+    key.push_str("GET ");
+    key.push_str(authority);
+    key.push_str(pq);
+    Some(key)
+}
+
+/// [`default_key`] written into `buf` when it fits, without allocating.
+fn default_key_in<'b>(parts: &request::Parts, buf: &'b mut [u8; KEY_BUF]) -> Option<&'b str> {
+    let (authority, pq) = default_key_parts(parts);
+    let len = 4 + authority.len() + pq.len();
+    let out = buf.get_mut(..len)?;
+    let (get, rest) = out.split_at_mut(4);
+    get.copy_from_slice(b"GET ");
+    let (a, p) = rest.split_at_mut(authority.len());
+    a.copy_from_slice(authority.as_bytes());
+    p.copy_from_slice(pq.as_bytes());
+    // Made of three `str`s: always UTF-8.
+    std::str::from_utf8(out).ok()
+}
+
+/// The longest default key the hit path makes on the stack.
+const KEY_BUF: usize = 256;
+
+fn default_key_parts(parts: &request::Parts) -> (&str, &str) {
     let authority = parts
         .uri
         .authority()
@@ -45,11 +71,7 @@ pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
         })
         .unwrap_or("");
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut key = String::with_capacity(4 + authority.len() + pq.len());
-    key.push_str("GET ");
-    key.push_str(authority);
-    key.push_str(pq);
-    Some(key)
+    (authority, pq)
 }
 
 #[derive(Clone)]
@@ -70,6 +92,8 @@ pub(crate) struct Shared {
     next_index: AtomicU64,
     /// The cache's counters, their keys built once.
     metrics: crate::metrics::CacheMetrics,
+    /// The cache's name (`Cache-Status`, logs, metric label).
+    label: Arc<str>,
 }
 
 impl fmt::Debug for Shared {
@@ -94,6 +118,7 @@ impl Shared {
         let outcomes = CacheOutcome::ALL.map(CacheOutcome::as_str);
         Self {
             metrics: crate::metrics::CacheMetrics::new(&label, &outcomes),
+            label,
             cfg,
             store,
             key,
@@ -104,7 +129,15 @@ impl Shared {
     }
 
     fn name(&self) -> &str {
-        self.cfg.name.to_str().unwrap_or("bulwark")
+        &self.label
+    }
+
+    /// The request's base key; `None` bypasses the cache.
+    pub(crate) fn make_key(&self, parts: &request::Parts) -> Option<String> {
+        match &self.key {
+            Some(key) => key(parts),
+            None => default_key(parts),
+        }
     }
 
     fn join(self: &Arc<Self>, key: &str) -> Join {
@@ -130,11 +163,19 @@ impl Shared {
         if parts.headers.contains_key(header::RANGE) {
             return Err(BaseKey::NotMade);
         }
-        let Some(base) = (self.key)(parts) else {
-            return Err(BaseKey::Made(None));
+        let mut buf = [0u8; KEY_BUF];
+        let base: std::borrow::Cow<'_, str> = match &self.key {
+            None => match default_key_in(parts, &mut buf) {
+                Some(k) => k.into(),
+                None => return Err(BaseKey::NotMade),
+            },
+            Some(key) => match key(parts) {
+                Some(k) => k.into(),
+                None => return Err(BaseKey::Made(None)),
+            },
         };
         let Some(entry) = self.store.inner.get_now(&base) else {
-            return Err(BaseKey::Made(Some(base)));
+            return Err(BaseKey::Made(Some(base.into_owned())));
         };
         let (entry, variant) = match &*entry.0 {
             EntryKind::Response(_) => (entry, None),
@@ -142,14 +183,14 @@ impl Shared {
                 let key = variant_key(&base, *id, &policy::vary_key(vary, &parts.headers));
                 match self.store.inner.get_now(&key) {
                     Some(v) if v.as_response().is_some() => (v, Some(key)),
-                    _ => return Err(BaseKey::Made(Some(base))),
+                    _ => return Err(BaseKey::Made(Some(base.into_owned()))),
                 }
             }
         };
         let stored = entry.as_response().expect("checked above");
         let now = self.clock.now();
         if stored.freshness(&self.cfg, parts, now) != Freshness::Fresh {
-            return Err(BaseKey::Made(Some(base)));
+            return Err(BaseKey::Made(Some(base.into_owned())));
         }
         let key = variant.as_deref().unwrap_or(&base);
         Ok(serve(
@@ -456,7 +497,7 @@ impl InvalidationTarget {
             })
             .unwrap_or_default();
         Self {
-            key: (shared.key)(&parts),
+            key: shared.make_key(&parts),
             host: req.headers().get(header::HOST).cloned(),
             authority: req.uri().authority().cloned(),
         }
@@ -490,7 +531,7 @@ impl InvalidationTarget {
             if let Some(h) = &self.host {
                 parts.headers.insert(header::HOST, h.clone());
             }
-            if let Some(k) = (shared.key)(&parts) {
+            if let Some(k) = shared.make_key(&parts) {
                 if !keys.contains(&k) {
                     keys.push(k);
                 }
@@ -806,7 +847,7 @@ where
     }
     let base = match base {
         BaseKey::Made(base) => base,
-        BaseKey::NotMade => (shared.key)(&parts),
+        BaseKey::NotMade => shared.make_key(&parts),
     };
     let Some(base) = base else {
         let res = inner.call(Request::from_parts(parts, body)).await?;
