@@ -329,48 +329,46 @@ pub(crate) struct Stored {
     pub(crate) allows_authorized: bool,
     pub(crate) vary: Vec<HeaderName>,
     pub(crate) vary_key: String,
-    /// The `Age` and `Cache-Status` values of the last fresh hit served from this entry: hits in
-    /// the same second (the values change once a second) reuse them instead of formatting and
-    /// allocating both again.
+    /// The headers of the last fresh hit served from this entry (with `Age` and `Cache-Status`):
+    /// hits in the same second (the values change once a second) clone them instead of
+    /// formatting both values and inserting them again.
     pub(crate) hit_values: HitMemo,
 }
 
-/// The header values a fresh hit was last served with; see [`Stored::hit_values`].
+/// The headers a fresh hit was last served with; see [`Stored::hit_values`].
 #[derive(Default)]
-pub(crate) struct HitMemo(arc_swap::ArcSwapOption<HitValues>);
+pub(crate) struct HitMemo(arc_swap::ArcSwapOption<HitHeaders>);
 
-struct HitValues {
+struct HitHeaders {
     cache: Box<str>,
     age: u64,
     ttl: i64,
-    age_value: HeaderValue,
-    status_value: Option<HeaderValue>,
+    headers: HeaderMap,
 }
 
 impl HitMemo {
-    /// The `Age` and `Cache-Status` values for a hit by cache `cache` with this `age` and `ttl`,
-    /// made by `make` unless the last hit had the same.
-    pub(crate) fn get(
+    /// The headers of a fresh hit by cache `cache` with this `age` and `ttl` (the stored ones,
+    /// `Age` and `Cache-Status`), made by `make` unless the last hit had the same.
+    pub(crate) fn headers(
         &self,
         cache: &str,
         age: u64,
         ttl: i64,
-        make: impl FnOnce() -> (HeaderValue, Option<HeaderValue>),
-    ) -> (HeaderValue, Option<HeaderValue>) {
+        make: impl FnOnce() -> HeaderMap,
+    ) -> HeaderMap {
         if let Some(v) = &*self.0.load() {
             if v.age == age && v.ttl == ttl && *v.cache == *cache {
-                return (v.age_value.clone(), v.status_value.clone());
+                return v.headers.clone();
             }
         }
-        let (age_value, status_value) = make();
-        self.0.store(Some(std::sync::Arc::new(HitValues {
+        let headers = make();
+        self.0.store(Some(std::sync::Arc::new(HitHeaders {
             cache: cache.into(),
             age,
             ttl,
-            age_value: age_value.clone(),
-            status_value: status_value.clone(),
+            headers: headers.clone(),
         })));
-        (age_value, status_value)
+        headers
     }
 }
 

@@ -22,7 +22,7 @@ use super::{
     CacheBody,
     future::ResponseFuture,
     policy::{self, Clock, Config, Decision, Directives, Freshness, Stored},
-    status::{CACHE_STATUS, CacheOutcome, CacheStatus},
+    status::{CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
 use crate::StoreError;
@@ -568,9 +568,8 @@ fn serve<B>(
     now: SystemTime,
     key: &str,
 ) -> Response<CacheBody<B>> {
-    let mut headers = stored.headers.clone();
-    let (code, body) = if stored.not_modified_for(req) {
-        headers.remove(header::CONTENT_LENGTH);
+    let not_modified = stored.not_modified_for(req);
+    let (code, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, CacheBody::empty())
     } else if req.method == Method::HEAD {
         (stored.status, CacheBody::empty())
@@ -581,25 +580,30 @@ fn serve<B>(
     if status.ttl.is_none() && status.outcome != CacheOutcome::Stale {
         status.ttl = Some(stored.ttl(now));
     }
-    match status.ttl {
-        // A plain fresh hit: the same header values for every hit of this entry within a second.
-        Some(ttl) if status == CacheStatus::hit(ttl) => {
+    let headers = match status.ttl {
+        // A plain fresh hit: the same header map for every hit of this entry within a second,
+        // cloned instead of built (no formatting, no hashing of names).
+        Some(ttl) if !not_modified && status == CacheStatus::hit(ttl) => {
             let name = shared.name();
-            let (age_value, status_value) = stored.hit_values.get(name, age, ttl, || {
-                let prev = stored.headers.get(&CACHE_STATUS);
-                (HeaderValue::from(age), status.value(name, prev))
+            let headers = stored.hit_values.headers(name, age, ttl, || {
+                let mut headers = stored.headers.clone();
+                headers.insert(header::AGE, HeaderValue::from(age));
+                status.write(name, &mut headers);
+                headers
             });
-            headers.insert(header::AGE, age_value);
-            if let Some(v) = status_value {
-                headers.insert(CACHE_STATUS.clone(), v);
-            }
             shared.count(status, Some(key));
+            headers
         }
         _ => {
+            let mut headers = stored.headers.clone();
+            if not_modified {
+                headers.remove(header::CONTENT_LENGTH);
+            }
             headers.insert(header::AGE, HeaderValue::from(age));
             shared.report(status, &mut headers, Some(key));
+            headers
         }
-    }
+    };
     let mut res = Response::new(body);
     *res.status_mut() = code;
     *res.headers_mut() = headers;
