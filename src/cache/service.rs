@@ -160,7 +160,8 @@ impl Shared {
     /// else (a range request, no entry found at once, a stale or unusable one) goes on to
     /// [`cached`] with the base key if it was made: the same decisions, in the same order.
     fn hit_now<B>(&self, parts: &request::Parts) -> Result<Response<CacheBody<B>>, BaseKey> {
-        if parts.headers.contains_key(header::RANGE) {
+        let plain = policy::plain(&parts.headers);
+        if !plain && parts.headers.contains_key(header::RANGE) {
             return Err(BaseKey::NotMade);
         }
         let mut buf = [0u8; KEY_BUF];
@@ -189,17 +190,20 @@ impl Shared {
         };
         let stored = entry.as_response().expect("checked above");
         let now = self.clock.now();
-        if stored.freshness(&self.cfg, parts, now) != Freshness::Fresh {
+        if stored.freshness_for(&self.cfg, parts, now, plain) != Freshness::Fresh {
             return Err(BaseKey::Made(Some(base.into_owned())));
         }
         let key = variant.as_deref().unwrap_or(&base);
-        Ok(serve(
+        // A plain request has no conditional fields: never a 304.
+        let not_modified = !plain && stored.not_modified_for(parts);
+        Ok(serve_as(
             self,
             stored,
             parts,
             CacheStatus::new(CacheOutcome::Hit),
             now,
             key,
+            not_modified,
         ))
     }
 
@@ -564,11 +568,24 @@ fn serve<B>(
     shared: &Shared,
     stored: &Stored,
     req: &request::Parts,
-    mut status: CacheStatus,
+    status: CacheStatus,
     now: SystemTime,
     key: &str,
 ) -> Response<CacheBody<B>> {
     let not_modified = stored.not_modified_for(req);
+    serve_as(shared, stored, req, status, now, key, not_modified)
+}
+
+/// [`serve`], told whether the answer is `304`.
+fn serve_as<B>(
+    shared: &Shared,
+    stored: &Stored,
+    req: &request::Parts,
+    mut status: CacheStatus,
+    now: SystemTime,
+    key: &str,
+    not_modified: bool,
+) -> Response<CacheBody<B>> {
     let (code, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, CacheBody::empty())
     } else if req.method == Method::HEAD {
