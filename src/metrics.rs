@@ -123,6 +123,7 @@ impl RateLimitMetrics {
         }
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     #[inline]
     fn count(&self, which: usize, n: u64) {
         #[cfg(feature = "metrics")]
@@ -252,6 +253,7 @@ impl CacheMetrics {
         }
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     #[inline]
     fn count(&self, which: usize) {
         #[cfg(feature = "metrics")]
@@ -270,6 +272,7 @@ impl CacheMetrics {
     }
 
     /// One answer stored.
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     #[inline]
     pub(crate) fn stored(&self) {
         #[cfg(feature = "metrics")]
