@@ -127,6 +127,7 @@ impl RateLimitMetrics {
         }
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     fn count(&self, which: usize, n: u64) {
@@ -296,23 +297,72 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
     let _ = (reason, outcome);
 }
 
-/// One request passed through a cache layer.
-#[inline]
-pub(crate) fn cache_request(cache: &std::sync::Arc<str>, outcome: &'static str) {
+/// The counters of one cache layer: `bulwark_cache_requests_total` per outcome and
+/// `bulwark_cache_stored_total`, labelled with the cache's name. The metric keys are built once
+/// per layer, so counting a request allocates nothing.
+pub(crate) struct CacheMetrics {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_cache_requests_total", "cache" => cache.clone(), "outcome" => outcome)
-        .increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = (cache, outcome);
+    keys: Box<[metrics::Key]>,
 }
 
-/// One answer stored by a cache layer.
-#[inline]
-pub(crate) fn cache_stored(cache: &std::sync::Arc<str>) {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_cache_stored_total", "cache" => cache.clone()).increment(1);
-    #[cfg(not(feature = "metrics"))]
-    let _ = cache;
+#[cfg(feature = "metrics")]
+static CACHE_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl CacheMetrics {
+    /// The counters of the cache named `cache`; `outcomes` are the `outcome` label values, in the
+    /// order [`request`](Self::request) is called with.
+    pub(crate) fn new(cache: &std::sync::Arc<str>, outcomes: &[&'static str]) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            use metrics::{Key, Label};
+            let label = || Label::new("cache", cache.clone());
+            let mut keys: Vec<Key> = outcomes
+                .iter()
+                .map(|o| {
+                    Key::from_parts(
+                        "bulwark_cache_requests_total",
+                        vec![label(), Label::from_static_parts("outcome", o)],
+                    )
+                })
+                .collect();
+            keys.push(Key::from_parts("bulwark_cache_stored_total", vec![label()]));
+            Self {
+                keys: keys.into_boxed_slice(),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = (cache, outcomes);
+            Self {}
+        }
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    #[inline]
+    fn count(&self, which: usize) {
+        #[cfg(feature = "metrics")]
+        if let Some(key) = self.keys.get(which) {
+            metrics::with_recorder(|r| r.register_counter(key, &CACHE_METADATA).increment(1));
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = which;
+    }
+
+    /// One request passed through the cache, with the outcome at index `outcome` of the list the
+    /// counters were made with.
+    #[inline]
+    pub(crate) fn request(&self, outcome: usize) {
+        self.count(outcome);
+    }
+
+    /// One answer stored.
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    #[inline]
+    pub(crate) fn stored(&self) {
+        #[cfg(feature = "metrics")]
+        self.count(self.keys.len() - 1);
+    }
 }
 
 /// One cache entry evicted by its store.

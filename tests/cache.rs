@@ -168,6 +168,45 @@ async fn forced_ttl_miss_hit_expiry() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn hits_of_one_entry_follow_the_clock() {
+    // Hits within a second reuse their headers; later ones carry the new Age and ttl, and a
+    // second cache sharing the store writes its own name.
+    let seen = Seen::default();
+    let store = memory();
+    let svc = CacheLayer::new(store.clone())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    let other = CacheLayer::new(store)
+        .ttl(Duration::from_secs(10))
+        .name("edge")
+        .unwrap()
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    send(&svc, get("/p")).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    for _ in 0..2 {
+        let a = send(&svc, get("/p")).await;
+        assert_eq!((a.cs(), a.age()), ("bulwark; hit; ttl=9", Some(1)));
+    }
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let b = send(&svc, get("/p")).await;
+    assert_eq!((b.cs(), b.age()), ("bulwark; hit; ttl=7", Some(3)));
+    let c = send(&other, get("/p")).await;
+    // (Its own clock started at another instant: only the name is certain.)
+    assert!(c.cs().starts_with("edge; hit; ttl="), "{}", c.cs());
+    let head = send(
+        &svc,
+        Request::head("/p")
+            .header("host", "shop.test")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((head.cs(), head.age()), ("bulwark; hit; ttl=7", Some(3)));
+    assert!(head.body.is_empty());
+    assert_eq!(seen.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn forced_ttl_stores_only_2xx_and_ignores_client_no_cache() {
     let seen = Seen::default();
     let svc = CacheLayer::new(memory())

@@ -21,7 +21,9 @@ pin_project! {
     ///
     /// Requests with other methods than `GET` and `HEAD` go straight to the inner service through
     /// an unboxed variant; a successful unsafe one then waits for its invalidation. `GET` and
-    /// `HEAD` run the cache's asynchronous lookup, coalescing and storing in a boxed future.
+    /// `HEAD` that find a fresh entry in a store answering at once (the memory store) are answered
+    /// without boxing; the others run the cache's asynchronous lookup, coalescing and storing in a
+    /// boxed future.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         kind: Kind<F, B, E>,
@@ -44,6 +46,9 @@ pin_project! {
         Cached {
             future: BoxFuture<Result<Response<CacheBody<B>>, E>>,
         },
+        Ready {
+            response: Option<Response<CacheBody<B>>>,
+        },
     }
 }
 
@@ -62,6 +67,15 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
+    /// An answer made at once (a fresh hit found without waiting).
+    pub(super) fn ready(response: Response<CacheBody<B>>) -> Self {
+        Self {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
     pub(super) fn cached(future: BoxFuture<Result<Response<CacheBody<B>>, E>>) -> Self {
         Self {
             kind: Kind::Cached { future },
@@ -75,6 +89,7 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
             Kind::Forward { .. } => "ResponseFuture::Forward",
             Kind::Invalidating { .. } => "ResponseFuture::Invalidating",
             Kind::Cached { .. } => "ResponseFuture::Cached",
+            Kind::Ready { .. } => "ResponseFuture::Ready",
         })
     }
 }
@@ -121,6 +136,9 @@ where
                     return Poll::Ready(Ok(response.take().expect("polled after completion")));
                 }
                 KindProj::Cached { future } => return future.as_mut().poll(cx),
+                KindProj::Ready { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use tower_layer::Layer;
 use super::{
     Cache,
     policy::{Config, Mode},
-    service::{KeyFn, Shared, default_key},
+    service::{KeyFn, Shared},
     store::CacheStore,
 };
 use crate::{ConfigError, StoreError};
@@ -26,7 +26,8 @@ impl CacheLayer {
     /// A cache in policy mode (RFC 9111 shared-cache rules from the responses' own headers, no
     /// heuristic freshness) keeping its entries in `store`.
     pub fn new(store: CacheStore) -> Self {
-        let key: KeyFn = Arc::new(default_key);
+        // `None`: the default key, which the hit path makes without allocating.
+        let key: KeyFn = None;
         Self {
             shared: Arc::new(Shared::new(Config::new(Mode::Policy), store, key)),
         }
@@ -159,7 +160,7 @@ impl CacheLayer {
     where
         F: Fn(&request::Parts) -> Option<String> + Send + Sync + 'static,
     {
-        let key: KeyFn = Arc::new(key);
+        let key: KeyFn = Some(Arc::new(key));
         Self {
             shared: Arc::new(Shared::new(
                 self.shared.cfg.clone(),
@@ -215,7 +216,7 @@ impl CacheHandle {
     /// The base key the layer makes for a request head (`None`: the request bypasses the cache).
     #[must_use]
     pub fn key_for(&self, parts: &request::Parts) -> Option<String> {
-        (self.shared.key)(parts)
+        self.shared.make_key(parts)
     }
 
     /// Removes the entry under `key` (all its `Vary` variants with it).

@@ -27,12 +27,38 @@ use super::{
 };
 use crate::StoreError;
 
-/// Makes the base key of a request; `None` bypasses the cache.
-pub(crate) type KeyFn = Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>;
+/// Makes the base key of a request; `None` bypasses the cache. `None` here: [`default_key`].
+pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>>;
 
 /// The default key: `GET <authority><path>?<query>`, the authority from the URI or the `Host`
 /// header. `HEAD` requests use the same key (they are answered from the stored `GET`).
 pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
+    let (authority, pq) = default_key_parts(parts);
+    let mut key = String::with_capacity(4 + authority.len() + pq.len());
+    key.push_str("GET ");
+    key.push_str(authority);
+    key.push_str(pq);
+    Some(key)
+}
+
+/// [`default_key`] written into `buf` when it fits, without allocating.
+fn default_key_in<'b>(parts: &request::Parts, buf: &'b mut [u8; KEY_BUF]) -> Option<&'b str> {
+    let (authority, pq) = default_key_parts(parts);
+    let len = 4 + authority.len() + pq.len();
+    let out = buf.get_mut(..len)?;
+    let (get, rest) = out.split_at_mut(4);
+    get.copy_from_slice(b"GET ");
+    let (a, p) = rest.split_at_mut(authority.len());
+    a.copy_from_slice(authority.as_bytes());
+    p.copy_from_slice(pq.as_bytes());
+    // Made of three `str`s: always UTF-8.
+    std::str::from_utf8(out).ok()
+}
+
+/// The longest default key the hit path makes on the stack.
+const KEY_BUF: usize = 256;
+
+fn default_key_parts(parts: &request::Parts) -> (&str, &str) {
     let authority = parts
         .uri
         .authority()
@@ -45,11 +71,7 @@ pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
         })
         .unwrap_or("");
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut key = String::with_capacity(4 + authority.len() + pq.len());
-    key.push_str("GET ");
-    key.push_str(authority);
-    key.push_str(pq);
-    Some(key)
+    (authority, pq)
 }
 
 #[derive(Clone)]
@@ -68,7 +90,9 @@ pub(crate) struct Shared {
     /// an entry lives exactly as long as its leader's call.
     flights: Mutex<HashMap<String, Arc<watch::Sender<FlightState>>>>,
     next_index: AtomicU64,
-    /// The cache's name, as a metric label (cloned without allocating).
+    /// The cache's counters, their keys built once.
+    metrics: crate::metrics::CacheMetrics,
+    /// The cache's name (`Cache-Status`, logs, metric label).
     label: Arc<str>,
 }
 
@@ -90,8 +114,10 @@ impl Shared {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        let label = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
+        let label: Arc<str> = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
+        let outcomes = CacheOutcome::ALL.map(CacheOutcome::as_str);
         Self {
+            metrics: crate::metrics::CacheMetrics::new(&label, &outcomes),
             label,
             cfg,
             store,
@@ -103,7 +129,15 @@ impl Shared {
     }
 
     fn name(&self) -> &str {
-        self.cfg.name.to_str().unwrap_or("bulwark")
+        &self.label
+    }
+
+    /// The request's base key; `None` bypasses the cache.
+    pub(crate) fn make_key(&self, parts: &request::Parts) -> Option<String> {
+        match &self.key {
+            Some(key) => key(parts),
+            None => default_key(parts),
+        }
     }
 
     fn join(self: &Arc<Self>, key: &str) -> Join {
@@ -119,6 +153,58 @@ impl Shared {
             tx,
             done: false,
         })
+    }
+
+    /// The synchronous fast path of `GET` and `HEAD`: a fresh entry the store finds at once
+    /// ([`Store::get_now`](super::Store::get_now)) is served without boxing a future. Anything
+    /// else (a range request, no entry found at once, a stale or unusable one) goes on to
+    /// [`cached`] with the base key if it was made: the same decisions, in the same order.
+    fn hit_now<B>(&self, parts: &request::Parts) -> Result<Response<CacheBody<B>>, BaseKey> {
+        let plain = policy::plain(&parts.headers);
+        if !plain && parts.headers.contains_key(header::RANGE) {
+            return Err(BaseKey::NotMade);
+        }
+        let mut buf = [0u8; KEY_BUF];
+        let base: std::borrow::Cow<'_, str> = match &self.key {
+            None => match default_key_in(parts, &mut buf) {
+                Some(k) => k.into(),
+                None => return Err(BaseKey::NotMade),
+            },
+            Some(key) => match key(parts) {
+                Some(k) => k.into(),
+                None => return Err(BaseKey::Made(None)),
+            },
+        };
+        let Some(entry) = self.store.inner.get_now(&base) else {
+            return Err(BaseKey::Made(Some(base.into_owned())));
+        };
+        let (entry, variant) = match &*entry.0 {
+            EntryKind::Response(_) => (entry, None),
+            EntryKind::Index { id, vary, .. } => {
+                let key = variant_key(&base, *id, &policy::vary_key(vary, &parts.headers));
+                match self.store.inner.get_now(&key) {
+                    Some(v) if v.as_response().is_some() => (v, Some(key)),
+                    _ => return Err(BaseKey::Made(Some(base.into_owned()))),
+                }
+            }
+        };
+        let stored = entry.as_response().expect("checked above");
+        let now = self.clock.now();
+        if stored.freshness_for(&self.cfg, parts, now, plain) != Freshness::Fresh {
+            return Err(BaseKey::Made(Some(base.into_owned())));
+        }
+        let key = variant.as_deref().unwrap_or(&base);
+        // A plain request has no conditional fields: never a 304.
+        let not_modified = !plain && stored.not_modified_for(parts);
+        Ok(serve_as(
+            self,
+            stored,
+            parts,
+            CacheStatus::new(CacheOutcome::Hit),
+            now,
+            key,
+            not_modified,
+        ))
     }
 
     async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Lookup, StoreError> {
@@ -186,7 +272,7 @@ impl Shared {
         };
         match result {
             Ok(()) => {
-                crate::metrics::cache_stored(&self.label);
+                self.metrics.stored();
                 (entry, true)
             }
             Err(e) => {
@@ -219,7 +305,12 @@ impl Shared {
     /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
     fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
         status.write(self.name(), headers);
-        crate::metrics::cache_request(&self.label, status.outcome.as_str());
+        self.count(status, key);
+    }
+
+    /// Reports `status` (metric and event) without writing it.
+    fn count(&self, status: CacheStatus, key: Option<&str>) {
+        self.metrics.request(status.outcome as usize);
         tracing::debug!(
             target: "bulwark::cache",
             cache = self.name(),
@@ -253,6 +344,12 @@ enum Lookup {
         key: String,
         index: Option<IndexInfo>,
     },
+}
+
+/// Whether the fast path already made the request's base key (`None`: the key hook declined).
+enum BaseKey {
+    NotMade,
+    Made(Option<String>),
 }
 
 enum Join {
@@ -357,10 +454,21 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let method = req.method().clone();
         if method == Method::GET || method == Method::HEAD {
+            let (parts, body) = req.into_parts();
+            let base = match self.shared.hit_now(&parts) {
+                Ok(res) => return ResponseFuture::ready(res),
+                Err(base) => base,
+            };
             // The instance that was polled ready serves this request; a fresh clone stays.
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::cached(Box::pin(cached(self.shared.clone(), inner, req)));
+            return ResponseFuture::cached(Box::pin(cached(
+                self.shared.clone(),
+                inner,
+                parts,
+                body,
+                base,
+            )));
         }
         let keys = if is_safe(&method) {
             None
@@ -393,7 +501,7 @@ impl InvalidationTarget {
             })
             .unwrap_or_default();
         Self {
-            key: (shared.key)(&parts),
+            key: shared.make_key(&parts),
             host: req.headers().get(header::HOST).cloned(),
             authority: req.uri().authority().cloned(),
         }
@@ -427,7 +535,7 @@ impl InvalidationTarget {
             if let Some(h) = &self.host {
                 parts.headers.insert(header::HOST, h.clone());
             }
-            if let Some(k) = (shared.key)(&parts) {
+            if let Some(k) = shared.make_key(&parts) {
                 if !keys.contains(&k) {
                     keys.push(k);
                 }
@@ -460,24 +568,59 @@ fn serve<B>(
     shared: &Shared,
     stored: &Stored,
     req: &request::Parts,
-    mut status: CacheStatus,
+    status: CacheStatus,
     now: SystemTime,
     key: &str,
 ) -> Response<CacheBody<B>> {
-    let mut headers = stored.headers.clone();
-    let (code, body) = if stored.not_modified_for(req) {
-        headers.remove(header::CONTENT_LENGTH);
+    let not_modified = stored.not_modified_for(req);
+    serve_as(shared, stored, req, status, now, key, not_modified)
+}
+
+/// [`serve`], told whether the answer is `304`.
+fn serve_as<B>(
+    shared: &Shared,
+    stored: &Stored,
+    req: &request::Parts,
+    mut status: CacheStatus,
+    now: SystemTime,
+    key: &str,
+    not_modified: bool,
+) -> Response<CacheBody<B>> {
+    let (code, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, CacheBody::empty())
     } else if req.method == Method::HEAD {
         (stored.status, CacheBody::empty())
     } else {
         (stored.status, CacheBody::full(stored.body.clone()))
     };
-    headers.insert(header::AGE, HeaderValue::from(stored.age(now)));
+    let age = stored.age(now);
     if status.ttl.is_none() && status.outcome != CacheOutcome::Stale {
         status.ttl = Some(stored.ttl(now));
     }
-    shared.report(status, &mut headers, Some(key));
+    let headers = match status.ttl {
+        // A plain fresh hit: the same header map for every hit of this entry within a second,
+        // cloned instead of built (no formatting, no hashing of names).
+        Some(ttl) if !not_modified && status == CacheStatus::hit(ttl) => {
+            let name = shared.name();
+            let headers = stored.hit_values.headers(name, age, ttl, || {
+                let mut headers = stored.headers.clone();
+                headers.insert(header::AGE, HeaderValue::from(age));
+                status.write(name, &mut headers);
+                headers
+            });
+            shared.count(status, Some(key));
+            headers
+        }
+        _ => {
+            let mut headers = stored.headers.clone();
+            if not_modified {
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            headers.insert(header::AGE, HeaderValue::from(age));
+            shared.report(status, &mut headers, Some(key));
+            headers
+        }
+    };
     let mut res = Response::new(body);
     *res.status_mut() = code;
     *res.headers_mut() = headers;
@@ -701,7 +844,9 @@ where
 async fn cached<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
-    req: Request<ReqB>,
+    mut parts: request::Parts,
+    body: ReqB,
+    base: BaseKey,
 ) -> Result<Response<CacheBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -711,7 +856,6 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Send,
 {
-    let (mut parts, body) = req.into_parts();
     let bypass = |detail: &'static str| {
         let mut s = CacheStatus::new(CacheOutcome::Bypass);
         s.detail = Some(detail);
@@ -722,7 +866,11 @@ where
         let (p, b) = res.into_parts();
         return Ok(pass(&shared, p, CacheBody::inner(b), bypass("range"), None));
     }
-    let Some(base) = (shared.key)(&parts) else {
+    let base = match base {
+        BaseKey::Made(base) => base,
+        BaseKey::NotMade => shared.make_key(&parts),
+    };
+    let Some(base) = base else {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         let (p, b) = res.into_parts();
         return Ok(pass(&shared, p, CacheBody::inner(b), bypass("key"), None));

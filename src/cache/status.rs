@@ -43,6 +43,21 @@ pub enum CacheOutcome {
 }
 
 impl CacheOutcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub(crate) const ALL: [Self; 11] = [
+        Self::Hit,
+        Self::StaleWhileRevalidate,
+        Self::Collapsed,
+        Self::Miss,
+        Self::VaryMiss,
+        Self::Stale,
+        Self::StaleIfError,
+        Self::Request,
+        Self::Method,
+        Self::Bypass,
+        Self::OnlyIfCached,
+    ];
+
     /// A short name for logs and metric labels.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -97,6 +112,13 @@ impl CacheStatus {
         }
     }
 
+    /// A fresh hit with `ttl` seconds left, and nothing else to say.
+    pub(crate) fn hit(ttl: i64) -> Self {
+        let mut s = Self::new(CacheOutcome::Hit);
+        s.ttl = Some(ttl);
+        s
+    }
+
     /// This cache's `Cache-Status` member, `name` being the cache's identifier.
     #[must_use]
     pub fn member(&self, name: &str) -> String {
@@ -145,20 +167,32 @@ impl CacheStatus {
     /// Appends this cache's member to `headers`' `Cache-Status` list (the last member is the cache
     /// nearest the client, RFC 9211 section 2).
     pub(crate) fn write(&self, name: &str, headers: &mut http::HeaderMap) {
+        if let Some(v) = self.value(name, headers.get(&CACHE_STATUS)) {
+            headers.insert(CACHE_STATUS.clone(), v);
+        }
+    }
+
+    /// The `Cache-Status` value with this cache's member after `prev`, the answer's own.
+    pub(crate) fn value(&self, name: &str, prev: Option<&HeaderValue>) -> Option<HeaderValue> {
         let member = self.member(name);
-        let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
+        let value = match prev.and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {member}"),
             _ => member,
         };
-        if let Ok(v) = HeaderValue::try_from(value) {
-            headers.insert(CACHE_STATUS.clone(), v);
-        }
+        HeaderValue::try_from(value).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_in_order() {
+        for (i, o) in CacheOutcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+    }
 
     #[test]
     fn members() {

@@ -216,6 +216,7 @@ impl<S, K: Clone, C: Clone, R: Clone, St: Clone> Layer<S> for RateLimitLayer<K, 
         RateLimit {
             inner,
             limiter: self.limiter.clone(),
+            current: arc_swap::Cache::new(super::service::Current(self.limiter.clone())),
             store: self.store.clone(),
             extractor: self.extractor.clone(),
             cost: self.cost.clone(),

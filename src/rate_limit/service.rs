@@ -28,6 +28,9 @@ use crate::{
 pub struct RateLimit<S, K = GlobalKey, C = (), R = DefaultResponseForRejection, St = MemoryStore> {
     pub(super) inner: S,
     pub(super) limiter: Arc<Limiter>,
+    /// The limiter's quota set, cached by this service: a request checks one pointer instead of
+    /// taking an `ArcSwap` guard. A swapped-out set lives on until this service's next request.
+    pub(super) current: arc_swap::Cache<Current, Arc<QuotaSet>>,
     pub(super) store: St,
     pub(super) extractor: K,
     pub(super) cost: C,
@@ -42,6 +45,7 @@ impl<S: Clone, K: Clone, C: Clone, R: Clone, St: Clone> Clone for RateLimit<S, K
         Self {
             inner: self.inner.clone(),
             limiter: self.limiter.clone(),
+            current: self.current.clone(),
             store: self.store.clone(),
             extractor: self.extractor.clone(),
             cost: self.cost.clone(),
@@ -57,6 +61,18 @@ impl<S, K, C, R, St: fmt::Debug> fmt::Debug for RateLimit<S, K, C, R, St> {
             .field("limiter", &self.limiter.name())
             .field("store", &self.store)
             .finish_non_exhaustive()
+    }
+}
+
+/// A limiter seen as its current quota set, for [`arc_swap::Cache`].
+#[derive(Clone)]
+pub(super) struct Current(pub(super) Arc<Limiter>);
+
+impl std::ops::Deref for Current {
+    type Target = arc_swap::ArcSwap<QuotaSet>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.current
     }
 }
 
@@ -143,13 +159,10 @@ where
             Target::Pass => Verdict::Allowed(None),
             Target::Refuse(rejection) => Verdict::Rejected(rejection),
             Target::Key(key, cost) => {
-                let set = self.limiter.current.load();
-                set.check(self.limiter.hash_key(&key), cost, want_info)
+                let hash = self.limiter.hash_key(&key);
+                self.current.load().check(hash, cost, want_info)
             }
-            Target::Unkeyed(cost) => {
-                let set = self.limiter.current.load();
-                set.check(UNKEYED, cost, want_info)
-            }
+            Target::Unkeyed(cost) => self.current.load().check(UNKEYED, cost, want_info),
         };
         match verdict {
             Verdict::Allowed(info) => ResponseFuture::allowed(self.inner.call(req), info),

@@ -202,6 +202,7 @@ pub(super) fn decode(input: &[u8]) -> Result<Entry, StoreError> {
                 allows_authorized: flags & 2 != 0,
                 vary,
                 vary_key,
+                hit_values: Default::default(),
             }))
         }
         _ => Err(bad("unknown cache entry kind")),

@@ -87,6 +87,10 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(found)))
     }
 
+    fn get_now(&self, key: &str) -> Option<Entry> {
+        self.cache.get(key)
+    }
+
     fn put<'a>(&'a self, key: &'a str, entry: Entry) -> StoreFuture<'a, ()> {
         self.cache.insert(Arc::from(key), entry);
         Box::pin(std::future::ready(Ok(())))

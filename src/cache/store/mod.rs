@@ -124,6 +124,14 @@ impl fmt::Debug for Entry {
 pub trait Store: Send + Sync + 'static {
     /// The entry under `key`, if any.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Entry>>;
+    /// The entry under `key` if the store can find it at once, without waiting (an in-process
+    /// store): the layer tries this first and serves a fresh entry found here without boxing a
+    /// future. `None` (the default) sends the request down the asynchronous path, which calls
+    /// [`get`](Store::get); a store that waits on I/O keeps the default.
+    fn get_now(&self, key: &str) -> Option<Entry> {
+        let _ = key;
+        None
+    }
     /// Stores `entry` under `key` for [`Entry::time_to_keep`], replacing any earlier entry.
     fn put<'a>(&'a self, key: &'a str, entry: Entry) -> StoreFuture<'a, ()>;
     /// Removes the entry under `key`.

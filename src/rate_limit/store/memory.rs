@@ -61,6 +61,10 @@ pub(crate) const OVERFLOW: u64 = 0;
 /// The bucket shared by requests without a key (`MissingKey::SharedBucket`).
 pub(crate) const UNKEYED: u64 = 1;
 
+/// The key of a key type with one value (the global key): its state has a slot of its own
+/// beside the map, so a global limiter never takes the map's shard lock.
+pub(crate) const GLOBAL: u64 = UNKEYED + 1;
+
 /// The default cap on keys per quota.
 pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
 
@@ -88,6 +92,8 @@ type Map = DashMap<u64, AtomicU64, BuildHasherDefault<U64Identity>>;
 /// One quota's bounded key table.
 pub(crate) struct KeyTable {
     map: Map,
+    /// The state of [`GLOBAL`]; 0 is no state, as in the map.
+    global: AtomicU64,
     /// Entries, counted on insert and prune (DashMap's own `len` locks every shard).
     len: AtomicUsize,
     cap: AtomicUsize,
@@ -105,6 +111,7 @@ impl KeyTable {
     fn new(cap: usize) -> Self {
         Self {
             map: Map::default(),
+            global: AtomicU64::new(0),
             len: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap),
             inserts_since_prune: AtomicUsize::new(0),
@@ -133,18 +140,35 @@ impl KeyTable {
 
     /// Gives back `amount` ns of GCRA time taken by a request that another quota refused.
     fn refund(&self, key: u64, amount: u64) {
+        // 0 means "no state"; 1 is "long ago", a full bucket, as good.
+        let give_back = |tat: u64| Some(tat.saturating_sub(amount).max(1));
+        if key == GLOBAL {
+            let _ = self
+                .global
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, give_back);
+            return;
+        }
         let entry = self.map.get(&key).or_else(|| self.map.get(&OVERFLOW));
         if let Some(state) = entry {
-            let _ = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                // 0 means "no state"; 1 is "long ago", a full bucket, as good.
-                Some(tat.saturating_sub(amount).max(1))
-            });
+            let _ = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, give_back);
         }
     }
 
+    /// The stored state of `key` (of the overflow bucket if it has none), 0 if none.
+    fn state_of(&self, key: u64) -> u64 {
+        if key == GLOBAL {
+            return self.global.load(Ordering::Acquire);
+        }
+        self.map
+            .get(&key)
+            .or_else(|| self.map.get(&OVERFLOW))
+            .map_or(0, |state| state.load(Ordering::Acquire))
+    }
+
     pub(crate) fn stats(&self) -> (usize, usize, usize, u64) {
+        let global = usize::from(self.global.load(Ordering::Relaxed) != 0);
         (
-            self.len.load(Ordering::Relaxed),
+            self.len.load(Ordering::Relaxed) + global,
             self.map.capacity(),
             self.cap.load(Ordering::Relaxed),
             self.overflowed.load(Ordering::Relaxed),
@@ -182,6 +206,9 @@ impl StateStore for TableRef {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let table = &*self.0;
+        if *key == GLOBAL {
+            return measure_and_replace_one(&table.global, f);
+        }
         if let Some(state) = table.map.get(key) {
             return measure_and_replace_one(&state, f);
         }
@@ -221,6 +248,12 @@ impl StateStore for TableRef {
 impl ShrinkableKeyedStateStore<u64> for TableRef {
     fn retain_recent(&self, drop_below: Nanos) {
         let drop_below = drop_below.as_u64();
+        let _ = self
+            .0
+            .global
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                (tat != 0 && tat <= drop_below).then_some(0)
+            });
         let mut removed = 0usize;
         self.0.map.retain(|_, state| {
             let keep = *state.get_mut() > drop_below;
@@ -291,12 +324,7 @@ impl QuotaState {
     /// Time until `key`'s bucket is full again, read from its stored state. `origin` was read
     /// just before governor read its own start, so this errs short by nanoseconds, never long.
     fn reset(&self, key: u64) -> Duration {
-        let table = &*self.table;
-        let tat = table
-            .map
-            .get(&key)
-            .or_else(|| table.map.get(&OVERFLOW))
-            .map_or(0, |state| state.load(Ordering::Acquire));
+        let tat = self.table.state_of(key);
         let now = self.gcra.clock().now().duration_since(self.origin).as_u64();
         Duration::from_nanos(tat.saturating_sub(now))
     }
@@ -381,6 +409,9 @@ impl QuotaSet {
     /// (and refunded) so that the answer's `Retry-After` is the longest wait among the refusing
     /// quotas.
     pub(crate) fn check(&self, key: u64, cost: NonZeroU32, want_info: bool) -> Verdict {
+        if let [q] = &*self.quotas {
+            return self.check_one(q, key, cost, want_info);
+        }
         let set = self;
         let n = cost.get();
         if let Some(q) = set.quotas.iter().find(|q| n > q.burst) {
@@ -437,6 +468,47 @@ impl QuotaSet {
     }
 }
 
+impl QuotaSet {
+    /// [`check`](Self::check) for a set of one quota (the common case): the same decision,
+    /// without the bookkeeping for refunds and the strictest of several quotas.
+    #[inline]
+    fn check_one(&self, q: &QuotaState, key: u64, cost: NonZeroU32, want_info: bool) -> Verdict {
+        let n = cost.get();
+        if n > q.burst {
+            return Verdict::Rejected(too_costly(self, q, n));
+        }
+        let verdict = match q.gcra.check_key_n(&key, cost) {
+            Ok(Ok(snapshot)) => {
+                self.metrics.allowed();
+                Verdict::Allowed(if want_info {
+                    let left = snapshot.remaining_burst_capacity();
+                    Some(q.info(u64::from(left), q.reset(key)))
+                } else {
+                    None
+                })
+            }
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(q.gcra.clock().now());
+                let reset = wait + Duration::from_nanos(q.weight(q.burst - n));
+                self.metrics.rejected();
+                tracing::debug!(
+                    target: "bulwark::rate_limit",
+                    limiter = %self.name,
+                    quota = %q.quota.name(),
+                    cost = n,
+                    retry_after_ms = wait.as_millis() as u64,
+                    "rate limited"
+                );
+                Verdict::Rejected(Rejection::rate_limited(wait, Some(q.info(0, reset))))
+            }
+            // Ruled out above; refuse rather than panic.
+            Err(_) => return Verdict::Rejected(too_costly(self, q, n)),
+        };
+        q.maybe_prune(self);
+        verdict
+    }
+}
+
 /// What a limiter decided.
 #[derive(Debug)]
 pub(crate) enum Verdict {
@@ -483,10 +555,11 @@ impl Limiter {
         if size_of::<Q>() == 0 {
             // A key type with one value (the global key): every request shares one bucket,
             // so there is nothing to hash.
-            return UNKEYED + 1;
+            return GLOBAL;
         }
         let h = self.hasher.hash_one(key);
-        if h <= UNKEYED { h + 2 } else { h }
+        // Clear of the reserved buckets and of the global key's slot.
+        if h <= GLOBAL { h + 3 } else { h }
     }
 
     pub(crate) fn name(&self) -> Arc<str> {
@@ -646,7 +719,8 @@ mod tests {
         let lim = Limiter::new(vec![Quota::per_second(n(1))]);
         lim.set_max_keys(100);
         let set = lim.current.load();
-        for k in 2..1_002u64 {
+        // Table keys as `hash_key` makes them: above the global key's slot.
+        for k in GLOBAL + 1..GLOBAL + 1_001 {
             let _ = set.check(k, n(1), false);
         }
         let stats = &lim.table_stats()[0];
@@ -662,11 +736,26 @@ mod tests {
         assert!(allowed(&set.check(5_001, n(1), false)));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_global_key_has_its_own_slot() {
+        let lim = Limiter::new(vec![Quota::per_second(n(1))]);
+        let set = lim.current.load();
+        assert!(allowed(&set.check(GLOBAL, n(1), false)));
+        assert!(!allowed(&set.check(GLOBAL, n(1), false)));
+        assert_eq!(lim.table_stats()[0].keys, 1);
+        // Idle long enough: pruning forgets it like any key, and it starts full again.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        lim.prune();
+        assert_eq!(lim.table_stats()[0].keys, 0);
+        assert!(allowed(&set.check(GLOBAL, n(1), false)));
+        assert!(!allowed(&set.check(GLOBAL, n(1), false)));
+    }
+
     #[test]
     fn hashed_keys_avoid_the_reserved_buckets() {
         let lim = Limiter::new(vec![Quota::per_second(n(1))]);
         for k in 0..10_000u32 {
-            assert!(lim.hash_key(&k) > UNKEYED);
+            assert!(lim.hash_key(&k) > GLOBAL);
         }
     }
 }

@@ -1,0 +1,57 @@
+//! Runs one `layers` case a given number of times, without criterion, so that instruction
+//! counts can be compared exactly on a noisy machine (see BENCHMARKS.md):
+//!
+//! ```sh
+//! cargo bench --bench probe --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/a.out target/release/deps/probe-<hash> hit 2000
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/b.out target/release/deps/probe-<hash> hit 12000
+//! ```
+//!
+//! The difference of the two totals divided by 10,000 is the cost of one request. Cases: `bare`,
+//! `hit` (cache, memory store, fresh hit), `global` and `ip` (rate limiter, allowed). Run without
+//! a case (as `cargo bench` does), it does nothing.
+
+mod support;
+
+use std::{hint::black_box, num::NonZeroU32, time::Duration};
+
+use bulwark::{
+    cache::{CacheLayer, CacheStore},
+    key::PeerIp,
+    rate_limit::{Quota, RateLimitLayer},
+};
+use tower::Layer;
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let (Some(case), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
+    else {
+        return;
+    };
+    let plenty = || Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+    macro_rules! run {
+        ($svc:expr) => {{
+            let mut svc = $svc;
+            // The first call fills the cache; it is in both runs, so it cancels out.
+            support::call(&mut svc, support::request());
+            for _ in 0..n {
+                black_box(support::call(&mut svc, support::request()));
+            }
+        }};
+    }
+    match case.as_str() {
+        "bare" => run!(support::bare()),
+        "hit" => run!(
+            CacheLayer::new(CacheStore::memory(64 * 1024 * 1024))
+                .ttl(Duration::from_secs(3600))
+                .layer(support::bare())
+        ),
+        "global" => run!(RateLimitLayer::new(plenty()).layer(support::bare())),
+        "ip" => run!(
+            RateLimitLayer::new(plenty())
+                .key(PeerIp::new())
+                .layer(support::bare())
+        ),
+        other => eprintln!("unknown case {other}: bare, hit, global, ip"),
+    }
+}
