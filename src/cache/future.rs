@@ -39,6 +39,12 @@ pin_project! {
             shared: Arc<Shared>,
             target: Option<InvalidationTarget>,
         },
+        Bypass {
+            #[pin]
+            future: F,
+            shared: Arc<Shared>,
+            detail: &'static str,
+        },
         Invalidating {
             invalidation: BoxFuture<()>,
             response: Option<Response<CacheBody<B>>>,
@@ -67,6 +73,18 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
+    /// A `GET` or `HEAD` the cache does not handle (its key hook declined): straight to the
+    /// inner service, unboxed, then marked `fwd=bypass` with `detail`.
+    pub(super) fn bypass(future: F, shared: Arc<Shared>, detail: &'static str) -> Self {
+        Self {
+            kind: Kind::Bypass {
+                future,
+                shared,
+                detail,
+            },
+        }
+    }
+
     /// An answer made at once (a fresh hit found without waiting).
     pub(super) fn ready(response: Response<CacheBody<B>>) -> Self {
         Self {
@@ -87,6 +105,7 @@ impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.kind {
             Kind::Forward { .. } => "ResponseFuture::Forward",
+            Kind::Bypass { .. } => "ResponseFuture::Bypass",
             Kind::Invalidating { .. } => "ResponseFuture::Invalidating",
             Kind::Cached { .. } => "ResponseFuture::Cached",
             Kind::Ready { .. } => "ResponseFuture::Ready",
@@ -104,6 +123,20 @@ where
         let mut this = self.project();
         loop {
             match this.kind.as_mut().project() {
+                KindProj::Bypass {
+                    future,
+                    shared,
+                    detail,
+                } => {
+                    let res = ready!(future.poll(cx))?;
+                    let (parts, body) = res.into_parts();
+                    return Poll::Ready(Ok(super::service::bypassed(
+                        shared,
+                        parts,
+                        CacheBody::inner(body),
+                        detail,
+                    )));
+                }
                 KindProj::Forward {
                     future,
                     shared,

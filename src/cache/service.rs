@@ -457,6 +457,11 @@ where
             let (parts, body) = req.into_parts();
             let base = match self.shared.hit_now(&parts) {
                 Ok(res) => return ResponseFuture::ready(res),
+                Err(BaseKey::Made(None)) => {
+                    // The key hook declined: nothing to look up or store.
+                    let future = self.inner.call(Request::from_parts(parts, body));
+                    return ResponseFuture::bypass(future, self.shared.clone(), "key");
+                }
                 Err(base) => base,
             };
             // The instance that was polled ready serves this request; a fresh clone stays.
@@ -629,6 +634,18 @@ fn serve_as<B>(
 }
 
 /// Passes an inner answer through, with `Cache-Status`.
+/// A response the cache passed by (`fwd=bypass`, with `detail`).
+pub(crate) fn bypassed<B>(
+    shared: &Shared,
+    parts: response::Parts,
+    body: CacheBody<B>,
+    detail: &'static str,
+) -> Response<CacheBody<B>> {
+    let mut status = CacheStatus::new(CacheOutcome::Bypass);
+    status.detail = Some(detail);
+    pass(shared, parts, body, status, None)
+}
+
 fn pass<B>(
     shared: &Shared,
     mut parts: response::Parts,

@@ -317,12 +317,33 @@ impl RedisFlags {
             let mut n: u64 = 0;
             loop {
                 n = n.wrapping_add(1);
-                // A pause between half the interval and the whole interval.
-                let half = self.shared.interval / 2;
-                let jitter = half.mul_f64((random.hash_one(n) % 1000) as f64 / 1000.0);
-                tokio::time::sleep(half + jitter).await;
+                tokio::time::sleep(pause(self.shared.interval, &random, n)).await;
                 let _ = self.sync().await;
             }
         })
+    }
+}
+
+/// The pause before poll `n`: between half the interval and the whole interval, so instances
+/// do not poll in lock-step. With the default 500 ms interval and the Redis call timeout
+/// (250 ms by default), a change is seen within 750 ms: inside the one second promised.
+fn pause(interval: Duration, random: &RandomState, n: u64) -> Duration {
+    let half = interval / 2;
+    half + half.mul_f64((random.hash_one(n) % 1000) as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+
+    #[test]
+    fn pauses_stay_between_half_the_interval_and_the_interval() {
+        let random = RandomState::new();
+        let interval = Duration::from_millis(500);
+        let pauses: Vec<_> = (0..10_000).map(|n| pause(interval, &random, n)).collect();
+        assert!(pauses.iter().all(|p| *p >= interval / 2 && *p <= interval));
+        // Jittered: not one fixed pause.
+        let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
+        assert!(distinct.len() > 100, "{} distinct pauses", distinct.len());
     }
 }

@@ -51,6 +51,7 @@ pub(super) struct MetricInfo {
 }
 
 /// The bulwark decisions visible on the response.
+#[derive(Default)]
 pub(super) struct Markers {
     rejection: Option<&'static str>,
     fallback: Option<HeaderValue>,

@@ -88,10 +88,15 @@ where
                 Ok(res.map(LogBody::passthrough))
             }
             (Ok(mut res), Some(t)) => {
-                let head = t.start.elapsed();
+                // Time to first byte and the markers are for the log line only.
+                let (head, markers) = if t.log.is_some() {
+                    (t.start.elapsed(), Markers::of(&res))
+                } else {
+                    (std::time::Duration::ZERO, Markers::default())
+                };
                 let completion = Completion {
                     status: res.status(),
-                    markers: Markers::of(&res),
+                    markers,
                     id: id.clone(),
                     log: t.log,
                     metrics: t.metrics,
