@@ -29,7 +29,7 @@ use std::{
 
 use bulwark::cache::{CacheBody, CacheLayer, CacheStore};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -97,38 +97,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, St
         listen: listen.ok_or("--listen is required")?,
         origin: origin.ok_or("--origin is required")?,
     }))
-}
-
-/// Removes hop-by-hop fields (RFC 9110 section 7.6.1): `Connection` and the fields it lists,
-/// `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`, and every `Proxy-*` field.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
 }
 
 /// The origin, as a `tower::Service`: forwards the request, answers 502 if the origin cannot be
@@ -200,12 +168,12 @@ impl Service<Request<Incoming>> for Forward {
                 ));
             };
             parts.uri = uri;
-            strip_hop_by_hop(&mut parts.headers);
+            bulwark::strip_hop_by_hop(&mut parts.headers);
             let req = Request::from_parts(parts, body);
             match tokio::time::timeout(UPSTREAM_TIMEOUT, client.request(req)).await {
                 Ok(Ok(res)) => {
                     let (mut parts, body) = res.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
+                    bulwark::strip_hop_by_hop(&mut parts.headers);
                     Ok(Response::from_parts(parts, body.boxed_unsync()))
                 }
                 Ok(Err(e)) => {
@@ -347,7 +315,7 @@ mod tests {
 
     struct Reply {
         status: u16,
-        headers: HeaderMap,
+        headers: http::HeaderMap,
         body: Bytes,
     }
 

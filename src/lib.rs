@@ -78,6 +78,7 @@ mod response;
 pub use self::{
     error::{ConfigError, StoreError},
     rejection::{RATELIMIT, RATELIMIT_POLICY, RateLimitInfo, Rejection},
+    response::strip_hop_by_hop,
     response::{DefaultResponseForRejection, ResponseForRejection},
 };
 

@@ -22,7 +22,7 @@
 //! [`Rejection`] extension, so outer layers always see why the request was rejected.
 
 use bytes::Bytes;
-use http::Response;
+use http::{HeaderMap, HeaderName, Response, header};
 
 use crate::Rejection;
 
@@ -55,5 +55,58 @@ where
     #[inline]
     fn response_for(&self, rejection: &Rejection) -> Response<Bytes> {
         self(rejection)
+    }
+}
+
+/// Removes the hop-by-hop fields of a message (RFC 9110 section 7.6.1): `Connection` and every
+/// field it names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, and every
+/// `Proxy-*` field (`Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, ...).
+///
+/// They describe one connection, so they are never stored with a response nor replayed on
+/// another: the cache, idempotency replays and the fallback's last good answers all use this,
+/// and so does a proxy forwarding a message (`examples/proxy.rs`).
+///
+/// ```
+/// use http::HeaderMap;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("connection", "close, x-private".parse().unwrap());
+/// headers.insert("x-private", "1".parse().unwrap());
+/// headers.insert("proxy-authenticate", "Basic".parse().unwrap());
+/// headers.insert("etag", "\"v1\"".parse().unwrap());
+/// bulwark::strip_hop_by_hop(&mut headers);
+/// assert_eq!(headers.len(), 1);
+/// assert!(headers.contains_key("etag"));
+/// ```
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    if headers.keys().any(|n| n.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
     }
 }

@@ -253,8 +253,6 @@ impl<X: LastGoodKey> LastGoodBuilder<X> {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Whether the response may be kept as a last good response: see [`LastGood`]'s list. The
 /// classifier's verdict is checked by the caller.
@@ -307,29 +305,8 @@ impl<X: LastGoodKey> Source for LastGood<X> {
         let mut headers = head.headers.clone();
         // Hop-by-hop fields (and the ones `Connection` names) belong to the old connection; the
         // request id belongs to the old request.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-        for name in [
-            &header::CONNECTION,
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-            &header::PROXY_AUTHENTICATE,
-            &header::TE,
-            &header::TRAILER,
-            &header::TRANSFER_ENCODING,
-            &header::UPGRADE,
-            &X_REQUEST_ID,
-        ] {
-            headers.remove(name);
-        }
+        crate::strip_hop_by_hop(&mut headers);
+        headers.remove(&X_REQUEST_ID);
         self.cache.insert(
             key,
             Arc::new(Stored {

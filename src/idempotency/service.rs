@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -446,31 +446,9 @@ fn replay<B>(stored: &StoredResponse) -> Answer<B> {
     res
 }
 
-/// `headers` without hop-by-hop fields (RFC 9110 section 7.6.1): `Connection` and every field
-/// it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
-/// `Proxy-Authenticate`, `Proxy-Authorization`.
+/// `headers` without hop-by-hop fields ([`strip_hop_by_hop`](crate::strip_hop_by_hop)).
 pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    const HOP: [&str; 7] = [
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    ];
     let mut out = headers.clone();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(v) = value.to_str() {
-            for name in v.split(',') {
-                out.remove(name.trim().to_ascii_lowercase().as_str());
-            }
-        }
-    }
-    out.remove(header::CONNECTION);
-    out.remove(header::TRANSFER_ENCODING);
-    for name in HOP {
-        out.remove(name);
-    }
+    crate::strip_hop_by_hop(&mut out);
     out
 }
