@@ -297,13 +297,45 @@ impl CapturedEvent {
     }
 }
 
+/// The process's global subscriber in tests: enables nothing, but answers "ask again" for every
+/// callsite. Tests run on parallel threads, each with its own capturing subscriber or none;
+/// without this, a callsite first reached on a thread without one could have its interest
+/// cached as "never" while another thread's capture is being installed, and that thread would
+/// then miss the event.
+struct AskEveryTime;
+
+impl tracing::Subscriber for AskEveryTime {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 impl Captured {
     /// Installs a capturing subscriber for the current thread until the guard drops.
     pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
         use tracing_subscriber::layer::SubscriberExt;
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(AskEveryTime);
+        });
         let captured = Self::default();
         let subscriber = tracing_subscriber::registry().with(CaptureLayer(captured.clone()));
         let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
         (captured, guard)
     }
 
