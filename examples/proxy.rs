@@ -27,7 +27,10 @@ use std::{
     time::Duration,
 };
 
-use bulwark::cache::{CacheBody, CacheLayer, CacheStore};
+use bulwark::{
+    body::ResponseBody,
+    cache::{CacheLayer, CacheStore},
+};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
@@ -197,7 +200,7 @@ fn proxy(
     origin: Uri,
 ) -> impl Service<
     Request<Incoming>,
-    Response = Response<CacheBody<BoxBody>>,
+    Response = Response<ResponseBody<BoxBody>>,
     Error = Infallible,
     Future: Send,
 > + Clone
@@ -209,7 +212,7 @@ fn proxy(
 /// Serves `service` on `listener` until the process ends.
 async fn serve<S>(listener: TcpListener, service: S)
 where
-    S: Service<Request<Incoming>, Response = Response<CacheBody<BoxBody>>, Error = Infallible>
+    S: Service<Request<Incoming>, Response = Response<ResponseBody<BoxBody>>, Error = Infallible>
         + Clone
         + Send
         + 'static,

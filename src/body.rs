@@ -3,7 +3,10 @@
 //!
 //! A layer either passes the inner service's body through untouched or answers with bytes it
 //! built itself (a rejection, a cached or replayed response, a fallback). [`ResponseBody`] is an
-//! enum of exactly those two cases, so the pass-through path costs no allocation and no boxing.
+//! enum of those cases, so the pass-through path costs no allocation and no boxing, plus the
+//! case of a body a layer began to read to keep it (the cache, idempotency) and then found too
+//! large to keep, or failing: the bytes already read come first, then the rest of the body (or
+//! its error), so the client still gets the answer exactly as the service sent it.
 //! Layers that buffer a request body hand the inner service a [`RequestBody`] (the same type) so
 //! it works with any body type, hyper's `Incoming` included.
 //!
@@ -27,6 +30,7 @@
 //! ```
 
 use std::{
+    any::Any,
     fmt,
     pin::Pin,
     task::{Context, Poll},
@@ -58,6 +62,10 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Full { data: Option<Bytes> },
+        // The part read, then the rest of the body.
+        Prefixed { prefix: Option<Bytes>, body: Pin<Box<B>> },
+        // The part read, then the error the body failed with (always a `B::Error`).
+        Failed { prefix: Option<Bytes>, error: Option<Box<dyn Any + Send + Sync>> },
     }
 }
 
@@ -89,11 +97,34 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    /// The bytes a layer already read from `rest`, then the rest of it: for a body a layer
+    /// began to buffer (to store it) and then found too large to keep.
+    pub fn prefixed(prefix: Bytes, rest: Pin<Box<B>>) -> Self {
+        Self {
+            kind: Kind::Prefixed {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                body: rest,
+            },
+        }
+    }
+
+    /// The bytes a layer already read from a body, then `error`, the body's own error
+    /// (`B::Error`) it failed with while being read: the client sees the failure as it
+    /// happened.
+    pub(crate) fn failed<E: Send + Sync + 'static>(prefix: Bytes, error: E) -> Self {
+        Self {
+            kind: Kind::Failed {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                error: Some(Box::new(error)),
+            },
+        }
+    }
+
     /// The inner body, if this is a pass-through body.
     pub fn into_inner(self) -> Option<B> {
         match self.kind {
             Kind::Inner { body } => Some(body),
-            Kind::Full { .. } => None,
+            Kind::Full { .. } | Kind::Prefixed { .. } | Kind::Failed { .. } => None,
         }
     }
 }
@@ -112,6 +143,14 @@ impl<B> fmt::Debug for ResponseBody<B> {
                 .debug_struct("ResponseBody::Full")
                 .field("len", &data.as_ref().map_or(0, Bytes::len))
                 .finish(),
+            Kind::Prefixed { prefix, .. } => f
+                .debug_struct("ResponseBody::Prefixed")
+                .field("prefix_len", &prefix.as_ref().map_or(0, Bytes::len))
+                .finish_non_exhaustive(),
+            Kind::Failed { prefix, .. } => f
+                .debug_struct("ResponseBody::Failed")
+                .field("prefix_len", &prefix.as_ref().map_or(0, Bytes::len))
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -119,6 +158,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: 'static,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -131,6 +171,20 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Prefixed { prefix, body } => match prefix.take() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                None => body.as_mut().poll_frame(cx),
+            },
+            KindProj::Failed { prefix, error } => match prefix.take() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                // Always a `B::Error`: `failed` is only called with one.
+                None => Poll::Ready(
+                    error
+                        .take()
+                        .and_then(|e| e.downcast::<B::Error>().ok())
+                        .map(|e| Err(*e)),
+                ),
+            },
         }
     }
 
@@ -139,6 +193,8 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
+            Kind::Prefixed { prefix, body } => prefix.is_none() && body.is_end_stream(),
+            Kind::Failed { prefix, error } => prefix.is_none() && error.is_none(),
         }
     }
 
@@ -148,6 +204,19 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Prefixed { prefix, body } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + extra);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
+            Kind::Failed { prefix, .. } => {
+                SizeHint::with_exact(prefix.as_ref().map_or(0, |p| p.len() as u64))
             }
         }
     }
@@ -270,6 +339,31 @@ mod tests {
 
     fn chunks(parts: Vec<&'static str>) -> Chunks {
         Chunks(parts.into_iter())
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_body_gives_the_part_read_then_the_rest() {
+        let body = ResponseBody::prefixed(
+            Bytes::from_static(b"he"),
+            Box::pin(Full::new(Bytes::from_static(b"llo"))),
+        );
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn a_failed_body_gives_the_part_read_then_its_error() {
+        let mut body = ResponseBody::<Chunks>::failed(
+            Bytes::from_static(b"par"),
+            std::io::Error::other("connection reset"),
+        );
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "par");
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "connection reset");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]

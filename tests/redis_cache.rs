@@ -59,7 +59,7 @@ async fn send<S>(svc: &S, req: Request<()>) -> (CacheStatus, String, Option<Stri
 where
     S: Service<
             Request<()>,
-            Response = Response<bulwark::cache::CacheBody<Full<Bytes>>>,
+            Response = Response<bulwark::body::ResponseBody<Full<Bytes>>>,
             Error = Infallible,
         > + Clone,
 {

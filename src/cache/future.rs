@@ -9,8 +9,9 @@ use std::{
 use http::Response;
 use pin_project_lite::pin_project;
 
+use crate::body::ResponseBody;
+
 use super::{
-    CacheBody,
     service::{InvalidationTarget, Shared},
 };
 
@@ -47,13 +48,13 @@ pin_project! {
         },
         Invalidating {
             invalidation: BoxFuture<()>,
-            response: Option<Response<CacheBody<B>>>,
+            response: Option<Response<ResponseBody<B>>>,
         },
         Cached {
-            future: BoxFuture<Result<Response<CacheBody<B>>, E>>,
+            future: BoxFuture<Result<Response<ResponseBody<B>>, E>>,
         },
         Ready {
-            response: Option<Response<CacheBody<B>>>,
+            response: Option<Response<ResponseBody<B>>>,
         },
     }
 }
@@ -86,7 +87,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     }
 
     /// An answer made at once (a fresh hit found without waiting).
-    pub(super) fn ready(response: Response<CacheBody<B>>) -> Self {
+    pub(super) fn ready(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Ready {
                 response: Some(response),
@@ -94,7 +95,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
-    pub(super) fn cached(future: BoxFuture<Result<Response<CacheBody<B>>, E>>) -> Self {
+    pub(super) fn cached(future: BoxFuture<Result<Response<ResponseBody<B>>, E>>) -> Self {
         Self {
             kind: Kind::Cached { future },
         }
@@ -117,7 +118,7 @@ impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<CacheBody<B>>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -133,7 +134,7 @@ where
                     return Poll::Ready(Ok(super::service::bypassed(
                         shared,
                         parts,
-                        CacheBody::inner(body),
+                        ResponseBody::new(body),
                         detail,
                     )));
                 }
@@ -145,7 +146,7 @@ where
                     let res = ready!(future.poll(cx))?;
                     let (mut parts, body) = res.into_parts();
                     InvalidationTarget::report(shared, &mut parts);
-                    let res = Response::from_parts(parts, CacheBody::inner(body));
+                    let res = Response::from_parts(parts, ResponseBody::new(body));
                     let success = res.status().is_success() || res.status().is_redirection();
                     match target.take() {
                         Some(target) if success => {

@@ -158,7 +158,6 @@
 //! Freshness follows the wall clock as seen through tokio's clock, so tests can pause time and
 //! advance it (`tokio::time::advance`).
 
-mod body;
 mod future;
 mod layer;
 mod policy;
@@ -167,7 +166,6 @@ mod status;
 pub mod store;
 
 pub use self::{
-    body::CacheBody,
     future::ResponseFuture,
     layer::{CacheHandle, CacheLayer},
     service::Cache,

@@ -19,13 +19,12 @@ use tokio::sync::watch;
 use tower_service::Service;
 
 use super::{
-    CacheBody,
     future::ResponseFuture,
     policy::{self, Clock, Config, Decision, Directives, Freshness, Stored},
     status::{CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
-use crate::StoreError;
+use crate::{StoreError, body::ResponseBody};
 
 /// Makes the base key of a request; `None` bypasses the cache. `None` here: [`default_key`].
 pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>>;
@@ -159,7 +158,7 @@ impl Shared {
     /// ([`Store::get_now`](super::Store::get_now)) is served without boxing a future. Anything
     /// else (a range request, no entry found at once, a stale or unusable one) goes on to
     /// [`cached`] with the base key if it was made: the same decisions, in the same order.
-    fn hit_now<B>(&self, parts: &request::Parts) -> Result<Response<CacheBody<B>>, BaseKey> {
+    fn hit_now<B>(&self, parts: &request::Parts) -> Result<Response<ResponseBody<B>>, BaseKey> {
         let plain = policy::plain(&parts.headers);
         if !plain && parts.headers.contains_key(header::RANGE) {
             return Err(BaseKey::NotMade);
@@ -442,7 +441,7 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Send,
 {
-    type Response = Response<CacheBody<ResB>>;
+    type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
@@ -576,7 +575,7 @@ fn serve<B>(
     status: CacheStatus,
     now: SystemTime,
     key: &str,
-) -> Response<CacheBody<B>> {
+) -> Response<ResponseBody<B>> {
     let not_modified = stored.not_modified_for(req);
     serve_as(shared, stored, req, status, now, key, not_modified)
 }
@@ -590,13 +589,13 @@ fn serve_as<B>(
     now: SystemTime,
     key: &str,
     not_modified: bool,
-) -> Response<CacheBody<B>> {
+) -> Response<ResponseBody<B>> {
     let (code, body) = if not_modified {
-        (StatusCode::NOT_MODIFIED, CacheBody::empty())
+        (StatusCode::NOT_MODIFIED, ResponseBody::empty())
     } else if req.method == Method::HEAD {
-        (stored.status, CacheBody::empty())
+        (stored.status, ResponseBody::empty())
     } else {
-        (stored.status, CacheBody::full(stored.body.clone()))
+        (stored.status, ResponseBody::full(stored.body.clone()))
     };
     let age = stored.age(now);
     if status.ttl.is_none() && status.outcome != CacheOutcome::Stale {
@@ -638,9 +637,9 @@ fn serve_as<B>(
 pub(crate) fn bypassed<B>(
     shared: &Shared,
     parts: response::Parts,
-    body: CacheBody<B>,
+    body: ResponseBody<B>,
     detail: &'static str,
-) -> Response<CacheBody<B>> {
+) -> Response<ResponseBody<B>> {
     let mut status = CacheStatus::new(CacheOutcome::Bypass);
     status.detail = Some(detail);
     pass(shared, parts, body, status, None)
@@ -649,29 +648,29 @@ pub(crate) fn bypassed<B>(
 fn pass<B>(
     shared: &Shared,
     mut parts: response::Parts,
-    body: CacheBody<B>,
+    body: ResponseBody<B>,
     mut status: CacheStatus,
     key: Option<&str>,
-) -> Response<CacheBody<B>> {
+) -> Response<ResponseBody<B>> {
     status.fwd_status.get_or_insert(parts.status.as_u16());
     shared.report(status, &mut parts.headers, key);
     parts.extensions.insert(status);
     Response::from_parts(parts, body)
 }
 
-fn gateway_timeout<B>(shared: &Shared, key: &str) -> Response<CacheBody<B>> {
+fn gateway_timeout<B>(shared: &Shared, key: &str) -> Response<ResponseBody<B>> {
     let status = CacheStatus::new(CacheOutcome::OnlyIfCached);
-    let mut res = Response::new(CacheBody::empty());
+    let mut res = Response::new(ResponseBody::empty());
     *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     shared.report(status, res.headers_mut(), Some(key));
     res.extensions_mut().insert(status);
     res
 }
 
-fn bad_gateway<B>(shared: &Shared, outcome: CacheOutcome, key: &str) -> Response<CacheBody<B>> {
+fn bad_gateway<B>(shared: &Shared, outcome: CacheOutcome, key: &str) -> Response<ResponseBody<B>> {
     let mut status = CacheStatus::new(outcome);
     status.detail = Some("upstream-body-failed");
-    let mut res = Response::new(CacheBody::full(Bytes::from_static(
+    let mut res = Response::new(ResponseBody::full(Bytes::from_static(
         br#"{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The upstream answer broke off."}"#,
     )));
     *res.status_mut() = StatusCode::BAD_GATEWAY;
@@ -757,7 +756,7 @@ async fn settle<B>(
     head: &request::Parts,
     res: Response<B>,
     mut fwd: Forwarded,
-) -> Response<CacheBody<B>>
+) -> Response<ResponseBody<B>>
 where
     B: Body<Data = Bytes> + Send + 'static,
 {
@@ -811,7 +810,7 @@ where
             return pass(
                 shared,
                 parts,
-                CacheBody::inner(body),
+                ResponseBody::new(body),
                 status,
                 Some(&fwd.key),
             );
@@ -828,7 +827,7 @@ where
             pass(
                 shared,
                 parts,
-                CacheBody::full(bytes),
+                ResponseBody::full(bytes),
                 status,
                 Some(&fwd.key),
             )
@@ -838,7 +837,7 @@ where
             pass(
                 shared,
                 parts,
-                CacheBody::prefixed(prefix, rest),
+                ResponseBody::prefixed(prefix, rest),
                 status,
                 Some(&fwd.key),
             )
@@ -864,7 +863,7 @@ async fn cached<S, ReqB, ResB>(
     mut parts: request::Parts,
     body: ReqB,
     base: BaseKey,
-) -> Result<Response<CacheBody<ResB>>, S::Error>
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -881,7 +880,7 @@ where
     if parts.headers.contains_key(header::RANGE) {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         let (p, b) = res.into_parts();
-        return Ok(pass(&shared, p, CacheBody::inner(b), bypass("range"), None));
+        return Ok(pass(&shared, p, ResponseBody::new(b), bypass("range"), None));
     }
     let base = match base {
         BaseKey::Made(base) => base,
@@ -890,7 +889,7 @@ where
     let Some(base) = base else {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         let (p, b) = res.into_parts();
-        return Ok(pass(&shared, p, CacheBody::inner(b), bypass("key"), None));
+        return Ok(pass(&shared, p, ResponseBody::new(b), bypass("key"), None));
     };
     let only_if_cached =
         Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached;
@@ -903,7 +902,7 @@ where
             return Ok(pass(
                 &shared,
                 p,
-                CacheBody::inner(b),
+                ResponseBody::new(b),
                 bypass("store-unavailable"),
                 Some(&base),
             ));
@@ -1002,7 +1001,7 @@ where
         let (p, b) = res.into_parts();
         let mut s = CacheStatus::new(outcome);
         s.detail = Some("head");
-        return Ok(pass(&shared, p, CacheBody::inner(b), s, Some(&key)));
+        return Ok(pass(&shared, p, ResponseBody::new(b), s, Some(&key)));
     }
     let restricted = policy::is_restricted(&shared.cfg, &parts.headers);
     let guard = if restricted {

@@ -133,7 +133,7 @@ use http::HeaderName;
 pub use self::{
     config::{IdempotencyConfig, IdempotencyConfigBuilder, OnStoreError},
     fingerprint::{Fingerprint, StoreKey},
-    future::{PassBody, ResponseFuture},
+    future::ResponseFuture,
     handle::{IdempotencyHandle, IdempotencyStats},
     key::{IdempotencyKey, InvalidIdempotencyKey, MAX_KEY_LEN},
     layer::IdempotencyLayer,

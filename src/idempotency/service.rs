@@ -17,7 +17,7 @@ use tower_service::Service;
 use super::{
     IDEMPOTENT_REPLAYED, IdempotencyConfig, IdempotencyKey, OnStoreError, ScopeExtractor, StoreKey,
     fingerprint::FingerprintHasher,
-    future::{PassBody, ResponseFuture},
+    future::ResponseFuture,
     handle::{Outcome, Stats},
     store::{Claim, Completion, LeaseToken, Store, StoredResponse},
 };
@@ -69,7 +69,7 @@ impl<S: fmt::Debug, St: fmt::Debug, X, R> fmt::Debug for Idempotency<S, St, X, R
     }
 }
 
-type Answer<B> = Response<ResponseBody<PassBody<B>>>;
+type Answer<B> = Response<ResponseBody<B>>;
 
 impl<S, St, X, R, ReqB, ResB> Service<Request<ReqB>> for Idempotency<S, St, X, R>
 where
@@ -283,7 +283,7 @@ where
                         parts.extensions.insert(key);
                         let req = Request::from_parts(parts, RequestBody::full(bytes));
                         let res = inner.call(req).await?;
-                        return Ok(res.map(|b| ResponseBody::new(PassBody::new(b))));
+                        return Ok(res.map(ResponseBody::new));
                     }
                 }
             }
@@ -358,11 +358,11 @@ where
     };
     if config.release_on_rejection && res.extensions().get::<Rejection>().is_some() {
         guard.release("rejection").await;
-        return Ok(res.map(|b| ResponseBody::new(PassBody::new(b))));
+        return Ok(res.map(ResponseBody::new));
     }
     if config.release_on_server_error && res.status().is_server_error() {
         guard.release("server error").await;
-        return Ok(res.map(|b| ResponseBody::new(PassBody::new(b))));
+        return Ok(res.map(ResponseBody::new));
     }
 
     let (parts, body) = res.into_parts();
@@ -388,7 +388,7 @@ where
             guard.complete(Completion::TooLarge, config.retention).await;
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::new(PassBody::rest(prefix, rest)),
+                ResponseBody::prefixed(prefix, rest),
             ))
         }
         Read::Failed(prefix, error) => {
@@ -398,7 +398,7 @@ where
             guard.release("response body failed").await;
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::new(PassBody::failed(prefix, error)),
+                ResponseBody::failed(prefix, error),
             ))
         }
     }
