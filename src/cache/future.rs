@@ -11,9 +11,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 
-use super::{
-    service::{InvalidationTarget, Shared},
-};
+use super::service::{InvalidationTarget, Shared};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

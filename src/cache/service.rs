@@ -880,7 +880,13 @@ where
     if parts.headers.contains_key(header::RANGE) {
         let res = inner.call(Request::from_parts(parts, body)).await?;
         let (p, b) = res.into_parts();
-        return Ok(pass(&shared, p, ResponseBody::new(b), bypass("range"), None));
+        return Ok(pass(
+            &shared,
+            p,
+            ResponseBody::new(b),
+            bypass("range"),
+            None,
+        ));
     }
     let base = match base {
         BaseKey::Made(base) => base,

@@ -1,20 +1,16 @@
 //! The response future of [`Idempotency`](super::Idempotency).
 
 use std::{
-    any::Any,
     fmt,
     future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
 };
 
-use bytes::Bytes;
 use http::Response;
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
-
 
 /// The layer's answer to a keyed request, boxed.
 pub(crate) type BoxAnswer<B, E> =
