@@ -373,6 +373,50 @@ fn stack(c: &mut Criterion) {
             .service(bare());
         let _ = call(&mut ours, request());
         case!(group, "bulwark/four_layers_cache_hit", ours);
+
+        // All seven in the README's order, as a user's build has them (no tokio `test-util`):
+        // a GET every layer passes on (the cache's key hook declines it), and a cache hit.
+        let seven = |cache: bulwark::cache::CacheLayer| {
+            tower::ServiceBuilder::new()
+                .layer(bulwark::log::RequestLogLayer::new())
+                .layer(
+                    bulwark::rate_limit::RateLimitLayer::new(
+                        bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX)
+                            .burst(NonZeroU32::MAX),
+                    )
+                    .key(bulwark::key::PeerIp::new()),
+                )
+                .layer(bulwark::flag::FeatureFlagLayer::new(
+                    bulwark::flag::Flags::new()
+                        .with("catalog", bulwark::flag::FlagDefinition::on()),
+                    "catalog",
+                ))
+                .layer(bulwark::idempotency::IdempotencyLayer::new(
+                    bulwark::idempotency::IdempotencyStore::memory(),
+                ))
+                .layer(cache)
+                .layer(bulwark::fallback::FallbackLayer::response(Response::new(
+                    "fallback",
+                )))
+                .layer(bulwark::circuit_breaker::CircuitBreakerLayer::new(
+                    bulwark::circuit_breaker::CircuitBreakerConfig::default(),
+                ))
+                .service(bulwark_compare::bare_for())
+        };
+        case!(
+            group,
+            "bulwark/seven_layers_pass_through",
+            seven(
+                bulwark::cache::CacheLayer::new(bulwark::cache::CacheStore::memory(1 << 20))
+                    .key(|_| None)
+            )
+        );
+        let mut hit = seven(
+            bulwark::cache::CacheLayer::new(bulwark::cache::CacheStore::memory(1 << 20))
+                .ttl(Duration::from_secs(3_600)),
+        );
+        let _ = call(&mut hit, request());
+        case!(group, "bulwark/seven_layers_cache_hit", hit);
         group.finish();
     });
 }

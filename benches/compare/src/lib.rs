@@ -39,6 +39,19 @@ pub fn bare() -> impl Service<
     })
 }
 
+/// [`bare`] for any request body type (layers that buffer bodies hand the inner service their
+/// own body type).
+pub fn bare_for<B: Send + 'static>() -> impl Service<
+    Request<B>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    service_fn(|_req: Request<B>| async { Ok(Response::new(Full::new(Bytes::from_static(b"ok")))) })
+}
+
 /// The baseline's twin that answers 503.
 pub fn unavailable() -> impl Service<
     Request<Body>,
