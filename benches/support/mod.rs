@@ -24,9 +24,7 @@ pub fn bare() -> impl Service<
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Body>, Infallible>>,
 > + Clone {
-    service_fn(|_req: Request<Body>| async {
-        Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    })
+    bare_for()
 }
 
 /// [`bare`] for any request body type (layers that buffer bodies hand the inner service their

@@ -34,9 +34,7 @@ pub fn bare() -> impl Service<
 > + Clone
 + Send
 + 'static {
-    service_fn(|_req: Request<Body>| async {
-        Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
-    })
+    bare_for()
 }
 
 /// [`bare`] for any request body type (layers that buffer bodies hand the inner service their
