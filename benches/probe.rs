@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The difference of the two totals divided by 10,000 is the cost of one request. Cases: `bare`,
-//! `hit` (cache, memory store, fresh hit), `global` and `ip` (rate limiter, allowed). Run without
+//! `hit` (cache, memory store, fresh hit), `global` and `ip` (rate limiter, allowed),
+//! `json` (request log, JSON subscriber at INFO writing to a sink). Run without
 //! a case (as `cargo bench` does), it does nothing.
 
 mod support;
@@ -18,6 +19,7 @@ use std::{hint::black_box, num::NonZeroU32, time::Duration};
 use bulwark::{
     cache::{CacheLayer, CacheStore},
     key::PeerIp,
+    log::RequestLogLayer,
     rate_limit::{Quota, RateLimitLayer},
 };
 use tower::Layer;
@@ -52,6 +54,20 @@ fn main() {
                 .key(PeerIp::new())
                 .layer(support::bare())
         ),
-        other => eprintln!("unknown case {other}: bare, hit, global, ip"),
+        "json" => {
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(std::io::sink)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                run!(
+                    RequestLogLayer::new()
+                        .request_metrics(false)
+                        .layer(support::bare())
+                );
+            });
+        }
+        other => eprintln!("unknown case {other}: bare, hit, global, ip, json"),
     }
 }

@@ -377,3 +377,71 @@ async fn unknown_methods_are_other() {
     assert_eq!(e.field("http.request.method"), Some("_OTHER"));
     assert_eq!(e.field("http.request.method_original"), Some("PURGE"));
 }
+
+/// A `MakeWriter` collecting JSON lines in memory.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn with_a_json_subscriber_each_field_is_written_once_and_handler_events_are_grouped() {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(lines.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route(
+            "/items/{id}",
+            get(|| async {
+                tracing::info!(target: "shop", "looking the item up");
+                "an item"
+            }),
+        )
+        .layer(RequestLogLayer::new());
+    let mut req = request("/items/7");
+    req.headers_mut()
+        .insert("x-request-id", "req-json-1".parse().unwrap());
+    run(app, req).await;
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    // The handler's event runs inside the request span, which names the request.
+    let handler = &lines[0];
+    assert_eq!(handler["target"], "shop");
+    assert_eq!(handler["span"]["request_id"], "req-json-1");
+    assert_eq!(handler["span"]["otel.name"], "GET /items/{id}");
+    // The completion line carries the request's fields itself, each once: no copy of the span.
+    let done = &lines[1];
+    assert_eq!(done["target"], "bulwark::log");
+    assert_eq!(done["fields"]["request_id"], "req-json-1");
+    assert_eq!(done["fields"]["http.route"], "/items/{id}");
+    assert_eq!(done["fields"]["http.response.status_code"], 200);
+    assert!(
+        done.get("span").is_none() && done.get("spans").is_none(),
+        "{done}"
+    );
+    assert_eq!(text.matches("req-json-1").count(), 3, "{text}");
+}

@@ -32,16 +32,30 @@ pub(super) struct LogInfo {
     pub(super) method: &'static str,
     pub(super) method_original: Option<String>,
     pub(super) uri: Uri,
-    pub(super) query: Option<String>,
+    /// The query with its secrets redacted, if it has any; else the URI's query is logged.
+    pub(super) redacted_query: Option<String>,
     pub(super) scheme: &'static str,
-    /// The `Host` header, else the URI's authority.
-    pub(super) server: Option<HeaderValue>,
+    /// The `Host` header (else the URI's authority is logged).
+    pub(super) host: Option<HeaderValue>,
     pub(super) version: &'static str,
     pub(super) route: Option<Route>,
     pub(super) client: Option<IpAddr>,
     pub(super) user_agent: Option<HeaderValue>,
     pub(super) headers: Option<String>,
     pub(super) trace: Option<(String, String)>,
+}
+
+impl LogInfo {
+    fn query(&self) -> Option<&str> {
+        self.redacted_query.as_deref().or_else(|| self.uri.query())
+    }
+
+    fn server(&self) -> Option<&str> {
+        match &self.host {
+            Some(host) => host.to_str().ok(),
+            None => self.uri.authority().map(http::uri::Authority::as_str),
+        }
+    }
 }
 
 /// What the request-duration histogram needs.
@@ -242,7 +256,11 @@ impl Completion {
             _ => None,
         };
         let m = &self.markers;
-        let _entered = log.span.enter();
+        // Not inside the request span: the line carries every field the span has (request id,
+        // trace ids, method, route), and a subscriber that writes the current span and the span
+        // list with each event (tracing-subscriber's JSON format does, by default) would write
+        // them twice more and re-parse them on every request. Events of the inner service, which
+        // run inside the span, keep their grouping.
         event_at!(
             level,
             {
@@ -250,9 +268,9 @@ impl Completion {
                 http.request.method_original = log.method_original.as_deref(),
                 url.scheme = log.scheme,
                 url.path = log.uri.path(),
-                url.query = log.query.as_deref(),
+                url.query = log.query(),
                 http.route = log.route.as_ref().map(Route::as_str),
-                server.address = opt_str(log.server.as_ref()),
+                server.address = log.server(),
                 network.protocol.version = log.version,
                 http.response.status_code = self.status.as_u16(),
                 http.response.body.size = self.bytes,
@@ -288,17 +306,19 @@ pub(super) fn log_error<E: fmt::Display + 'static>(
         return;
     };
     let (error_type, message) = describe(err);
-    let _entered = log.span.enter();
+    // Outside the request span, as the completion event (see `Completion::finish`).
     tracing::error!(
         target: "bulwark::log",
         {
             http.request.method = log.method,
             url.scheme = log.scheme,
             url.path = log.uri.path(),
-            url.query = log.query.as_deref(),
+            url.query = log.query(),
             http.route = log.route.as_ref().map(Route::as_str),
             client.address = log.client.map(tracing::field::display),
             request_id = id.as_str(),
+            trace_id = log.trace.as_ref().map(|t| t.0.as_str()),
+            span_id = log.trace.as_ref().map(|t| t.1.as_str()),
             duration_ms = ms(elapsed),
             error.r#type = error_type,
             error.message = message.as_str(),

@@ -22,6 +22,13 @@
 //! | `bulwark.cache_status` | the `Cache-Status` header |
 //! | `bulwark.replayed` | `true` for idempotent replays |
 //!
+//! The span (`request`, target `bulwark::log`, level `INFO`) is entered while the inner service
+//! runs, so the inner service's own events can be grouped by it; it carries `otel.name` (method
+//! and route), `otel.kind`, `request_id`, and `trace_id`/`span_id` from a valid `traceparent`.
+//! The completion event is written outside the span and carries every field itself, so a
+//! subscriber that writes the current span with each event (tracing-subscriber's JSON format
+//! does) does not write the request's fields twice.
+//!
 //! Level: `ERROR` for 5xx and inner errors, `WARN` for 4xx and for requests slower than the slow
 //! threshold (default 1 s), `INFO` otherwise. Events have target `bulwark::log`; when no
 //! subscriber listens to it, the layer only handles the request id.

@@ -82,6 +82,16 @@ impl Redactor {
         self.query.iter().any(|q| lower.contains(q.as_str()))
     }
 
+    /// The query with every sensitive parameter's value replaced by `REDACTED`, or `None` when
+    /// it has no sensitive parameter (log it as it is, without a copy).
+    pub(crate) fn redacted_query(&self, query: &str) -> Option<String> {
+        let sensitive = query.split('&').any(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            self.param_is_sensitive(name)
+        });
+        sensitive.then(|| self.query(query))
+    }
+
     /// The query with every sensitive parameter's value replaced by `REDACTED`.
     pub(crate) fn query(&self, query: &str) -> String {
         let mut out = String::with_capacity(query.len());
@@ -158,6 +168,15 @@ mod tests {
         let mut custom = Redactor::default();
         custom.add_query("email");
         assert_eq!(custom.query("email=a@b.c&x=1"), "email=REDACTED&x=1");
+        assert_eq!(
+            custom.redacted_query("x=1&email=a@b.c").as_deref(),
+            Some("x=1&email=REDACTED")
+        );
+        assert_eq!(custom.redacted_query("x=1&y=2"), None);
+        assert_eq!(
+            r.redacted_query("flag&password").as_deref(),
+            Some("flag&password")
+        );
     }
 
     #[test]

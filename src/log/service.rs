@@ -4,7 +4,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, HeaderValue, Method, Request, Response, header::USER_AGENT};
+use http::{HeaderName, Method, Request, Response, header::USER_AGENT};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Level;
@@ -117,39 +117,32 @@ fn log_info<B>(
         .get(&TRACEPARENT)
         .and_then(|v| traceparent(v.as_bytes()))
         .map(|(t, s)| (t.to_owned(), s.to_owned()));
-    // The span carries what nested events need to be found and grouped: its name, the
-    // request id and trace ids, the route (or, without one, the path). The completion event
-    // carries everything else, so no field is formatted twice per line.
+    // The span carries what the inner service's events need to be grouped and found: its
+    // OpenTelemetry name (method and route), the request id and the trace ids. It is kept this
+    // small because a subscriber formats span fields when the span opens and may write them
+    // again with every event inside it; the completion event, written outside the span, carries
+    // every field itself.
     let span = tracing::info_span!(
         target: "bulwark::log",
         "request",
         otel.name = %SpanName(method, route_str),
         otel.kind = "server",
-        http.request.method = method,
-        http.route = route_str,
-        url.path = route_str.is_none().then(|| uri.path()),
         request_id = id.as_str(),
         trace_id = trace.as_ref().map(|t| t.0.as_str()),
         span_id = trace.as_ref().map(|t| t.1.as_str()),
     );
-    let server = match req.headers().get(http::header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
     LogInfo {
         span,
         method,
         method_original: (method == "_OTHER").then(|| req.method().as_str().to_owned()),
         uri: uri.clone(),
-        query: uri.query().map(|q| config.redactor.query(q)),
+        redacted_query: uri.query().and_then(|q| config.redactor.redacted_query(q)),
         scheme: if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
             "https"
         } else {
             "http"
         },
-        server,
+        host: req.headers().get(http::header::HOST).cloned(),
         version: version(req.version()),
         route: route.cloned(),
         client: crate::key::peer_ip(req),
