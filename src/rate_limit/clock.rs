@@ -1,73 +1,43 @@
-//! governor's clock traits over `tokio::time::Instant`, so that tests drive the memory store
-//! with `#[tokio::test(start_paused = true)]` and `tokio::time::advance`. Outside a paused
-//! runtime (and without tokio's `test-util` feature) `tokio::time::Instant::now()` is
-//! `std::time::Instant::now()`.
+//! The memory store's clock: tokio's, so that an application's tests (and ours) drive the
+//! limiter with `#[tokio::test(start_paused = true)]` and `tokio::time::advance`. Outside a
+//! paused runtime (and always without tokio's `test-util` feature) `tokio::time::Instant::now()`
+//! is `std::time::Instant::now()`, the monotonic clock.
 
-use std::{ops::Add, time::Duration};
+use tokio::time::Instant;
 
-use governor::{
-    clock::{Clock, Reference},
-    nanos::Nanos,
-};
+/// A quota's time zero.
+pub(crate) type Origin = Instant;
 
-/// A point in tokio time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TokioInstant(tokio::time::Instant);
+/// Reads tokio's clock as nanoseconds since an origin.
+pub(crate) struct Clock;
 
-impl Add<Nanos> for TokioInstant {
-    type Output = Self;
-
-    fn add(self, rhs: Nanos) -> Self {
-        // Saturates rather than panics on an absurd offset.
-        Self(
-            self.0
-                .checked_add(Duration::from_nanos(rhs.as_u64()))
-                .unwrap_or(self.0),
-        )
-    }
-}
-
-impl Reference for TokioInstant {
-    fn duration_since(&self, earlier: Self) -> Nanos {
-        let d = self.0.saturating_duration_since(earlier.0);
-        Nanos::from(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+impl Clock {
+    /// Now, as the origin of a quota's times.
+    pub(crate) fn origin() -> Origin {
+        Instant::now()
     }
 
-    fn saturating_sub(&self, duration: Nanos) -> Self {
-        Self(
-            self.0
-                .checked_sub(Duration::from_nanos(duration.as_u64()))
-                .unwrap_or(self.0),
-        )
-    }
-}
-
-/// tokio's clock, for governor.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TokioClock;
-
-impl Clock for TokioClock {
-    type Instant = TokioInstant;
-
+    /// Nanoseconds from `origin` to now (0 if the clock reads earlier, which it never should);
+    /// saturates after about 584 years.
     #[inline]
-    fn now(&self) -> TokioInstant {
-        TokioInstant(tokio::time::Instant::now())
+    pub(crate) fn nanos_since(origin: Origin) -> u64 {
+        let d = Instant::now().saturating_duration_since(origin);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn follows_paused_tokio_time() {
-        let clock = TokioClock;
-        let a = clock.now();
+        let origin = Clock::origin();
+        assert_eq!(Clock::nanos_since(origin), 0);
         tokio::time::advance(Duration::from_millis(1_500)).await;
-        let b = clock.now();
-        assert_eq!(b.duration_since(a), Nanos::from(1_500_000_000u64));
-        assert_eq!(a.duration_since(b), Nanos::from(0u64));
-        assert_eq!(a + Nanos::from(1_500_000_000u64), b);
-        assert_eq!(b.saturating_sub(Nanos::from(1_500_000_000u64)), a);
+        assert_eq!(Clock::nanos_since(origin), 1_500_000_000);
     }
 }

@@ -2,7 +2,7 @@
 //! a service, and tell it when to come back.
 //!
 //! Each request is counted against one or more [`Quota`]s for its key, with the GCRA (generic
-//! cell rate algorithm: a token bucket without a refill task) of [governor]. A request that
+//! cell rate algorithm: a token bucket without a refill task, as in [governor]). A request that
 //! fits is passed to the inner service; one that does not is answered at once with
 //! [`Rejection::RateLimited`](crate::Rejection::RateLimited): 429, `Retry-After` (whole seconds,
 //! rounded up, at least 1), the `RateLimit-Policy` and `RateLimit` fields, and an RFC 9457
@@ -11,7 +11,8 @@
 //! Compared with tower's `RateLimit`: tower's counts all requests together, and enforces its
 //! limit in `poll_ready`, by waiting, which stalls every clone of the service behind it. This
 //! layer decides in `call`, answers at once, keeps one bucket per key, and shares its state
-//! between every clone. Compared with tower-governor: the same algorithm, plus bounded key
+//! between every clone. Compared with tower-governor: the same algorithm (on tokio's clock, so
+//! tests with paused time drive it), plus bounded key
 //! tables, several quotas per layer, request costs, run-time quota changes, the IETF headers,
 //! and a Redis store shared by instances.
 //!
@@ -99,7 +100,7 @@
 //!
 //! The memory store keeps, per quota, one table entry per key: a 64-bit keyed hash of the key
 //! (raw keys are never stored) and the key's GCRA state, 16 bytes. Entries whose bucket has
-//! been full for a while are pruned with governor's `retain_recent`, amortised over insertions
+//! been full for a while are pruned, amortised over insertions
 //! (never on every request). A table holds at most `max_keys` keys plus two shared buckets;
 //! a new key that finds it full shares an *overflow bucket* with every other such key until
 //! pruning makes room, so a flood of new keys is limited together and existing keys keep

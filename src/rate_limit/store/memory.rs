@@ -1,30 +1,34 @@
-//! The in-process limiter: one governor keyed GCRA limiter per quota, each over a bounded key
-//! table, and the shared state every clone of a layer points at.
+//! The in-process limiter: the GCRA (generic cell rate algorithm) per quota, each quota over
+//! a bounded key table, and the shared state every clone of a layer points at.
+//!
+//! # The algorithm
+//!
+//! A key's state is one number, its theoretical arrival time (TAT): when its bucket would be
+//! full again. With `T` the time one request takes to come back (`period / rate`) and a burst
+//! of `b`, a request of cost `n` at time `now` fits if `max(TAT, now) + n·T ≤ now + b·T`, and
+//! then moves the TAT to `max(TAT, now) + n·T`; otherwise it must wait until that holds. One
+//! compare-and-swap per request, no refill task, no lock (this is the algorithm governor and
+//! tower-governor use, written here over our own table and clock).
 //!
 //! # The key table
 //!
 //! Keys are not stored: a request's key is hashed with a per-limiter random SipHash key
-//! ([`RandomState`]) into a `u64`, and that is what the table holds, next to the GCRA state
-//! (one `AtomicU64`, governor's "theoretical arrival time"). So a table entry is 16 bytes
-//! whatever the key type (an API key, a tenant name), raw keys never sit in memory, and a
-//! client that cannot see the hash key cannot pick two keys that share a bucket (two keys
-//! share one with probability 2^-64 per pair).
+//! ([`RandomState`]) into a `u64`, and that is what the table holds, next to the key's TAT
+//! (one `AtomicU64`). So a table entry is 16 bytes whatever the key type (an API key, a tenant
+//! name), raw keys never sit in memory, and a client that cannot see the hash key cannot pick
+//! two keys that share a bucket (two keys share one with probability 2^-64 per pair).
 //!
-//! The table is a governor [`StateStore`] of ours over a [`DashMap`], rather than governor's
-//! own `DashMapStateStore`, for two reasons: the size cap needs to know when an entry is
-//! inserted (governor's store does not say), and a request rejected by one quota must give back
-//! what it took from the others (governor has no refund). The GCRA arithmetic stays
-//! governor's.
+//! The table is a [`DashMap`] whose size is capped exactly with one lookup per request, and a
+//! request rejected by one quota gives back what it took from the others (a refund).
 //!
 //! Size: at most `max_keys` entries plus two reserved buckets (the overflow bucket and the
 //! bucket of requests without a key). A key that arrives when the table is full shares the
-//! overflow bucket with every other such key until pruning makes room. Pruning is governor's
-//! `retain_recent`: it drops entries whose bucket has been full for at least one emission
-//! interval (such an entry says nothing a fresh one would not, so pruning never changes a
-//! decision). It runs on the request path but amortised: after every `max(max_keys / 8, 64)`
-//! insertions, and when a new key finds the table full (then at most once per second of
-//! limiter time). After a prune the table's spare capacity is released once it is more than
-//! four times the entries.
+//! overflow bucket with every other such key until pruning makes room. Pruning drops entries
+//! whose bucket is full (TAT at or before now: such an entry says nothing a fresh one would
+//! not, so pruning never changes a decision). It runs on the request path but amortised: after
+//! every `max(max_keys / 8, 64)` insertions, and when a new key finds the table full (then at
+//! most once per second of limiter time). After a prune the table's spare capacity is released
+//! once it is more than four times the entries.
 
 use std::{
     hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
@@ -38,20 +42,13 @@ use std::{
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use governor::{
-    RateLimiter,
-    clock::{Clock, Reference},
-    middleware::{NoOpMiddleware, StateInformationMiddleware},
-    nanos::Nanos,
-    state::{StateStore, keyed::ShrinkableKeyedStateStore},
-};
 
 use crate::{
     ConfigError, RateLimitInfo, Rejection,
     metrics::RateLimitMetrics,
     rate_limit::{
         Quota,
-        clock::{TokioClock, TokioInstant},
+        clock::{Clock, Origin},
         quota::check_quotas,
     },
 };
@@ -89,10 +86,11 @@ impl Hasher for U64Identity {
 
 type Map = DashMap<u64, AtomicU64, BuildHasherDefault<U64Identity>>;
 
-/// One quota's bounded key table.
+/// One quota's bounded key table. A state is a key's theoretical arrival time (TAT), in
+/// nanoseconds since the quota's origin; 0 is "no state".
 pub(crate) struct KeyTable {
     map: Map,
-    /// The state of [`GLOBAL`]; 0 is no state, as in the map.
+    /// The state of [`GLOBAL`].
     global: AtomicU64,
     /// Entries, counted on insert and prune (DashMap's own `len` locks every shard).
     len: AtomicUsize,
@@ -138,6 +136,45 @@ impl KeyTable {
         }
     }
 
+    /// Runs `f` on `key`'s state (on the overflow bucket's if the table is full and `key` is
+    /// new), storing what it returns unless the state changed meanwhile (then `f` runs again).
+    #[inline]
+    fn update<T, E>(&self, key: u64, f: impl Fn(u64) -> Result<(T, u64), E>) -> Result<T, E> {
+        if key == GLOBAL {
+            return update_one(&self.global, f);
+        }
+        if let Some(state) = self.map.get(&key) {
+            return update_one(&state, f);
+        }
+        let reserved = key <= UNKEYED;
+        let slot = reserved || self.reserve_slot();
+        let key = if slot {
+            key
+        } else {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            self.prune_wanted.store(true, Ordering::Relaxed);
+            OVERFLOW
+        };
+        let mut inserted = false;
+        let entry = self.map.entry(key).or_insert_with(|| {
+            inserted = true;
+            AtomicU64::new(0)
+        });
+        if inserted {
+            if !slot || reserved {
+                // A shared bucket: counted, but beyond the cap.
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            if self.inserts_since_prune.fetch_add(1, Ordering::Relaxed) + 1 >= self.prune_every() {
+                self.prune_wanted.store(true, Ordering::Relaxed);
+            }
+        } else if slot && !reserved {
+            // Another request inserted this key meanwhile.
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        update_one(&entry, f)
+    }
+
     /// Gives back `amount` ns of GCRA time taken by a request that another quota refused.
     fn refund(&self, key: u64, amount: u64) {
         // 0 means "no state"; 1 is "long ago", a full bucket, as good.
@@ -154,15 +191,21 @@ impl KeyTable {
         }
     }
 
-    /// The stored state of `key` (of the overflow bucket if it has none), 0 if none.
-    fn state_of(&self, key: u64) -> u64 {
-        if key == GLOBAL {
-            return self.global.load(Ordering::Acquire);
-        }
-        self.map
-            .get(&key)
-            .or_else(|| self.map.get(&OVERFLOW))
-            .map_or(0, |state| state.load(Ordering::Acquire))
+    /// Drops every state at or below `now`: a bucket that is full says nothing a fresh one
+    /// would not, so this never changes a decision.
+    fn retain_recent(&self, now: u64) {
+        let _ = self
+            .global
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                (tat != 0 && tat <= now).then_some(0)
+            });
+        let mut removed = 0usize;
+        self.map.retain(|_, state| {
+            let keep = *state.get_mut() > now;
+            removed += usize::from(!keep);
+            keep
+        });
+        self.len.fetch_sub(removed, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> (usize, usize, usize, u64) {
@@ -176,144 +219,61 @@ impl KeyTable {
     }
 }
 
-/// governor's `InMemoryState` step: measure with `f`, store its answer if the state did not
-/// change meanwhile, retry otherwise.
-fn measure_and_replace_one<T, E>(
-    state: &AtomicU64,
-    f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-) -> Result<T, E> {
+/// One compare-and-swap step: measure with `f`, store its answer if the state did not change
+/// meanwhile, retry otherwise.
+#[inline]
+fn update_one<T, E>(state: &AtomicU64, f: impl Fn(u64) -> Result<(T, u64), E>) -> Result<T, E> {
     let mut prev = state.load(Ordering::Acquire);
     loop {
-        let old = (prev != 0).then(|| Nanos::from(prev));
-        let (result, next) = f(old)?;
-        match state.compare_exchange_weak(prev, next.as_u64(), Ordering::AcqRel, Ordering::Acquire)
-        {
+        let (result, next) = f(prev)?;
+        match state.compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Ok(result),
             Err(actual) => prev = actual,
         }
     }
 }
 
-/// The table as governor sees it.
-#[derive(Clone)]
-pub(crate) struct TableRef(Arc<KeyTable>);
-
-impl StateStore for TableRef {
-    type Key = u64;
-
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let table = &*self.0;
-        if *key == GLOBAL {
-            return measure_and_replace_one(&table.global, f);
-        }
-        if let Some(state) = table.map.get(key) {
-            return measure_and_replace_one(&state, f);
-        }
-        let reserved = *key <= UNKEYED;
-        let slot = reserved || table.reserve_slot();
-        let key = if slot {
-            *key
-        } else {
-            table.overflowed.fetch_add(1, Ordering::Relaxed);
-            table.prune_wanted.store(true, Ordering::Relaxed);
-            OVERFLOW
-        };
-        let mut inserted = false;
-        let entry = table.map.entry(key).or_insert_with(|| {
-            inserted = true;
-            AtomicU64::new(0)
-        });
-        if inserted {
-            if !slot {
-                // The overflow bucket itself, beyond the cap.
-                table.len.fetch_add(1, Ordering::Relaxed);
-            } else if reserved {
-                table.len.fetch_add(1, Ordering::Relaxed);
-            }
-            if table.inserts_since_prune.fetch_add(1, Ordering::Relaxed) + 1 >= table.prune_every()
-            {
-                table.prune_wanted.store(true, Ordering::Relaxed);
-            }
-        } else if slot && !reserved {
-            // Another request inserted this key meanwhile.
-            table.len.fetch_sub(1, Ordering::Relaxed);
-        }
-        measure_and_replace_one(&entry, f)
-    }
+/// What the GCRA decided for one quota.
+enum Gcra {
+    /// Allowed; the key's new TAT and the time it was decided at.
+    Allowed { tat: u64, now: u64 },
+    /// Refused; the wait until the request would fit.
+    Refused { wait: u64 },
 }
 
-impl ShrinkableKeyedStateStore<u64> for TableRef {
-    fn retain_recent(&self, drop_below: Nanos) {
-        let drop_below = drop_below.as_u64();
-        let _ = self
-            .0
-            .global
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
-                (tat != 0 && tat <= drop_below).then_some(0)
-            });
-        let mut removed = 0usize;
-        self.0.map.retain(|_, state| {
-            let keep = *state.get_mut() > drop_below;
-            removed += usize::from(!keep);
-            keep
-        });
-        self.0.len.fetch_sub(removed, Ordering::Relaxed);
-    }
-
-    fn shrink_to_fit(&self) {
-        self.0.map.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.0.len.load(Ordering::Relaxed)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-type Gcra = RateLimiter<u64, TableRef, TokioClock, StateInformationMiddleware>;
-
-/// One quota of a limiter: its settings, governor limiter and key table.
+/// One quota of a limiter: its settings, its clock origin and its key table.
 pub(crate) struct QuotaState {
     pub(crate) quota: Quota,
-    /// `period / rate`, ns.
+    /// `period / rate`, ns: the time one request takes to come back (GCRA's `T`).
     pub(crate) emission: u64,
     /// The effective burst.
     pub(crate) burst: u32,
+    /// `emission × burst`, ns: how far ahead of now a key's TAT may run once a request is
+    /// counted (GCRA's `τ + T`).
+    tolerance: u64,
     table: Arc<KeyTable>,
-    gcra: Gcra,
-    origin: TokioInstant,
+    origin: Origin,
 }
 
 impl QuotaState {
     fn new(quota: Quota, cap: usize) -> Self {
         let emission = quota.emission_nanos();
         let burst = quota.burst_size();
-        let gov = governor::Quota::with_period(Duration::from_nanos(emission))
-            .unwrap_or_else(|| governor::Quota::per_second(NonZeroU32::MAX))
-            .allow_burst(burst);
-        let table = Arc::new(KeyTable::new(cap));
-        let clock = TokioClock;
-        let origin = clock.now();
-        let gcra = RateLimiter::<_, _, _, NoOpMiddleware<TokioInstant>>::new(
-            gov,
-            TableRef(table.clone()),
-            clock,
-        )
-        .with_middleware::<StateInformationMiddleware>();
         Self {
             quota,
             emission,
             burst: burst.get(),
-            table,
-            gcra,
-            origin,
+            tolerance: emission.saturating_mul(u64::from(burst.get())),
+            table: Arc::new(KeyTable::new(cap)),
+            origin: Clock::origin(),
         }
+    }
+
+    /// Nanoseconds since the origin. (A stored TAT is never 0, "no state": it is at least one
+    /// request's weight past some `now`.)
+    #[inline]
+    fn now(&self) -> u64 {
+        Clock::nanos_since(self.origin)
     }
 
     /// The time `cost` requests take to come back.
@@ -321,12 +281,36 @@ impl QuotaState {
         self.emission.saturating_mul(u64::from(cost))
     }
 
-    /// Time until `key`'s bucket is full again, read from its stored state. `origin` was read
-    /// just before governor read its own start, so this errs short by nanoseconds, never long.
-    fn reset(&self, key: u64) -> Duration {
-        let tat = self.table.state_of(key);
-        let now = self.gcra.clock().now().duration_since(self.origin).as_u64();
-        Duration::from_nanos(tat.saturating_sub(now))
+    /// The GCRA for `cost` requests (at most the burst) of `key`, now: allowed if the key's
+    /// TAT, once this request's weight is added, is at most `tolerance` ahead of now.
+    #[inline]
+    fn decide(&self, key: u64, cost: u32) -> Gcra {
+        let now = self.now();
+        let weight = self.weight(cost);
+        let tolerance = self.tolerance;
+        let decided = self.table.update(key, |stored| {
+            // No state: a full bucket.
+            let tat = if stored == 0 { now } else { stored };
+            // The request fits once `tat + weight <= now + tolerance`.
+            let earliest = tat.saturating_add(weight).saturating_sub(tolerance);
+            if now < earliest {
+                return Err(earliest - now);
+            }
+            let next = tat.max(now).saturating_add(weight);
+            Ok((next, next))
+        });
+        match decided {
+            Ok(tat) => Gcra::Allowed { tat, now },
+            Err(wait) => Gcra::Refused { wait },
+        }
+    }
+
+    /// Requests left in the bucket of a key whose TAT is `tat` at `now`.
+    fn remaining(&self, tat: u64, now: u64) -> u64 {
+        now.saturating_add(self.tolerance)
+            .saturating_sub(tat)
+            .min(self.tolerance)
+            / self.emission
     }
 
     pub(crate) fn info(&self, remaining: u64, reset: Duration) -> RateLimitInfo {
@@ -339,6 +323,14 @@ impl QuotaState {
         )
     }
 
+    /// The headers' view of an allowed key: requests left and time until its bucket is full.
+    fn allowed_info(&self, tat: u64, now: u64) -> RateLimitInfo {
+        self.info(
+            self.remaining(tat, now),
+            Duration::from_nanos(tat.saturating_sub(now)),
+        )
+    }
+
     /// Prunes if the table asked for it and no other thread is at it.
     fn maybe_prune(&self, limiter: &QuotaSet) {
         let table = &*self.table;
@@ -348,7 +340,7 @@ impl QuotaState {
         if table.pruning.swap(true, Ordering::Acquire) {
             return;
         }
-        let now = self.gcra.clock().now().duration_since(self.origin).as_u64();
+        let now = self.now();
         let full = table.len.load(Ordering::Relaxed) >= table.cap.load(Ordering::Relaxed);
         let grown = table.inserts_since_prune.load(Ordering::Relaxed) >= table.prune_every();
         let overflowed = table.overflowed.load(Ordering::Relaxed);
@@ -375,10 +367,10 @@ impl QuotaState {
     fn prune_now(&self, now: u64) {
         let table = &*self.table;
         let before = table.len.load(Ordering::Relaxed);
-        self.gcra.retain_recent();
+        table.retain_recent(now);
         let after = table.len.load(Ordering::Relaxed);
         if table.map.capacity() > 4 * after + 1_024 {
-            self.gcra.shrink_to_fit();
+            table.map.shrink_to_fit();
         }
         table.inserts_since_prune.store(0, Ordering::Relaxed);
         table
@@ -418,25 +410,23 @@ impl QuotaSet {
             return Verdict::Rejected(too_costly(set, q, n));
         }
         let mut taken = 0u32;
-        let mut strictest: Option<(&QuotaState, u32)> = None;
+        let mut strictest: Option<(&QuotaState, u64, u64, u64)> = None;
         let mut refused: Option<(&QuotaState, Duration)> = None;
         for (i, q) in set.quotas.iter().enumerate() {
-            match q.gcra.check_key_n(&key, cost) {
-                Ok(Ok(snapshot)) => {
+            match q.decide(key, n) {
+                Gcra::Allowed { tat, now } => {
                     taken |= 1 << i;
-                    let left = snapshot.remaining_burst_capacity();
-                    if strictest.is_none_or(|(_, l)| left < l) {
-                        strictest = Some((q, left));
+                    let left = q.remaining(tat, now);
+                    if strictest.is_none_or(|(_, l, _, _)| left < l) {
+                        strictest = Some((q, left, tat, now));
                     }
                 }
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(q.gcra.clock().now());
+                Gcra::Refused { wait } => {
+                    let wait = Duration::from_nanos(wait);
                     if refused.is_none_or(|(_, w)| wait > w) {
                         refused = Some((q, wait));
                     }
                 }
-                // Ruled out above; refuse rather than panic.
-                Err(_) => return Verdict::Rejected(too_costly(set, q, n)),
             }
             q.maybe_prune(set);
         }
@@ -462,7 +452,9 @@ impl QuotaSet {
         }
         set.metrics.allowed();
         Verdict::Allowed(match strictest {
-            Some((q, left)) if want_info => Some(q.info(u64::from(left), q.reset(key))),
+            Some((q, left, tat, now)) if want_info => {
+                Some(q.info(left, Duration::from_nanos(tat.saturating_sub(now))))
+            }
             _ => None,
         })
     }
@@ -477,18 +469,13 @@ impl QuotaSet {
         if n > q.burst {
             return Verdict::Rejected(too_costly(self, q, n));
         }
-        let verdict = match q.gcra.check_key_n(&key, cost) {
-            Ok(Ok(snapshot)) => {
+        let verdict = match q.decide(key, n) {
+            Gcra::Allowed { tat, now } => {
                 self.metrics.allowed();
-                Verdict::Allowed(if want_info {
-                    let left = snapshot.remaining_burst_capacity();
-                    Some(q.info(u64::from(left), q.reset(key)))
-                } else {
-                    None
-                })
+                Verdict::Allowed(want_info.then(|| q.allowed_info(tat, now)))
             }
-            Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(q.gcra.clock().now());
+            Gcra::Refused { wait } => {
+                let wait = Duration::from_nanos(wait);
                 let reset = wait + Duration::from_nanos(q.weight(q.burst - n));
                 self.metrics.rejected();
                 tracing::debug!(
@@ -501,8 +488,6 @@ impl QuotaSet {
                 );
                 Verdict::Rejected(Rejection::rate_limited(wait, Some(q.info(0, reset))))
             }
-            // Ruled out above; refuse rather than panic.
-            Err(_) => return Verdict::Rejected(too_costly(self, q, n)),
         };
         q.maybe_prune(self);
         verdict
@@ -617,8 +602,7 @@ impl Limiter {
     pub(crate) fn prune(&self) {
         for q in self.current.load().quotas.iter() {
             if !q.table.pruning.swap(true, Ordering::Acquire) {
-                let now = q.gcra.clock().now().duration_since(q.origin).as_u64();
-                q.prune_now(now);
+                q.prune_now(q.now());
                 q.table.pruning.store(false, Ordering::Release);
             }
         }

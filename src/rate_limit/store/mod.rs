@@ -9,7 +9,7 @@ pub use self::memory::KeyTableStats;
 #[cfg(feature = "redis")]
 pub use self::redis::{FailurePolicy, RedisStore};
 
-/// Counts kept in this process, with governor's GCRA over a bounded key table: the default
+/// Counts kept in this process, with the GCRA over a bounded key table: the default
 /// store of [`RateLimitLayer`](super::RateLimitLayer). See the
 /// [module docs](super#memory-bounds) for its memory bound.
 #[derive(Debug, Clone, Copy, Default)]
