@@ -9,7 +9,8 @@
 //!
 //! The difference of the two totals divided by 10,000 is the cost of one request. Cases: `bare`,
 //! `hit` (cache, memory store, fresh hit), `global` and `ip` (rate limiter, allowed),
-//! `json` (request log, JSON subscriber at INFO writing to a sink). Run without
+//! `log` and `log_quiet` (request log without subscriber, with and without the duration
+//! histogram), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
 //! a case (as `cargo bench` does), it does nothing.
 
 mod support;
@@ -54,6 +55,12 @@ fn main() {
                 .key(PeerIp::new())
                 .layer(support::bare())
         ),
+        "log" => run!(RequestLogLayer::new().layer(support::bare())),
+        "log_quiet" => run!(
+            RequestLogLayer::new()
+                .request_metrics(false)
+                .layer(support::bare())
+        ),
         "json" => {
             let subscriber = tracing_subscriber::fmt()
                 .json()
@@ -68,6 +75,6 @@ fn main() {
                 );
             });
         }
-        other => eprintln!("unknown case {other}: bare, hit, global, ip, json"),
+        other => eprintln!("unknown case {other}: bare, hit, global, ip, log, log_quiet, json"),
     }
 }
