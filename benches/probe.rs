@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The difference of the two totals divided by 10,000 is the cost of one request. Cases: `bare`,
-//! `hit` (cache, memory store, fresh hit), `global` and `ip` (rate limiter, allowed),
+//! `hit` (cache, memory store, fresh hit), `bypass` (cache, key hook
+//! declines), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
 //! a case (as `cargo bench` does), it does nothing.
@@ -49,6 +50,11 @@ fn main() {
                 .ttl(Duration::from_secs(3600))
                 .layer(support::bare())
         ),
+        "bypass" => run!(
+            CacheLayer::new(CacheStore::memory(64 * 1024 * 1024))
+                .key(|_| None)
+                .layer(support::bare())
+        ),
         "global" => run!(RateLimitLayer::new(plenty()).layer(support::bare())),
         "ip" => run!(
             RateLimitLayer::new(plenty())
@@ -75,6 +81,8 @@ fn main() {
                 );
             });
         }
-        other => eprintln!("unknown case {other}: bare, hit, global, ip, log, log_quiet, json"),
+        other => {
+            eprintln!("unknown case {other}: bare, hit, bypass, global, ip, log, log_quiet, json")
+        }
     }
 }

@@ -1305,3 +1305,35 @@ async fn coalescing_on_the_multi_thread_runtime() {
     }
     assert_eq!(seen.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_answer_gets_its_own_cache_status_when_statuses_alternate() {
+    // The layer reuses the last `Cache-Status` value it made when the next answer's status is
+    // the same; alternating statuses must each get theirs.
+    let svc =
+        CacheLayer::new(memory())
+            .key(|_| None)
+            .layer(service_fn(|req: Request<()>| async move {
+                let code = if req.uri().path() == "/gone" {
+                    404
+                } else {
+                    200
+                };
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(code)
+                        .body(Full::new(Bytes::from_static(b"x")))
+                        .unwrap(),
+                )
+            }));
+    for path in ["/a", "/a", "/gone", "/a", "/gone", "/gone"] {
+        let res = send(&svc, get(path)).await;
+        let code = if path == "/gone" { 404 } else { 200 };
+        assert_eq!(
+            res.cs(),
+            format!("bulwark; fwd=bypass; fwd-status={code}; detail=key"),
+            "{path}"
+        );
+        assert_eq!(res.cache.fwd_status, Some(code));
+    }
+}

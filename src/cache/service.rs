@@ -21,7 +21,7 @@ use tower_service::Service;
 use super::{
     future::ResponseFuture,
     policy::{self, Clock, Config, Decision, Directives, Freshness, Stored},
-    status::{CacheOutcome, CacheStatus},
+    status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
 use crate::{StoreError, body::ResponseBody};
@@ -93,6 +93,10 @@ pub(crate) struct Shared {
     metrics: crate::metrics::CacheMetrics,
     /// The cache's name (`Cache-Status`, logs, metric label).
     label: Arc<str>,
+    /// The last `Cache-Status` member written without a previous value, and its value: most
+    /// answers of a route repeat one status (a bypass, a miss with the same status code), so
+    /// they clone it instead of formatting it again.
+    last_status: arc_swap::ArcSwapOption<(CacheStatus, HeaderValue)>,
 }
 
 impl fmt::Debug for Shared {
@@ -124,6 +128,7 @@ impl Shared {
             clock: Clock::new(),
             flights: Mutex::new(HashMap::new()),
             next_index: AtomicU64::new(seed),
+            last_status: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -303,8 +308,27 @@ impl Shared {
 
     /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
     fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
-        status.write(self.name(), headers);
+        if headers.contains_key(&CACHE_STATUS) {
+            // The answer's own member comes first: nothing to reuse.
+            status.write(self.name(), headers);
+        } else if let Some(value) = self.status_value(status) {
+            headers.insert(CACHE_STATUS.clone(), value);
+        }
         self.count(status, key);
+    }
+
+    /// `status`'s member as a whole `Cache-Status` value: the last one made if it was for the
+    /// same status (a reference-count increment), else made and kept for the next answer.
+    fn status_value(&self, status: CacheStatus) -> Option<HeaderValue> {
+        if let Some(last) = &*self.last_status.load() {
+            if last.0 == status {
+                return Some(last.1.clone());
+            }
+        }
+        let value = status.value(self.name(), None)?;
+        self.last_status
+            .store(Some(Arc::new((status, value.clone()))));
+        Some(value)
     }
 
     /// Reports `status` (metric and event) without writing it.
