@@ -339,6 +339,8 @@ pub(crate) struct Stored {
     pub(crate) policy: Option<Box<CachePolicy>>,
     pub(crate) policy_mode: bool,
     pub(crate) response_time: SystemTime,
+    /// The `Age` the response arrived with, in seconds (read once, not on every hit).
+    pub(crate) initial_age: u64,
     pub(crate) fresh_until: SystemTime,
     pub(crate) keep_for: Duration,
     pub(crate) stale_while_revalidate: Duration,
@@ -447,6 +449,7 @@ impl Decision {
         }
         Stored {
             status: res.status,
+            initial_age: initial_age(&headers),
             headers,
             body,
             req: self.req,
@@ -466,6 +469,15 @@ impl Decision {
 }
 
 pub(crate) use crate::strip_hop_by_hop;
+
+/// The `Age` a response arrived with, in seconds; 0 without a valid one.
+pub(crate) fn initial_age(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
 
 /// Whether a response was produced by bulwark instead of a handler (a rejection, a fallback, an
 /// idempotent replay): such answers are never stored.
@@ -710,6 +722,7 @@ impl Stored {
     pub(crate) fn with_headers(&self, headers: HeaderMap) -> Self {
         Self {
             status: self.status,
+            initial_age: initial_age(&headers),
             headers,
             body: self.body.clone(),
             req: self.req.clone(),
@@ -738,12 +751,7 @@ impl Stored {
     /// The response's age now, in whole seconds (RFC 9111 section 4.2.3): the `Age` it arrived
     /// with plus the time it has been stored.
     pub(crate) fn age(&self, now: SystemTime) -> u64 {
-        let initial = self
-            .headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let initial = self.initial_age;
         let resident = now
             .duration_since(self.response_time)
             .unwrap_or_default()

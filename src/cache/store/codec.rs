@@ -185,6 +185,7 @@ pub(super) fn decode(input: &[u8]) -> Result<Entry, StoreError> {
             let body = Bytes::copy_from_slice(r.bytes()?);
             Ok(Entry::response(Stored {
                 status,
+                initial_age: crate::cache::policy::initial_age(&headers),
                 headers,
                 body,
                 req: StoredParts {
