@@ -11,7 +11,8 @@
 //! `hit` (cache, memory store, fresh hit), `bypass` (cache, key hook
 //! declines), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
-//! histogram), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
+//! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
+//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
 //! a case (as `cargo bench` does), it does nothing.
 
 mod support;
@@ -34,15 +35,23 @@ fn main() {
     };
     let plenty = || Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
     macro_rules! run {
-        ($svc:expr) => {{
+        ($svc:expr) => {
+            run!($svc, support::request())
+        };
+        ($svc:expr, $req:expr) => {{
             let mut svc = $svc;
             // The first call fills the cache; it is in both runs, so it cancels out.
-            support::call(&mut svc, support::request());
+            support::call(&mut svc, $req);
             for _ in 0..n {
-                black_box(support::call(&mut svc, support::request()));
+                black_box(support::call(&mut svc, $req));
             }
         }};
     }
+    let without_id = || {
+        let mut req = support::request();
+        req.headers_mut().remove("x-request-id");
+        req
+    };
     match case.as_str() {
         "bare" => run!(support::bare()),
         "hit" => run!(
@@ -62,6 +71,13 @@ fn main() {
                 .layer(support::bare())
         ),
         "log" => run!(RequestLogLayer::new().layer(support::bare())),
+        "log_generated_id" => run!(
+            RequestLogLayer::new()
+                .request_metrics(false)
+                .layer(support::bare()),
+            without_id()
+        ),
+        "bare_without_id" => run!(support::bare(), without_id()),
         "log_quiet" => run!(
             RequestLogLayer::new()
                 .request_metrics(false)
@@ -82,7 +98,9 @@ fn main() {
             });
         }
         other => {
-            eprintln!("unknown case {other}: bare, hit, bypass, global, ip, log, log_quiet, json")
+            eprintln!(
+                "unknown case {other}: bare, bare_without_id, hit, bypass, global, ip, log, log_quiet, log_generated_id, json"
+            )
         }
     }
 }

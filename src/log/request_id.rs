@@ -33,8 +33,10 @@ impl RequestId {
     /// random bits, so ids sort by creation time and index well.
     #[must_use]
     pub fn generate() -> Self {
-        let mut buf = [0u8; 36];
-        let v = HeaderValue::from_bytes(uuid_v7(&mut buf)).expect("hex digits and dashes");
+        // One allocation, shared by the request's header, its extension and the response's
+        // header (clones are reference-count increments).
+        let v = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(uuid_v7()))
+            .expect("hex digits and dashes");
         Self(v)
     }
 
@@ -118,7 +120,7 @@ fn next_random() -> u64 {
     })
 }
 
-fn uuid_v7(buf: &mut [u8; 36]) -> &[u8] {
+fn uuid_v7() -> [u8; 36] {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -127,19 +129,23 @@ fn uuid_v7(buf: &mut [u8; 36]) -> &[u8] {
     let r2 = next_random();
     let hi = (ms << 16) | 0x7000 | (r1 & 0x0FFF);
     let lo = (r2 & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-    let value = (u128::from(hi) << 64) | u128::from(lo);
+    hyphenated((u128::from(hi) << 64) | u128::from(lo))
+}
+
+/// A UUID's 8-4-4-4-12 lowercase text, a byte at a time.
+fn hyphenated(value: u128) -> [u8; 36] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [b'-'; 36];
     let mut pos = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            buf[pos] = b'-';
+    for (i, byte) in value.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
             pos += 1;
         }
-        let nibble = (value >> (124 - 4 * i)) & 0xF;
-        buf[pos] = HEX[nibble as usize];
-        pos += 1;
+        buf[pos] = HEX[usize::from(byte >> 4)];
+        buf[pos + 1] = HEX[usize::from(byte & 0xF)];
+        pos += 2;
     }
-    &buf[..]
+    buf
 }
 
 #[cfg(test)]
@@ -155,6 +161,19 @@ mod tests {
         assert!(!is_valid(b"a b"));
         assert!(!is_valid(b"a\"b"));
         assert!(!is_valid("é".as_bytes()));
+    }
+
+    #[test]
+    fn uuids_are_written_8_4_4_4_12() {
+        assert_eq!(
+            &hyphenated(0x0190_163d_8694_739b_aea5_966c_26f8_ad91),
+            b"0190163d-8694-739b-aea5-966c26f8ad91"
+        );
+        assert_eq!(&hyphenated(0), b"00000000-0000-0000-0000-000000000000");
+        assert_eq!(
+            &hyphenated(u128::MAX),
+            b"ffffffff-ffff-ffff-ffff-ffffffffffff"
+        );
     }
 
     #[test]
