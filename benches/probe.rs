@@ -9,7 +9,7 @@
 //!
 //! The difference of the two totals divided by 10,000 is the cost of one request. Cases: `bare`,
 //! `hit` (cache, memory store, fresh hit), `bypass` (cache, key hook
-//! declines), `global` and `ip` (rate limiter, allowed),
+//! declines), `flag` (feature-flag gate, flag on), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
 //! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
@@ -21,6 +21,7 @@ use std::{hint::black_box, num::NonZeroU32, time::Duration};
 
 use bulwark::{
     cache::{CacheLayer, CacheStore},
+    flag::{FeatureFlagLayer, FlagDefinition, Flags},
     key::PeerIp,
     log::RequestLogLayer,
     rate_limit::{Quota, RateLimitLayer},
@@ -64,6 +65,10 @@ fn main() {
                 .key(|_| None)
                 .layer(support::bare())
         ),
+        "flag" => run!(
+            FeatureFlagLayer::new(Flags::new().with("simple", FlagDefinition::on()), "simple")
+                .layer(support::bare())
+        ),
         "global" => run!(RateLimitLayer::new(plenty()).layer(support::bare())),
         "ip" => run!(
             RateLimitLayer::new(plenty())
@@ -99,7 +104,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown case {other}: bare, bare_without_id, hit, bypass, global, ip, log, log_quiet, log_generated_id, json"
+                "unknown case {other}: bare, bare_without_id, hit, bypass, flag, global, ip, log, log_quiet, log_generated_id, json"
             )
         }
     }

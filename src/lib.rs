@@ -55,6 +55,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod macros;
+mod name_hash;
 
 pub mod body;
 pub mod cache;

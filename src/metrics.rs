@@ -249,7 +249,10 @@ fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
 #[derive(Default)]
 pub(crate) struct HttpKeys {
     #[cfg(feature = "metrics")]
-    routes: arc_swap::ArcSwap<std::collections::HashMap<Box<str>, HttpSlots>>,
+    /// Route templates from the application's router (at most [`HttpKeys::MAX_ROUTES`]).
+    routes: arc_swap::ArcSwap<
+        std::collections::HashMap<Box<str>, HttpSlots, crate::name_hash::NameHash>,
+    >,
     #[cfg(feature = "metrics")]
     grow: std::sync::Mutex<()>,
 }

@@ -12,7 +12,7 @@ use super::{
     definition::CompiledFlag,
     evaluation::{Evaluation, Variant},
 };
-use crate::flag::Reason;
+use crate::{flag::Reason, name_hash::NameHash};
 
 /// Distinct flag names that get their own metric label; later ones share `_other`, so a
 /// flag file with thousands of entries cannot blow up a metrics backend.
@@ -68,7 +68,8 @@ struct Writer {
 
 pub(crate) struct Snapshot {
     version: u64,
-    flags: HashMap<Arc<str>, CompiledFlag>,
+    /// Names come from the application's configuration, never from requests (see [`NameHash`]).
+    flags: HashMap<Arc<str>, CompiledFlag, NameHash>,
     /// Overrides that name no defined flag, by normalised name.
     orphan_overrides: HashMap<String, bool>,
 }
@@ -108,7 +109,7 @@ impl Flags {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(Snapshot {
                     version: 0,
-                    flags: HashMap::new(),
+                    flags: HashMap::default(),
                     orphan_overrides: HashMap::new(),
                 }),
                 write: Mutex::new(Writer {
