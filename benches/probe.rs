@@ -9,7 +9,8 @@
 //!
 //! The difference of the two totals divided by 10,000 is the cost of one request. Cases: `bare`,
 //! `hit` (cache, memory store, fresh hit), `bypass` (cache, key hook
-//! declines), `flag` (feature-flag gate, flag on), `global` and `ip` (rate limiter, allowed),
+//! declines), `flag` (feature-flag gate, flag on), `stack` (the seven layers of the `layers`
+//! bench's stack group, pass-through), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
 //! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
@@ -21,7 +22,10 @@ use std::{hint::black_box, num::NonZeroU32, time::Duration};
 
 use bulwark::{
     cache::{CacheLayer, CacheStore},
+    circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
+    fallback::FallbackLayer,
     flag::{FeatureFlagLayer, FlagDefinition, Flags},
+    idempotency::{IdempotencyLayer, IdempotencyStore},
     key::PeerIp,
     log::RequestLogLayer,
     rate_limit::{Quota, RateLimitLayer},
@@ -69,6 +73,20 @@ fn main() {
             FeatureFlagLayer::new(Flags::new().with("simple", FlagDefinition::on()), "simple")
                 .layer(support::bare())
         ),
+        "stack" => run!(
+            tower::ServiceBuilder::new()
+                .layer(RequestLogLayer::new())
+                .layer(RateLimitLayer::new(plenty()).key(PeerIp::new()))
+                .layer(FeatureFlagLayer::new(
+                    Flags::new().with("catalog", FlagDefinition::on()),
+                    "catalog",
+                ))
+                .layer(IdempotencyLayer::new(IdempotencyStore::memory()))
+                .layer(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None))
+                .layer(FallbackLayer::response(http::Response::new("fallback")))
+                .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+                .service(support::bare_for())
+        ),
         "global" => run!(RateLimitLayer::new(plenty()).layer(support::bare())),
         "ip" => run!(
             RateLimitLayer::new(plenty())
@@ -104,7 +122,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown case {other}: bare, bare_without_id, hit, bypass, flag, global, ip, log, log_quiet, log_generated_id, json"
+                "unknown case {other}: bare, bare_without_id, hit, bypass, flag, stack, global, ip, log, log_quiet, log_generated_id, json"
             )
         }
     }
