@@ -11,8 +11,12 @@
 # filter is `warn` unless RUST_LOG says otherwise: the request log then takes its pass-through
 # path (request ids, metrics), and formatting a JSON line per request, which is the
 # subscriber's cost rather than the layers', is measured separately with RUST_LOG=info (the
-# lines go to /dev/null). Prints one line per route and variant, then the
-# ratio of requests/s with the stack to without it.
+# lines go to /dev/null). Each route is run REPEAT times per variant, alternating stack and
+# bare so that a slow spell of the shared machine hits both; prints the median run per route and
+# variant, with the server's CPU time per request (user + system from /proc, so it does not
+# depend on how the load generator was scheduled), then two ratios: requests/s with the stack
+# to without it, and bare to stack CPU per request (the throughput the stack would keep on a
+# server whose cores it had to itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +24,7 @@ DURATION="${DURATION:-10s}"
 export RUST_LOG="${RUST_LOG:-warn}"
 CONNECTIONS="${CONNECTIONS:-32}"
 WARM_UP="${WARM_UP:-1s}"
+REPEAT="${REPEAT:-3}"
 PORT_STACK="${PORT_STACK:-3901}"
 PORT_BARE="${PORT_BARE:-3902}"
 
@@ -51,24 +56,47 @@ routes=(
   "/ai/summary|x-user-tier: premium"
 )
 
-echo "RUST_LOG=${RUST_LOG}, ${CONNECTIONS} connections, ${DURATION} per run"
-printf '%-18s %-6s %10s %8s %8s %8s %s\n' route stack "req/s" "p50 µs" "p99 µs" "errors" "status classes"
+# Server CPU time (user + system, in clock ticks) of a process, from /proc.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+echo "RUST_LOG=${RUST_LOG}, ${CONNECTIONS} connections, ${DURATION} per run, ${REPEAT} runs per variant (alternating, medians)"
+printf '%-18s %-6s %10s %8s %8s %8s %12s %s\n' route stack "req/s" "p50 µs" "p99 µs" "errors" "cpu µs/req" "status classes"
 for entry in "${routes[@]}"; do
   path="${entry%%|*}"
   header="${entry#*|}"
-  declare -A rps=()
-  for variant in stack bare; do
-    port="$PORT_STACK"; [ "$variant" = bare ] && port="$PORT_BARE"
-    args=(--url "http://127.0.0.1:${port}${path}" --connections "$CONNECTIONS" --duration "$DURATION" --warm-up "$WARM_UP")
-    [ -n "$header" ] && args+=(--header "$header")
-    out="$("$LOAD" "${args[@]}")"
-    rps[$variant]="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests_per_second"])' "$out")"
-    python3 - "$path" "$variant" "$out" <<'EOF'
-import json, sys
-path, variant, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-classes = " ".join(f"{k}={out[k]}" for k in ("2xx", "3xx", "4xx", "5xx") if out[k])
-print(f"{path:<18} {variant:<6} {out['requests_per_second']:>10.0f} {out['p50_us']:>8} {out['p99_us']:>8} {out['errors']:>8} {classes}")
-EOF
+  runs=()
+  for _ in $(seq 1 "$REPEAT"); do
+    for variant in stack bare; do
+      port="$PORT_STACK"; pid="${pids[0]}"
+      if [ "$variant" = bare ]; then port="$PORT_BARE"; pid="${pids[1]}"; fi
+      args=(--url "http://127.0.0.1:${port}${path}" --connections "$CONNECTIONS" --duration "$DURATION" --warm-up "$WARM_UP")
+      [ -n "$header" ] && args+=(--header "$header")
+      before="$(cpu_ticks "$pid")"
+      out="$("$LOAD" "${args[@]}")"
+      after="$(cpu_ticks "$pid")"
+      runs+=("${variant}|$((after - before))|${out}")
+    done
   done
-  python3 -c 'import sys; s, b = float(sys.argv[2]), float(sys.argv[3]); print(f"{sys.argv[1]:<18} stack/bare = {s / b:.2f}")' "$path" "${rps[stack]}" "${rps[bare]}"
+  python3 - "$path" "$(getconf CLK_TCK)" "${runs[@]}" <<'EOF2'
+import json, statistics, sys
+path, tck, runs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+by = {"stack": [], "bare": []}
+for r in runs:
+    variant, ticks, out = r.split("|", 2)
+    out = json.loads(out)
+    # CPU over the whole run (warm-up included) per request counted after the warm-up: the
+    # same small overcount for both variants.
+    out["cpu_us"] = int(ticks) / tck * 1e6 / max(out["requests"], 1)
+    by[variant].append(out)
+med = {}
+for variant, outs in by.items():
+    outs.sort(key=lambda o: o["requests_per_second"])
+    m = outs[len(outs) // 2]
+    cpu = statistics.median(o["cpu_us"] for o in outs)
+    med[variant] = (m["requests_per_second"], cpu)
+    classes = " ".join(f"{k}={m[k]}" for k in ("2xx", "3xx", "4xx", "5xx") if m[k])
+    print(f"{path:<18} {variant:<6} {m['requests_per_second']:>10.0f} {m['p50_us']:>8} {m['p99_us']:>8} {m['errors']:>8} {cpu:>12.2f} {classes}")
+(s_rps, s_cpu), (b_rps, b_cpu) = med["stack"], med["bare"]
+print(f"{path:<18} stack/bare = {s_rps / b_rps:.2f} req/s, {b_cpu / s_cpu:.2f} by server CPU per request")
+EOF2
 done

@@ -105,7 +105,10 @@ impl RateLimitMetrics {
             use metrics::{Key, Label};
             let label = || Label::new("limiter", limiter.clone());
             let with = |name: &'static str, k: &'static str, v: &'static str| {
-                Key::from_parts(name, vec![label(), Label::from_static_parts(k, v)])
+                retained(Key::from_parts(
+                    name,
+                    vec![label(), Label::from_static_parts(k, v)],
+                ))
             };
             let requests = "bulwark_rate_limit_requests_total";
             let fallbacks = "bulwark_rate_limit_store_fallbacks_total";
@@ -116,7 +119,10 @@ impl RateLimitMetrics {
                     with(fallbacks, "policy", "local"),
                     with(fallbacks, "policy", "fail_open"),
                     with(fallbacks, "policy", "fail_closed"),
-                    Key::from_parts("bulwark_rate_limit_overflow_total", vec![label()]),
+                    retained(Key::from_parts(
+                        "bulwark_rate_limit_overflow_total",
+                        vec![label()],
+                    )),
                 ]),
             }
         }
@@ -233,14 +239,23 @@ type HttpSlots = std::sync::Arc<[std::sync::OnceLock<metrics::Key>]>;
 
 #[cfg(feature = "metrics")]
 fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
-    metrics::Key::from_parts(
+    retained(metrics::Key::from_parts(
         "http_server_request_duration_seconds",
         vec![
             metrics::Label::new("method", method),
             metrics::Label::new("route", route.to_owned()),
             metrics::Label::new("status_class", STATUS_CLASSES[class]),
         ],
-    )
+    ))
+}
+
+/// `key` in the form a recorder can keep without copying it: recorders that store keys
+/// (metrics-exporter-prometheus does, on every registration) call `Key::to_retained`, which
+/// copies owned labels and names into new shared allocations each time. Keys kept by a layer
+/// are made shared once, here, so that each registration is a reference-count increment.
+#[cfg(feature = "metrics")]
+fn retained(key: metrics::Key) -> metrics::Key {
+    key.to_retained()
 }
 
 /// The request-duration histogram's keys by route, one per method and status class, built on
@@ -323,13 +338,16 @@ impl CacheMetrics {
             let mut keys: Vec<Key> = outcomes
                 .iter()
                 .map(|o| {
-                    Key::from_parts(
+                    retained(Key::from_parts(
                         "bulwark_cache_requests_total",
                         vec![label(), Label::from_static_parts("outcome", o)],
-                    )
+                    ))
                 })
                 .collect();
-            keys.push(Key::from_parts("bulwark_cache_stored_total", vec![label()]));
+            keys.push(retained(Key::from_parts(
+                "bulwark_cache_stored_total",
+                vec![label()],
+            )));
             Self {
                 keys: keys.into_boxed_slice(),
             }
@@ -417,14 +435,14 @@ impl FlagCounters {
             let keys = FLAG_RESULTS
                 .iter()
                 .map(|&(enabled, reason)| {
-                    metrics::Key::from_parts(
+                    retained(metrics::Key::from_parts(
                         "bulwark_flag_evaluations_total",
                         vec![
                             metrics::Label::new("flag", label.clone()),
                             metrics::Label::new("result", if enabled { "on" } else { "off" }),
                             metrics::Label::new("reason", reason.otel_value()),
                         ],
-                    )
+                    ))
                 })
                 .collect();
             Self { keys }
