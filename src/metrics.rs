@@ -105,7 +105,7 @@ impl RateLimitMetrics {
             use metrics::{Key, Label};
             let label = || Label::new("limiter", limiter.clone());
             let with = |name: &'static str, k: &'static str, v: &'static str| {
-                retained(Key::from_parts(
+                retained(&Key::from_parts(
                     name,
                     vec![label(), Label::from_static_parts(k, v)],
                 ))
@@ -119,7 +119,7 @@ impl RateLimitMetrics {
                     with(fallbacks, "policy", "local"),
                     with(fallbacks, "policy", "fail_open"),
                     with(fallbacks, "policy", "fail_closed"),
-                    retained(Key::from_parts(
+                    retained(&Key::from_parts(
                         "bulwark_rate_limit_overflow_total",
                         vec![label()],
                     )),
@@ -239,7 +239,7 @@ type HttpSlots = std::sync::Arc<[std::sync::OnceLock<metrics::Key>]>;
 
 #[cfg(feature = "metrics")]
 fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
-    retained(metrics::Key::from_parts(
+    retained(&metrics::Key::from_parts(
         "http_server_request_duration_seconds",
         vec![
             metrics::Label::new("method", method),
@@ -254,7 +254,7 @@ fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
 /// copies owned labels and names into new shared allocations each time. Keys kept by a layer
 /// are made shared once, here, so that each registration is a reference-count increment.
 #[cfg(feature = "metrics")]
-fn retained(key: metrics::Key) -> metrics::Key {
+fn retained(key: &metrics::Key) -> metrics::Key {
     key.to_retained()
 }
 
@@ -338,13 +338,13 @@ impl CacheMetrics {
             let mut keys: Vec<Key> = outcomes
                 .iter()
                 .map(|o| {
-                    retained(Key::from_parts(
+                    retained(&Key::from_parts(
                         "bulwark_cache_requests_total",
                         vec![label(), Label::from_static_parts("outcome", o)],
                     ))
                 })
                 .collect();
-            keys.push(retained(Key::from_parts(
+            keys.push(retained(&Key::from_parts(
                 "bulwark_cache_stored_total",
                 vec![label()],
             )));
@@ -435,7 +435,7 @@ impl FlagCounters {
             let keys = FLAG_RESULTS
                 .iter()
                 .map(|&(enabled, reason)| {
-                    retained(metrics::Key::from_parts(
+                    retained(&metrics::Key::from_parts(
                         "bulwark_flag_evaluations_total",
                         vec![
                             metrics::Label::new("flag", label.clone()),

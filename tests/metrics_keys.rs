@@ -2,13 +2,7 @@
 //! recorder that keeps keys (metrics-exporter-prometheus calls `Key::to_retained` on every
 //! registration) does not copy names and labels into new allocations per request.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    num::NonZeroU32,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32, sync::Mutex, time::Duration};
 
 use bulwark::{
     cache::{CacheLayer, CacheStore},
