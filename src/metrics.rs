@@ -30,12 +30,40 @@
 //! 1, 2.5, 5, 7.5, 10 seconds (the shop example does).
 
 /// One rejection answered.
+///
+/// Rejections are what an attacker makes us produce, so their counter's keys are built once
+/// (in shared form, see [`retained`]) for every kind, not per rejection as `counter!` would.
 #[inline]
 pub(crate) fn rejection(kind: &'static str) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_rejections_total", "rejection" => kind).increment(1);
+    {
+        static KEYS: std::sync::LazyLock<Vec<(&'static str, metrics::Key)>> =
+            std::sync::LazyLock::new(|| {
+                crate::Rejection::KINDS
+                    .iter()
+                    .map(|&kind| (kind, rejection_key(kind)))
+                    .collect()
+            });
+        static METADATA: metrics::Metadata<'static> =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        let count = |key: &metrics::Key| {
+            metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
+        };
+        match KEYS.iter().find(|(k, _)| *k == kind) {
+            Some((_, key)) => count(key),
+            None => count(&rejection_key(kind)),
+        }
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = kind;
+}
+
+#[cfg(feature = "metrics")]
+fn rejection_key(kind: &'static str) -> metrics::Key {
+    retained(&metrics::Key::from_parts(
+        "bulwark_rejections_total",
+        vec![metrics::Label::from_static_parts("rejection", kind)],
+    ))
 }
 
 /// One store operation failed.

@@ -232,6 +232,21 @@ impl Rejection {
         }
     }
 
+    /// Every value [`kind`](Self::kind) returns.
+    pub(crate) const KINDS: [&'static str; 11] = [
+        "rate_limited",
+        "circuit_open",
+        "feature_disabled",
+        "idempotency_key_missing",
+        "idempotency_key_invalid",
+        "idempotency_in_flight",
+        "idempotency_mismatch",
+        "idempotency_not_replayable",
+        "payload_too_large",
+        "body_read_failed",
+        "backend_unavailable",
+    ];
+
     /// A stable snake-case name for logs and metric labels, e.g. `"rate_limited"`.
     #[must_use]
     pub fn kind(&self) -> &'static str {
@@ -548,6 +563,9 @@ mod tests {
         kinds.sort_unstable();
         kinds.dedup();
         assert_eq!(kinds.len(), rejections.len());
+        let mut listed = Rejection::KINDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(kinds, listed, "Rejection::KINDS lists every kind, once");
         for r in &rejections {
             assert!(
                 r.problem_json()

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
-use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 
 /// Records, for every registration, whether retaining the key would have copied it.
 #[derive(Default)]
@@ -91,6 +91,15 @@ fn per_request_metric_keys_are_registered_without_copies() {
                 let res = svc.clone().oneshot(request()).await.unwrap();
                 res.into_body().collect().await.unwrap();
             }
+            // And rejections, which an attacker can make us produce as fast as they like.
+            let strict = RateLimitLayer::new(Quota::per_hour(NonZeroU32::MIN)).layer(service_fn(
+                |_: Request<Full<Bytes>>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                },
+            ));
+            for _ in 0..3 {
+                strict.clone().oneshot(request()).await.unwrap();
+            }
         });
     });
     let registered = checker.registered.lock().unwrap().clone();
@@ -99,6 +108,7 @@ fn per_request_metric_keys_are_registered_without_copies() {
         "bulwark_rate_limit_requests_total",
         "bulwark_flag_evaluations_total",
         "bulwark_cache_requests_total",
+        "bulwark_rejections_total",
     ] {
         assert!(
             registered.iter().any(|n| n == name),
