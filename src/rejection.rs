@@ -233,6 +233,7 @@ impl Rejection {
     }
 
     /// Every value [`kind`](Self::kind) returns.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) const KINDS: [&'static str; 11] = [
         "rate_limited",
         "circuit_open",
