@@ -354,16 +354,41 @@ pub(crate) struct Stored {
     pub(crate) hit_values: HitMemo,
 }
 
-/// The headers a fresh hit was last served with; see [`Stored::hit_values`].
-#[derive(Default)]
-pub(crate) struct HitMemo(arc_swap::ArcSwapOption<HitHeaders>);
+/// The last value made, with what it was made for: a value that repeats (the headers of hits
+/// within one second, the `Cache-Status` of answers with one status) is cloned instead of made
+/// again. Lock-free; replaced only when the next one is for something else.
+pub(crate) struct LastValue<K, V>(arc_swap::ArcSwapOption<(K, V)>);
 
-struct HitHeaders {
-    cache: Box<str>,
-    age: u64,
-    ttl: i64,
-    headers: HeaderMap,
+impl<K, V> Default for LastValue<K, V> {
+    fn default() -> Self {
+        Self(arc_swap::ArcSwapOption::empty())
+    }
 }
+
+impl<K, V: Clone> LastValue<K, V> {
+    /// The last value if `matches` says it was made for this, else the one `make` returns
+    /// (with what it is for), kept for the next call.
+    pub(crate) fn get_or_make(
+        &self,
+        matches: impl FnOnce(&K) -> bool,
+        make: impl FnOnce() -> (K, V),
+    ) -> V {
+        if let Some(last) = &*self.0.load() {
+            if matches(&last.0) {
+                return last.1.clone();
+            }
+        }
+        let (key, value) = make();
+        self.0
+            .store(Some(std::sync::Arc::new((key, value.clone()))));
+        value
+    }
+}
+
+/// The headers a fresh hit was last served with (by cache name, `Age` and TTL); see
+/// [`Stored::hit_values`].
+#[derive(Default)]
+pub(crate) struct HitMemo(LastValue<(Box<str>, u64, i64), HeaderMap>);
 
 impl HitMemo {
     /// The headers of a fresh hit by cache `cache` with this `age` and `ttl` (the stored ones,
@@ -375,19 +400,10 @@ impl HitMemo {
         ttl: i64,
         make: impl FnOnce() -> HeaderMap,
     ) -> HeaderMap {
-        if let Some(v) = &*self.0.load() {
-            if v.age == age && v.ttl == ttl && *v.cache == *cache {
-                return v.headers.clone();
-            }
-        }
-        let headers = make();
-        self.0.store(Some(std::sync::Arc::new(HitHeaders {
-            cache: cache.into(),
-            age,
-            ttl,
-            headers: headers.clone(),
-        })));
-        headers
+        self.0.get_or_make(
+            |(c, a, t)| *a == age && *t == ttl && **c == *cache,
+            || ((cache.into(), age, ttl), make()),
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    policy::{self, Clock, Config, Decision, Directives, Freshness, Stored},
+    policy::{self, Clock, Config, Decision, Directives, Freshness, LastValue, Stored},
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
@@ -96,7 +96,7 @@ pub(crate) struct Shared {
     /// The last `Cache-Status` member written without a previous value, and its value: most
     /// answers of a route repeat one status (a bypass, a miss with the same status code), so
     /// they clone it instead of formatting it again.
-    last_status: arc_swap::ArcSwapOption<(CacheStatus, HeaderValue)>,
+    last_status: LastValue<CacheStatus, Option<HeaderValue>>,
 }
 
 impl fmt::Debug for Shared {
@@ -128,7 +128,7 @@ impl Shared {
             clock: Clock::new(),
             flights: Mutex::new(HashMap::new()),
             next_index: AtomicU64::new(seed),
-            last_status: arc_swap::ArcSwapOption::empty(),
+            last_status: LastValue::default(),
         }
     }
 
@@ -320,15 +320,10 @@ impl Shared {
     /// `status`'s member as a whole `Cache-Status` value: the last one made if it was for the
     /// same status (a reference-count increment), else made and kept for the next answer.
     fn status_value(&self, status: CacheStatus) -> Option<HeaderValue> {
-        if let Some(last) = &*self.last_status.load() {
-            if last.0 == status {
-                return Some(last.1.clone());
-            }
-        }
-        let value = status.value(self.name(), None)?;
-        self.last_status
-            .store(Some(Arc::new((status, value.clone()))));
-        Some(value)
+        self.last_status.get_or_make(
+            |last| *last == status,
+            || (status, status.value(self.name(), None)),
+        )
     }
 
     /// Reports `status` (metric and event) without writing it.
