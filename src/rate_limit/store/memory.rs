@@ -436,27 +436,31 @@ impl QuotaSet {
                     t.table.refund(key, t.weight(n));
                 }
             }
-            // Time until the bucket is full: the wait, plus the tolerance this request would
-            // have used beyond its own weight.
-            let reset = wait + Duration::from_nanos(q.weight(q.burst - n));
-            set.metrics.rejected();
-            tracing::debug!(
-                target: "bulwark::rate_limit",
-                limiter = %set.name,
-                quota = %q.quota.name(),
-                cost = n,
-                retry_after_ms = wait.as_millis() as u64,
-                "rate limited"
-            );
-            return Verdict::Rejected(Rejection::rate_limited(wait, Some(q.info(0, reset))));
+            return set.refused(q, n, wait);
         }
         set.metrics.allowed();
         Verdict::Allowed(match strictest {
-            Some((q, left, tat, now)) if want_info => {
-                Some(q.info(left, Duration::from_nanos(tat.saturating_sub(now))))
-            }
+            Some((q, _, tat, now)) if want_info => Some(q.allowed_info(tat, now)),
             _ => None,
         })
+    }
+
+    /// The answer to a request of cost `n` that quota `q` refuses for `wait`: counted, logged
+    /// (never the key), with the quota's state for the headers.
+    fn refused(&self, q: &QuotaState, n: u32, wait: Duration) -> Verdict {
+        // Time until the bucket is full: the wait, plus the tolerance this request would have
+        // used beyond its own weight.
+        let reset = wait + Duration::from_nanos(q.weight(q.burst - n));
+        self.metrics.rejected();
+        tracing::debug!(
+            target: "bulwark::rate_limit",
+            limiter = %self.name,
+            quota = %q.quota.name(),
+            cost = n,
+            retry_after_ms = wait.as_millis() as u64,
+            "rate limited"
+        );
+        Verdict::Rejected(Rejection::rate_limited(wait, Some(q.info(0, reset))))
     }
 }
 
@@ -474,20 +478,7 @@ impl QuotaSet {
                 self.metrics.allowed();
                 Verdict::Allowed(want_info.then(|| q.allowed_info(tat, now)))
             }
-            Gcra::Refused { wait } => {
-                let wait = Duration::from_nanos(wait);
-                let reset = wait + Duration::from_nanos(q.weight(q.burst - n));
-                self.metrics.rejected();
-                tracing::debug!(
-                    target: "bulwark::rate_limit",
-                    limiter = %self.name,
-                    quota = %q.quota.name(),
-                    cost = n,
-                    retry_after_ms = wait.as_millis() as u64,
-                    "rate limited"
-                );
-                Verdict::Rejected(Rejection::rate_limited(wait, Some(q.info(0, reset))))
-            }
+            Gcra::Refused { wait } => self.refused(q, n, Duration::from_nanos(wait)),
         };
         q.maybe_prune(self);
         verdict
