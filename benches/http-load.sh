@@ -5,6 +5,7 @@
 #   bash benches/http-load.sh            # 10 s per route and variant, 32 connections
 #   DURATION=5s CONNECTIONS=16 bash benches/http-load.sh
 #   RUST_LOG=info bash benches/http-load.sh   # with one JSON log line per request
+#   ROUTES="/healthz /ai/summary" bash benches/http-load.sh   # only these routes
 #
 # The shop's global per-IP limit is raised for the run (`SHOP_GLOBAL_RPS`), so the limiter
 # still checks every request but the load generator's one address is not refused. The log
@@ -64,6 +65,7 @@ printf '%-18s %-6s %10s %8s %8s %8s %12s %s\n' route stack "req/s" "p50 µs" "p9
 for entry in "${routes[@]}"; do
   path="${entry%%|*}"
   header="${entry#*|}"
+  if [ -n "${ROUTES:-}" ] && [[ " ${ROUTES} " != *" ${path} "* ]]; then continue; fi
   runs=()
   for _ in $(seq 1 "$REPEAT"); do
     for variant in stack bare; do

@@ -4,7 +4,7 @@ use std::{fmt, hash::Hash, sync::Arc};
 
 use bytes::Bytes;
 use http::{
-    HeaderName, Method, Response, Uri,
+    HeaderMap, HeaderName, Method, Response, Uri,
     header::{self, HeaderValue},
     request,
 };
@@ -109,6 +109,9 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// headers and `x-request-id` are not kept. If a body fails while it is buffered, its bytes are
 /// gone: that is an inner failure (reason `error`), and without a fallback answer the original
 /// becomes an empty 502.
+///
+/// An answer identical to the one kept for its key (status, version, body and kept fields) is
+/// not written again, so a busy route's steady answer costs one lookup, not a cache write.
 ///
 /// Memory is bounded: at most [`capacity`](LastGoodBuilder::capacity) entries (a moka cache with
 /// TinyLFU admission and LRU eviction), each at most `max_body_bytes` of body. The store is made
@@ -285,6 +288,36 @@ pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
         .is_some_and(|upper| upper <= limit as u64)
 }
 
+/// Whether `kept` (headers as [`LastGood`] keeps them) is what keeping `new` would store:
+/// every field of `new` but the hop-by-hop ones and `x-request-id`, with the same values in the
+/// same order. A `new` that names fields in `Connection` or has `Proxy-*` fields is reported
+/// as different (rare; it is then simply kept again).
+fn same_kept_headers(kept: &HeaderMap, new: &HeaderMap) -> bool {
+    if new.contains_key(header::CONNECTION) {
+        return false;
+    }
+    let mut names = 0;
+    for name in new.keys() {
+        if name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == X_REQUEST_ID
+            || name.as_str() == "keep-alive"
+        {
+            continue;
+        }
+        if name.as_str().starts_with("proxy-") {
+            return false;
+        }
+        names += 1;
+        if !new.get_all(name).iter().eq(kept.get_all(name).iter()) {
+            return false;
+        }
+    }
+    names == kept.keys_len()
+}
+
 impl<X: LastGoodKey> Source for LastGood<X> {
     type Memo = Option<X::Key>;
 
@@ -301,6 +334,19 @@ impl<X: LastGoodKey> Source for LastGood<X> {
         let Some(key) = memo else { return };
         if body.len() > self.max_body {
             return;
+        }
+        // A busy route gives the same answer again and again. Keeping an identical answer
+        // anew would change nothing but cost a header copy, an allocation and a cache write
+        // (with the old entry's deferred drop) per request; the lookup also marks the entry as
+        // used, for eviction, as the write would.
+        if let Some(kept) = self.cache.get(&key) {
+            if kept.status == head.status
+                && kept.version == head.version
+                && kept.body == *body
+                && same_kept_headers(&kept.headers, &head.headers)
+            {
+                return;
+            }
         }
         let mut headers = head.headers.clone();
         // Hop-by-hop fields (and the ones `Connection` names) belong to the old connection; the
@@ -425,5 +471,84 @@ mod tests {
         let stored = lg.cache.get(&(Method::GET, Uri::from_static("/"))).unwrap();
         let names: Vec<_> = stored.headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type"]);
+    }
+
+    #[test]
+    fn an_identical_answer_keeps_the_entry_and_a_different_one_replaces_it() {
+        let lg = LastGood::new(10).unwrap();
+        let head = http::Request::get("/").body(()).unwrap().into_parts().0;
+        let key = (Method::GET, Uri::from_static("/"));
+        let parts = |status: u16, headers: &[(&'static str, &'static str)]| {
+            let (mut parts, ()) = Response::new(()).into_parts();
+            parts.status = http::StatusCode::from_u16(status).unwrap();
+            for (n, v) in headers {
+                parts.headers.append(*n, HeaderValue::from_static(v));
+            }
+            parts
+        };
+        let keep = |p: &http::response::Parts, body: &'static str| {
+            lg.remember(
+                lg.memo(&head, false),
+                p,
+                &Bytes::from_static(body.as_bytes()),
+            );
+            lg.cache.get(&key).unwrap()
+        };
+        let base = [
+            ("content-type", "application/json"),
+            ("vary", "a"),
+            ("vary", "b"),
+        ];
+        let first = keep(&parts(200, &base), "[1]");
+        // Only fields that are not kept differ: the entry stays.
+        let mut same = base.to_vec();
+        same.extend([("x-request-id", "r-2"), ("transfer-encoding", "chunked")]);
+        assert!(Arc::ptr_eq(&first, &keep(&parts(200, &same), "[1]")));
+        // Any kept difference replaces it: body, status, a value, the values' order, a field
+        // more or less, and a `Connection` header (compared conservatively).
+        let mut last = first;
+        let different: [(u16, &[(&str, &str)], &str); 7] = [
+            (200, &base, "[2]"),
+            (203, &base, "[2]"),
+            (
+                203,
+                &[("content-type", "text/plain"), ("vary", "a"), ("vary", "b")],
+                "[2]",
+            ),
+            (
+                203,
+                &[("content-type", "text/plain"), ("vary", "b"), ("vary", "a")],
+                "[2]",
+            ),
+            (203, &[("content-type", "text/plain"), ("vary", "b")], "[2]"),
+            (
+                203,
+                &[
+                    ("content-type", "text/plain"),
+                    ("vary", "b"),
+                    ("etag", "\"1\""),
+                ],
+                "[2]",
+            ),
+            (
+                203,
+                &[
+                    ("content-type", "text/plain"),
+                    ("vary", "b"),
+                    ("etag", "\"1\""),
+                    ("connection", "close"),
+                ],
+                "[2]",
+            ),
+        ];
+        for (status, headers, body) in different {
+            let next = keep(&parts(status, headers), body);
+            assert!(!Arc::ptr_eq(&last, &next), "{status} {headers:?} {body}");
+            assert_eq!(
+                (next.status.as_u16(), &*next.body),
+                (status, body.as_bytes())
+            );
+            last = next;
+        }
     }
 }
