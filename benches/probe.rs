@@ -13,8 +13,9 @@
 //! bench's stack group, pass-through), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
-//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink). Run without
-//! a case (as `cargo bench` does), it does nothing.
+//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink). `sizes 1`
+//! prints each layer's service and response-future sizes instead. Run without a case (as
+//! `cargo bench` does), it does nothing.
 
 mod support;
 
@@ -120,9 +121,67 @@ fn main() {
                 );
             });
         }
+        "sizes" => {
+            // What a request's future and a service weigh, per layer and for the stack: every
+            // layer moves its inner future into its own, so these bytes are copied per request.
+            macro_rules! size {
+                ($name:expr, $svc:expr) => {{
+                    let mut svc = $svc;
+                    let future = tower::Service::call(&mut svc, support::request());
+                    println!(
+                        "{:<16} service {:>5} B   future {:>5} B",
+                        $name,
+                        std::mem::size_of_val(&svc),
+                        std::mem::size_of_val(&future)
+                    );
+                }};
+            }
+            size!("bare", support::bare());
+            size!(
+                "rate_limit",
+                RateLimitLayer::new(plenty()).layer(support::bare())
+            );
+            size!("log", RequestLogLayer::new().layer(support::bare()));
+            size!(
+                "flag",
+                FeatureFlagLayer::new(Flags::new().with("f", FlagDefinition::on()), "f")
+                    .layer(support::bare())
+            );
+            size!(
+                "idempotency",
+                IdempotencyLayer::new(IdempotencyStore::memory()).layer(support::bare_for())
+            );
+            size!(
+                "cache",
+                CacheLayer::new(CacheStore::memory(1 << 20)).layer(support::bare())
+            );
+            size!(
+                "fallback",
+                FallbackLayer::response(http::Response::new("fallback")).layer(support::bare())
+            );
+            size!(
+                "breaker",
+                CircuitBreakerLayer::new(CircuitBreakerConfig::default()).layer(support::bare())
+            );
+            size!(
+                "stack",
+                tower::ServiceBuilder::new()
+                    .layer(RequestLogLayer::new())
+                    .layer(RateLimitLayer::new(plenty()).key(PeerIp::new()))
+                    .layer(FeatureFlagLayer::new(
+                        Flags::new().with("catalog", FlagDefinition::on()),
+                        "catalog",
+                    ))
+                    .layer(IdempotencyLayer::new(IdempotencyStore::memory()))
+                    .layer(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None))
+                    .layer(FallbackLayer::response(http::Response::new("fallback")))
+                    .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+                    .service(support::bare_for::<bulwark::body::RequestBody<support::Body>>())
+            );
+        }
         other => {
             eprintln!(
-                "unknown case {other}: bare, bare_without_id, hit, bypass, flag, stack, global, ip, log, log_quiet, log_generated_id, json"
+                "unknown case {other}: bare, bare_without_id, hit, bypass, flag, stack, global, ip, log, log_quiet, log_generated_id, json; or sizes"
             )
         }
     }
