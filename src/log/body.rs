@@ -97,7 +97,6 @@ pub(super) struct Completion {
     /// The body was at its end when the head was ready (servers may never poll it).
     pub(super) empty: bool,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<super::layer::Shared>,
 }
 
 /// How the body ended.
@@ -220,7 +219,7 @@ impl Completion {
         let elapsed = self.start.elapsed();
         if let Some(m) = &self.metrics {
             crate::metrics::http_request(
-                &self.sampled.keys,
+                &self.config.shared.keys,
                 m.method,
                 m.route.as_ref().map_or("", Route::as_str),
                 self.status,
@@ -239,7 +238,7 @@ impl Completion {
             Level::INFO
         };
         if level == Level::INFO && self.config.sample_every > 1 {
-            let n = self.sampled.sampled.fetch_add(1, Ordering::Relaxed);
+            let n = self.config.shared.sampled.fetch_add(1, Ordering::Relaxed);
             if n % self.config.sample_every != 0 {
                 return;
             }

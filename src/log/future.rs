@@ -38,7 +38,6 @@ pub(super) struct Tracked {
     pub(super) metrics: Option<MetricInfo>,
     pub(super) start: Instant,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<super::layer::Shared>,
 }
 
 impl<F> ResponseFuture<F> {
@@ -105,7 +104,6 @@ where
                     bytes: 0,
                     empty: res.body().is_end_stream(),
                     config: t.config,
-                    sampled: t.sampled,
                 };
                 echo_id(&mut res, id);
                 Ok(res.map(|body| LogBody::new(body, completion)))

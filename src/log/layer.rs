@@ -17,6 +17,10 @@ pub(super) struct Config {
     pub(super) redactor: Redactor,
     pub(super) log_headers: bool,
     pub(super) metrics: bool,
+    /// The state every service of the layer updates. Kept in the settings so that a service,
+    /// and each request it tracks, holds one reference-counted pointer: axum clones a route's
+    /// services for every request, and every `Arc` they hold is then written by every core.
+    pub(super) shared: Arc<Shared>,
 }
 
 /// What every service of one layer shares and updates: the sampling counter and the
@@ -33,7 +37,6 @@ pub(super) struct Shared {
 pub struct RequestLogLayer<M = DefaultMakeRequestId> {
     pub(super) make_id: M,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<Shared>,
 }
 
 impl RequestLogLayer {
@@ -48,8 +51,8 @@ impl RequestLogLayer {
                 redactor: Redactor::default(),
                 log_headers: false,
                 metrics: true,
+                shared: Arc::default(),
             }),
-            sampled: Arc::default(),
         }
     }
 }
@@ -111,7 +114,6 @@ impl<M> RequestLogLayer<M> {
         RequestLogLayer {
             make_id,
             config: self.config,
-            sampled: self.sampled,
         }
     }
 }
@@ -124,7 +126,6 @@ impl<S, M: Clone> Layer<S> for RequestLogLayer<M> {
             inner,
             make_id: self.make_id.clone(),
             config: self.config.clone(),
-            sampled: self.sampled.clone(),
         }
     }
 }

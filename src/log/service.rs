@@ -26,7 +26,6 @@ pub struct RequestLog<S, M> {
     pub(super) inner: S,
     pub(super) make_id: M,
     pub(super) config: Arc<Config>,
-    pub(super) sampled: Arc<super::layer::Shared>,
 }
 
 crate::macros::define_inner_service_accessors!(RequestLog<S, M>);
@@ -81,7 +80,6 @@ where
             metrics,
             start,
             config: self.config.clone(),
-            sampled: self.sampled.clone(),
         };
         ResponseFuture::new(future, id, Some(tracked))
     }
