@@ -53,6 +53,23 @@ fn main() {
             }
         }};
     }
+    // The seven layers of the `layers` bench's stack group, pass-through.
+    macro_rules! stack {
+        () => {
+            tower::ServiceBuilder::new()
+                .layer(RequestLogLayer::new())
+                .layer(RateLimitLayer::new(plenty()).key(PeerIp::new()))
+                .layer(FeatureFlagLayer::new(
+                    Flags::new().with("catalog", FlagDefinition::on()),
+                    "catalog",
+                ))
+                .layer(IdempotencyLayer::new(IdempotencyStore::memory()))
+                .layer(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None))
+                .layer(FallbackLayer::response(http::Response::new("fallback")))
+                .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
+                .service(support::bare_for::<bulwark::body::RequestBody<support::Body>>())
+        };
+    }
     let without_id = || {
         let mut req = support::request();
         req.headers_mut().remove("x-request-id");
@@ -74,20 +91,7 @@ fn main() {
             FeatureFlagLayer::new(Flags::new().with("simple", FlagDefinition::on()), "simple")
                 .layer(support::bare())
         ),
-        "stack" => run!(
-            tower::ServiceBuilder::new()
-                .layer(RequestLogLayer::new())
-                .layer(RateLimitLayer::new(plenty()).key(PeerIp::new()))
-                .layer(FeatureFlagLayer::new(
-                    Flags::new().with("catalog", FlagDefinition::on()),
-                    "catalog",
-                ))
-                .layer(IdempotencyLayer::new(IdempotencyStore::memory()))
-                .layer(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None))
-                .layer(FallbackLayer::response(http::Response::new("fallback")))
-                .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-                .service(support::bare_for())
-        ),
+        "stack" => run!(stack!()),
         "global" => run!(RateLimitLayer::new(plenty()).layer(support::bare())),
         "ip" => run!(
             RateLimitLayer::new(plenty())
@@ -163,21 +167,7 @@ fn main() {
                 "breaker",
                 CircuitBreakerLayer::new(CircuitBreakerConfig::default()).layer(support::bare())
             );
-            size!(
-                "stack",
-                tower::ServiceBuilder::new()
-                    .layer(RequestLogLayer::new())
-                    .layer(RateLimitLayer::new(plenty()).key(PeerIp::new()))
-                    .layer(FeatureFlagLayer::new(
-                        Flags::new().with("catalog", FlagDefinition::on()),
-                        "catalog",
-                    ))
-                    .layer(IdempotencyLayer::new(IdempotencyStore::memory()))
-                    .layer(CacheLayer::new(CacheStore::memory(1 << 20)).key(|_| None))
-                    .layer(FallbackLayer::response(http::Response::new("fallback")))
-                    .layer(CircuitBreakerLayer::new(CircuitBreakerConfig::default()))
-                    .service(support::bare_for::<bulwark::body::RequestBody<support::Body>>())
-            );
+            size!("stack", stack!());
         }
         other => {
             eprintln!(
