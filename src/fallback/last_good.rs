@@ -507,7 +507,9 @@ mod tests {
         // Any kept difference replaces it: body, status, a value, the values' order, a field
         // more or less, and a `Connection` header (compared conservatively).
         let mut last = first;
-        let different: [(u16, &[(&str, &str)], &str); 7] = [
+        // (status, fields, body)
+        type Answer<'a> = (u16, &'a [(&'static str, &'static str)], &'static str);
+        let different: [Answer<'_>; 7] = [
             (200, &base, "[2]"),
             (203, &base, "[2]"),
             (
