@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p bulwark-compare`
 
+#[macro_use]
+mod peers;
+
 use std::{hint::black_box, num::NonZeroU32, sync::Arc, time::Duration};
 
 use bulwark_compare::{Body, axum_bare, axum_request, bare, call, request, unavailable};
@@ -130,24 +133,19 @@ fn rate_limit(c: &mut Criterion) {
         axum_case!(group, "baseline", axum_bare());
 
         // Floors: governor's own checks, without any service around them.
-        let direct = governor::RateLimiter::direct(governor::Quota::per_second(
-            NonZeroU32::new(u32::MAX).expect("non-zero"),
-        ));
+        let direct = peers::governor_direct();
         group.bench_function("floor/governor_direct_check", |b| {
             b.iter(|| black_box(direct.check().is_ok()));
         });
-        let keyed = governor::RateLimiter::keyed(governor::Quota::per_second(
-            NonZeroU32::new(u32::MAX).expect("non-zero"),
-        ));
+        let keyed = peers::governor_keyed();
         let ip = bulwark_compare::PEER.ip();
         group.bench_function("floor/governor_keyed_check", |b| {
             b.iter(|| black_box(keyed.check_key(&ip).is_ok()));
         });
 
-        // bulwark: a quota no run can exhaust (4 billion per second and burst), and one that
-        // refuses everything after its first request.
-        let plenty =
-            || bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+        // bulwark: a quota no run can exhaust, and one that refuses everything after its
+        // first request.
+        use peers::plenty;
         axum_case!(
             group,
             "bulwark/allowed/global",
@@ -174,26 +172,15 @@ fn rate_limit(c: &mut Criterion) {
             b.iter(|| black_box(call(&mut tower_limit, axum_request()).is_ok()));
         });
 
-        let global = tower_governor::governor::GovernorConfigBuilder::default()
-            .per_millisecond(1)
-            .burst_size(u32::MAX)
-            .key_extractor(tower_governor::key_extractor::GlobalKeyExtractor)
-            .finish()
-            .expect("valid config");
         axum_case!(
             group,
             "tower_governor/allowed/global",
-            tower_governor::GovernorLayer::new(Arc::new(global)).layer(axum_bare())
+            tower_governor!(global).layer(axum_bare())
         );
-        let peer_ip = tower_governor::governor::GovernorConfigBuilder::default()
-            .per_millisecond(1)
-            .burst_size(u32::MAX)
-            .finish()
-            .expect("valid config");
         axum_case!(
             group,
             "tower_governor/allowed/ip",
-            tower_governor::GovernorLayer::new(Arc::new(peer_ip)).layer(axum_bare())
+            tower_governor!(peer_ip).layer(axum_bare())
         );
         let strict = tower_governor::governor::GovernorConfigBuilder::default()
             .per_second(3_600)
@@ -221,11 +208,7 @@ fn cache(c: &mut Criterion) {
         let mut group = c.benchmark_group("compare/cache");
         case!(group, "baseline", bare());
 
-        let floor: moka::sync::Cache<String, Response<Body>> = moka::sync::Cache::new(1_000);
-        floor.insert(
-            "http://example.test/products?page=2".to_owned(),
-            Response::new(Body::from("ok")),
-        );
+        let floor = peers::moka_floor();
         group.bench_function("floor/moka_sync_hit", |b| {
             b.iter(|| {
                 let req = request();
@@ -233,13 +216,7 @@ fn cache(c: &mut Criterion) {
             });
         });
 
-        let peer = tower_resilience::cache::CacheLayer::builder()
-            .max_size(1_000)
-            .ttl(Duration::from_secs(3_600))
-            .key_extractor(|req: &Request<Body>| req.uri().to_string())
-            .build()
-            .expect("valid config");
-        let mut svc = peer.layer(bare());
+        let mut svc = tower_resilience_cache!().layer(bare());
         let _ = call(&mut svc, request());
         case!(group, "tower-resilience/hit", svc);
 
@@ -335,12 +312,7 @@ fn stack(c: &mut Criterion) {
             .timeout_duration(Duration::ZERO)
             .build()
             .expect("valid config");
-        let cache = tower_resilience::cache::CacheLayer::builder()
-            .max_size(1_000)
-            .ttl(Duration::from_secs(3_600))
-            .key_extractor(|req: &Request<Body>| req.uri().to_string())
-            .build()
-            .expect("valid config");
+        let cache = tower_resilience_cache!();
         let svc = tower::ServiceBuilder::new()
             .layer(fallback)
             .map_err(tower::BoxError::from)
@@ -357,9 +329,7 @@ fn stack(c: &mut Criterion) {
         // bulwark: the same four (fallback, breaker, limiter, cache hit), then all seven in the
         // README's order (the layers not landed yet in this bench are added as they land).
         let mut ours = tower::ServiceBuilder::new()
-            .layer(bulwark::rate_limit::RateLimitLayer::new(
-                bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX),
-            ))
+            .layer(bulwark::rate_limit::RateLimitLayer::new(peers::plenty()))
             .layer(
                 bulwark::cache::CacheLayer::new(bulwark::cache::CacheStore::memory(1 << 20))
                     .ttl(Duration::from_secs(3_600)),
@@ -380,11 +350,8 @@ fn stack(c: &mut Criterion) {
             tower::ServiceBuilder::new()
                 .layer(bulwark::log::RequestLogLayer::new())
                 .layer(
-                    bulwark::rate_limit::RateLimitLayer::new(
-                        bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX)
-                            .burst(NonZeroU32::MAX),
-                    )
-                    .key(bulwark::key::PeerIp::new()),
+                    bulwark::rate_limit::RateLimitLayer::new(peers::plenty())
+                        .key(bulwark::key::PeerIp::new()),
                 )
                 .layer(bulwark::flag::FeatureFlagLayer::new(
                     bulwark::flag::Flags::new()

@@ -10,13 +10,17 @@
 //! The difference of the two totals divided by 10,000 is the cost of one iteration; subtract the
 //! `bare` (or `axum_bare`) case's for the overhead. An instruction count is not a time (a TSC
 //! read is one instruction of ~25 cycles, a cache miss costs nothing here), so these numbers
-//! explain the criterion timings rather than replace them. Run without a case (as
+//! explain the criterion timings rather than replace them. The governor and tower_governor
+//! cases do not give reproducible counts: quanta calibrates its clock for a time, not a number
+//! of steps, on first use. Time them instead (`probe <case> 1000000`). Run without a case (as
 //! `cargo bench` does), it does nothing.
 
-use std::{hint::black_box, num::NonZeroU32, sync::Arc, time::Duration};
+#[macro_use]
+mod peers;
 
-use bulwark_compare::{Body, axum_bare, axum_request, bare, call, request};
-use http::Request;
+use std::{hint::black_box, time::Duration};
+
+use bulwark_compare::{axum_bare, axum_request, bare, call, request};
 use tower::Layer;
 
 const CASES: &str = "bare, moka, bulwark_hit, tower_resilience_hit, axum_bare, governor_direct, \
@@ -44,16 +48,11 @@ fn main() {
             }
         }};
     }
-    let plenty = || bulwark::rate_limit::Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+    use peers::plenty;
     match case.as_str() {
         "bare" => run!(bare(), request),
         "moka" => {
-            let floor: moka::sync::Cache<String, http::Response<Body>> =
-                moka::sync::Cache::new(1_000);
-            floor.insert(
-                "http://example.test/products?page=2".to_owned(),
-                http::Response::new(Body::from("ok")),
-            );
+            let floor = peers::moka_floor();
             for _ in 0..=n {
                 let req = request();
                 black_box(floor.get(&req.uri().to_string()).is_some());
@@ -65,26 +64,16 @@ fn main() {
                 .layer(bare()),
             request
         ),
-        "tower_resilience_hit" => run!(
-            tower_resilience::cache::CacheLayer::builder()
-                .max_size(1_000)
-                .ttl(Duration::from_secs(3_600))
-                .key_extractor(|req: &Request<Body>| req.uri().to_string())
-                .build()
-                .expect("valid config")
-                .layer(bare()),
-            request
-        ),
+        "tower_resilience_hit" => run!(tower_resilience_cache!().layer(bare()), request),
         "axum_bare" => run!(axum_bare(), axum_request),
         "governor_direct" => {
-            let direct =
-                governor::RateLimiter::direct(governor::Quota::per_second(NonZeroU32::MAX));
+            let direct = peers::governor_direct();
             for _ in 0..=n {
                 black_box(direct.check().is_ok());
             }
         }
         "governor_keyed" => {
-            let keyed = governor::RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::MAX));
+            let keyed = peers::governor_keyed();
             let ip = bulwark_compare::PEER.ip();
             for _ in 0..=n {
                 black_box(keyed.check_key(&ip).is_ok());
@@ -100,29 +89,8 @@ fn main() {
                 .layer(axum_bare()),
             axum_request
         ),
-        "tower_governor_global" => {
-            let config = tower_governor::governor::GovernorConfigBuilder::default()
-                .per_millisecond(1)
-                .burst_size(u32::MAX)
-                .key_extractor(tower_governor::key_extractor::GlobalKeyExtractor)
-                .finish()
-                .expect("valid config");
-            run!(
-                tower_governor::GovernorLayer::new(Arc::new(config)).layer(axum_bare()),
-                axum_request
-            )
-        }
-        "tower_governor_ip" => {
-            let config = tower_governor::governor::GovernorConfigBuilder::default()
-                .per_millisecond(1)
-                .burst_size(u32::MAX)
-                .finish()
-                .expect("valid config");
-            run!(
-                tower_governor::GovernorLayer::new(Arc::new(config)).layer(axum_bare()),
-                axum_request
-            )
-        }
+        "tower_governor_global" => run!(tower_governor!(global).layer(axum_bare()), axum_request),
+        "tower_governor_ip" => run!(tower_governor!(peer_ip).layer(axum_bare()), axum_request),
         "bulwark_log" => run!(
             bulwark::log::RequestLogLayer::new()
                 .request_metrics(false)
