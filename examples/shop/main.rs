@@ -567,8 +567,13 @@ pub(crate) fn app(state: AppState) -> Router {
         .nest("/admin", admin::router(state.clone()))
         .fallback(routes::not_found)
         .with_state(state)
-        .layer(global)
-        .layer(RequestLogLayer::new())
+        // One `layer` call for the router-wide layers (outermost first): each call wraps every
+        // route in one more boxed service, which axum clones for every request.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestLogLayer::new())
+                .layer(global),
+        )
 }
 
 /// Serves the shop on `listener` until `shutdown` completes, then drains open connections.
