@@ -23,25 +23,31 @@ use crate::{
 ///
 /// Cheap to clone when its parts are; every clone, and every service it makes, shares the
 /// fallback's state (the [`LastGood`] store).
-#[derive(Clone)]
 #[must_use]
 pub struct FallbackLayer<F, C = ServerErrorsAsFailures, H = (), Q = HeadOnly> {
-    source: F,
-    classifier: C,
-    on_fallback: H,
-    triggers: Triggers,
-    capture_headers: bool,
+    /// Built once, here: a layer's `layer` only clones this `Arc`, which matters because some
+    /// routers (axum's `Handler::layer`) apply the layer anew for every request.
+    shared: Arc<Shared<F, C, H>>,
     body: Q,
+}
+
+impl<F, C, H, Q: Clone> Clone for FallbackLayer<F, C, H, Q> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            body: self.body.clone(),
+        }
+    }
 }
 
 impl<F: fmt::Debug, C, H, Q: fmt::Debug> fmt::Debug for FallbackLayer<F, C, H, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FallbackLayer")
-            .field("source", &self.source)
+            .field("source", &self.shared.source)
             .field("classifier", &type_name::<C>())
             .field("on_fallback", &type_name::<H>())
-            .field("triggers", &self.triggers)
-            .field("capture_headers", &self.capture_headers)
+            .field("triggers", &self.shared.triggers)
+            .field("capture_headers", &self.shared.capture_headers)
             .field("body", &self.body)
             .finish()
     }
@@ -52,11 +58,13 @@ impl<F: FallbackSource> FallbackLayer<F> {
     /// [`or`](FallbackSource::or).
     pub fn from_source(source: F) -> Self {
         Self {
-            source,
-            classifier: ServerErrorsAsFailures::new(),
-            on_fallback: (),
-            triggers: Triggers::default(),
-            capture_headers: false,
+            shared: Arc::new(Shared {
+                source,
+                classifier: ServerErrorsAsFailures::new(),
+                on_fallback: (),
+                triggers: Triggers::default(),
+                capture_headers: false,
+            }),
             body: HeadOnly,
         }
     }
@@ -124,51 +132,77 @@ impl<X: LastGoodKey> FallbackLayer<LastGood<X>> {
     }
 }
 
-impl<F, C, H, Q> FallbackLayer<F, C, H, Q> {
+impl<F: Clone, C: Clone, H: Clone, Q> FallbackLayer<F, C, H, Q> {
+    /// The configuration, to be changed by a builder method: taken over if this layer is its
+    /// only owner (the usual chain of calls), else copied (a clone of the layer keeps its own).
+    fn into_parts(self) -> (Shared<F, C, H>, Q) {
+        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+            source: shared.source.clone(),
+            classifier: shared.classifier.clone(),
+            on_fallback: shared.on_fallback.clone(),
+            triggers: shared.triggers,
+            capture_headers: shared.capture_headers,
+        });
+        (shared, self.body)
+    }
+
+    /// This layer with `change` made to its configuration.
+    fn with(self, change: impl FnOnce(&mut Shared<F, C, H>)) -> Self {
+        let (mut shared, body) = self.into_parts();
+        change(&mut shared);
+        Self {
+            shared: Arc::new(shared),
+            body,
+        }
+    }
+
     /// Decides what the status trigger calls a failure (default: [`ServerErrorsAsFailures`],
     /// i.e. 500, 502, 503 and 504). A good response must also be a success to this classifier
     /// to be kept by [`LastGood`].
     pub fn classifier<C2>(self, classifier: C2) -> FallbackLayer<F, C2, H, Q> {
+        let (s, body) = self.into_parts();
         FallbackLayer {
-            source: self.source,
-            classifier,
-            on_fallback: self.on_fallback,
-            triggers: self.triggers,
-            capture_headers: self.capture_headers,
-            body: self.body,
+            shared: Arc::new(Shared {
+                source: s.source,
+                classifier,
+                on_fallback: s.on_fallback,
+                triggers: s.triggers,
+                capture_headers: s.capture_headers,
+            }),
+            body,
         }
     }
 
     /// Turns the trigger for `reason` on or off. See [`Triggers`] for the defaults.
-    pub fn trigger(mut self, reason: FallbackReason, enabled: bool) -> Self {
-        self.triggers = self.triggers.with(reason, enabled);
-        self
+    pub fn trigger(self, reason: FallbackReason, enabled: bool) -> Self {
+        self.with(|s| s.triggers = s.triggers.with(reason, enabled))
     }
 
     /// Replaces the whole set of triggers.
-    pub fn triggers(mut self, triggers: Triggers) -> Self {
-        self.triggers = triggers;
-        self
+    pub fn triggers(self, triggers: Triggers) -> Self {
+        self.with(|s| s.triggers = triggers)
     }
 
     /// Whether closure and service fallbacks see the request headers (default: no).
     ///
     /// Off, the layer keeps only the method, URI and version of each request, which costs no
     /// allocation; on, it clones the header map of every request, in case a fallback is needed.
-    pub fn capture_headers(mut self, capture: bool) -> Self {
-        self.capture_headers = capture;
-        self
+    pub fn capture_headers(self, capture: bool) -> Self {
+        self.with(|s| s.capture_headers = capture)
     }
 
     /// Calls `hook` with the reason each time a fallback answered.
     pub fn on_fallback<H2: OnFallback>(self, hook: H2) -> FallbackLayer<F, C, H2, Q> {
+        let (s, body) = self.into_parts();
         FallbackLayer {
-            source: self.source,
-            classifier: self.classifier,
-            on_fallback: hook,
-            triggers: self.triggers,
-            capture_headers: self.capture_headers,
-            body: self.body,
+            shared: Arc::new(Shared {
+                source: s.source,
+                classifier: s.classifier,
+                on_fallback: hook,
+                triggers: s.triggers,
+                capture_headers: s.capture_headers,
+            }),
+            body,
         }
     }
 
@@ -178,13 +212,16 @@ impl<F, C, H, Q> FallbackLayer<F, C, H, Q> {
     where
         F: FallbackSource,
     {
+        let (s, body) = self.into_parts();
         FallbackLayer {
-            source: self.source.or(secondary),
-            classifier: self.classifier,
-            on_fallback: self.on_fallback,
-            triggers: self.triggers,
-            capture_headers: self.capture_headers,
-            body: self.body,
+            shared: Arc::new(Shared {
+                source: s.source.or(secondary),
+                classifier: s.classifier,
+                on_fallback: s.on_fallback,
+                triggers: s.triggers,
+                capture_headers: s.capture_headers,
+            }),
+            body,
         }
     }
 
@@ -202,11 +239,7 @@ impl<F, C, H, Q> FallbackLayer<F, C, H, Q> {
             return Err(ConfigError::invalid("buffer_body", "limit must be > 0"));
         }
         Ok(FallbackLayer {
-            source: self.source,
-            classifier: self.classifier,
-            on_fallback: self.on_fallback,
-            triggers: self.triggers,
-            capture_headers: self.capture_headers,
+            shared: self.shared,
             body: BufferBody {
                 limit,
                 on_rejection: DefaultResponseForRejection,
@@ -223,11 +256,7 @@ impl<F, C, H, R> FallbackLayer<F, C, H, BufferBody<R>> {
         hook: R2,
     ) -> FallbackLayer<F, C, H, BufferBody<R2>> {
         FallbackLayer {
-            source: self.source,
-            classifier: self.classifier,
-            on_fallback: self.on_fallback,
-            triggers: self.triggers,
-            capture_headers: self.capture_headers,
+            shared: self.shared,
             body: BufferBody {
                 limit: self.body.limit,
                 on_rejection: hook,
@@ -236,27 +265,16 @@ impl<F, C, H, R> FallbackLayer<F, C, H, BufferBody<R>> {
     }
 }
 
-impl<S, F, C, H, Q> Layer<S> for FallbackLayer<F, C, H, Q>
-where
-    F: Clone,
-    C: Clone,
-    H: Clone,
-    Q: Clone,
-{
+impl<S, F, C, H, Q: Clone> Layer<S> for FallbackLayer<F, C, H, Q> {
     type Service = Fallback<S, F, C, H, Q>;
 
+    /// Clones two handles: the configuration and the fallback's state (a `LastGood` store)
+    /// were put together once, with the layer.
+    #[inline]
     fn layer(&self, inner: S) -> Self::Service {
-        // Only configuration is put together here; the state (a `LastGood` store) was made with
-        // the source, and the clone below shares it.
         Fallback {
             inner,
-            shared: Arc::new(Shared {
-                source: self.source.clone(),
-                classifier: self.classifier.clone(),
-                on_fallback: self.on_fallback.clone(),
-                triggers: self.triggers,
-                capture_headers: self.capture_headers,
-            }),
+            shared: Arc::clone(&self.shared),
             body: self.body.clone(),
         }
     }

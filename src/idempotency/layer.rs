@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use super::{
     AuthorizationScope, Idempotency, IdempotencyConfig, IdempotencyHandle, IdempotencyStore,
-    handle::Stats, service::Shared, store::Store,
+    service::Shared, store::Store,
 };
 use crate::DefaultResponseForRejection;
 
@@ -15,27 +15,32 @@ use crate::DefaultResponseForRejection;
 /// the [`ResponseForRejection`](crate::ResponseForRejection) hook.
 ///
 /// Cheap to clone; every clone, and every service it makes, shares the store and the counters.
-#[derive(Clone)]
 #[must_use]
 pub struct IdempotencyLayer<
     St = IdempotencyStore,
     X = AuthorizationScope,
     R = DefaultResponseForRejection,
 > {
-    store: St,
-    scope: X,
-    on_rejection: R,
-    config: IdempotencyConfig,
-    stats: Arc<Stats>,
+    /// Built once, here: a layer's `layer` only clones this `Arc`, which matters because some
+    /// routers (axum's `Handler::layer`) apply the layer anew for every request.
+    shared: Arc<Shared<St, X, R>>,
+}
+
+impl<St, X, R> Clone for IdempotencyLayer<St, X, R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl<St: fmt::Debug, X, R> fmt::Debug for IdempotencyLayer<St, X, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyLayer")
-            .field("store", &self.store)
+            .field("store", &self.shared.store)
             .field("scope", &type_name::<X>())
             .field("on_rejection", &type_name::<R>())
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish()
     }
 }
@@ -45,82 +50,106 @@ impl<St: Store> IdempotencyLayer<St> {
     /// [`IdempotencyConfig`] and the [`AuthorizationScope`].
     pub fn new(store: St) -> Self {
         Self {
-            store,
-            scope: AuthorizationScope,
-            on_rejection: DefaultResponseForRejection,
-            config: IdempotencyConfig::default(),
-            stats: Arc::default(),
+            shared: Arc::new(Shared {
+                store,
+                scope: AuthorizationScope,
+                on_rejection: DefaultResponseForRejection,
+                config: IdempotencyConfig::default(),
+                stats: Arc::default(),
+            }),
         }
     }
 }
 
 impl<St, X, R> IdempotencyLayer<St, X, R> {
-    /// Replaces the settings.
-    pub fn config(mut self, config: IdempotencyConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Whether requests without `Idempotency-Key` get 400 (default: no, they pass through).
-    pub fn require_key(mut self, require: bool) -> Self {
-        self.config.require_key = require;
-        self
-    }
-
-    /// Sets the scope extractor: the namespace of each request's key (default: a hash of the
-    /// `Authorization` header).
-    pub fn scope<X2>(self, scope: X2) -> IdempotencyLayer<St, X2, R> {
-        IdempotencyLayer {
-            store: self.store,
-            scope,
-            on_rejection: self.on_rejection,
-            config: self.config,
-            stats: self.stats,
-        }
-    }
-
-    /// Builds the layer's rejections (400, 409, 413, 422, 503) with `hook` instead of the
-    /// default problem+json.
-    pub fn on_rejection<R2>(self, hook: R2) -> IdempotencyLayer<St, X, R2> {
-        IdempotencyLayer {
-            store: self.store,
-            scope: self.scope,
-            on_rejection: hook,
-            config: self.config,
-            stats: self.stats,
-        }
-    }
-
     /// The layer's counters.
     #[must_use]
     pub fn handle(&self) -> IdempotencyHandle {
         IdempotencyHandle {
-            stats: Arc::clone(&self.stats),
+            stats: Arc::clone(&self.shared.stats),
         }
     }
 
     /// The store.
     #[must_use]
     pub fn store(&self) -> &St {
-        &self.store
+        &self.shared.store
     }
 }
 
-impl<S, St: Clone, X: Clone, R: Clone> Layer<S> for IdempotencyLayer<St, X, R> {
+impl<St: Clone, X: Clone, R: Clone> IdempotencyLayer<St, X, R> {
+    /// The configuration, to be changed by a builder method: taken over if this layer is its
+    /// only owner (the usual chain of calls), else copied (a clone of the layer keeps its own
+    /// settings, and shares the store and the counters).
+    fn into_shared(self) -> Shared<St, X, R> {
+        Arc::try_unwrap(self.shared).unwrap_or_else(|s| Shared {
+            store: s.store.clone(),
+            scope: s.scope.clone(),
+            on_rejection: s.on_rejection.clone(),
+            config: s.config.clone(),
+            stats: Arc::clone(&s.stats),
+        })
+    }
+
+    /// Replaces the settings.
+    pub fn config(self, config: IdempotencyConfig) -> Self {
+        let mut s = self.into_shared();
+        s.config = config;
+        Self {
+            shared: Arc::new(s),
+        }
+    }
+
+    /// Whether requests without `Idempotency-Key` get 400 (default: no, they pass through).
+    pub fn require_key(self, require: bool) -> Self {
+        let mut s = self.into_shared();
+        s.config.require_key = require;
+        Self {
+            shared: Arc::new(s),
+        }
+    }
+
+    /// Sets the scope extractor: the namespace of each request's key (default: a hash of the
+    /// `Authorization` header).
+    pub fn scope<X2>(self, scope: X2) -> IdempotencyLayer<St, X2, R> {
+        let s = self.into_shared();
+        IdempotencyLayer {
+            shared: Arc::new(Shared {
+                store: s.store,
+                scope,
+                on_rejection: s.on_rejection,
+                config: s.config,
+                stats: s.stats,
+            }),
+        }
+    }
+
+    /// Builds the layer's rejections (400, 409, 413, 422, 503) with `hook` instead of the
+    /// default problem+json.
+    pub fn on_rejection<R2>(self, hook: R2) -> IdempotencyLayer<St, X, R2> {
+        let s = self.into_shared();
+        IdempotencyLayer {
+            shared: Arc::new(Shared {
+                store: s.store,
+                scope: s.scope,
+                on_rejection: hook,
+                config: s.config,
+                stats: s.stats,
+            }),
+        }
+    }
+}
+
+impl<S, St, X, R> Layer<S> for IdempotencyLayer<St, X, R> {
     type Service = Idempotency<S, St, X, R>;
 
+    /// Clones one handle: the configuration and the state (the store's entries and the
+    /// counters) were put together once, with the layer.
+    #[inline]
     fn layer(&self, inner: S) -> Self::Service {
-        // The state (the store's entries and the counters) was made with the layer; the clones
-        // below share it.
         Idempotency {
             inner,
-            shared: Arc::new(Shared {
-                store: self.store.clone(),
-                scope: self.scope.clone(),
-                on_rejection: self.on_rejection.clone(),
-                config: self.config.clone(),
-                stats: Arc::clone(&self.stats),
-            }),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
