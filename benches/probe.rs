@@ -13,7 +13,8 @@
 //! bench's stack group, pass-through), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
-//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink). `sizes 1`
+//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink), `last_good` (fallback
+//! keeping the last good response, nothing failing: the steady state of a busy route). `sizes 1`
 //! prints each layer's service and response-future sizes instead. Run without a case (as
 //! `cargo bench` does), it does nothing.
 
@@ -24,7 +25,7 @@ use std::{hint::black_box, num::NonZeroU32, time::Duration};
 use bulwark::{
     cache::{CacheLayer, CacheStore},
     circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer},
-    fallback::FallbackLayer,
+    fallback::{FallbackLayer, LastGood},
     flag::{FeatureFlagLayer, FlagDefinition, Flags},
     idempotency::{IdempotencyLayer, IdempotencyStore},
     key::PeerIp,
@@ -77,6 +78,10 @@ fn main() {
     };
     match case.as_str() {
         "bare" => run!(support::bare()),
+        "last_good" => run!(
+            FallbackLayer::last_good(LastGood::new(1_000).expect("valid capacity"))
+                .layer(support::bare())
+        ),
         "hit" => run!(
             CacheLayer::new(CacheStore::memory(64 * 1024 * 1024))
                 .ttl(Duration::from_secs(3600))

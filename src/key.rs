@@ -287,6 +287,26 @@ impl<B> KeyExtractor<B> for HeaderKey {
     }
 }
 
+/// The effective request URI's authority and path-and-query (RFC 9110 §7.1): the authority
+/// from the URI (absolute form, HTTP/2's `:authority`), else from the `Host` header (HTTP/1.1's
+/// origin form), else empty; the path `/` when the URI has none. What the cache and the last
+/// good response key requests by, so that two virtual hosts never share an entry.
+pub(crate) fn request_target(parts: &http::request::Parts) -> (&str, &str) {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    (authority, pq)
+}
+
 /// The connection peer's IP, from a [`SocketAddr`] extension or axum's `ConnectInfo`.
 pub fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     if let Some(addr) = req.extensions().get::<SocketAddr>() {

@@ -32,7 +32,7 @@ pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + S
 /// The default key: `GET <authority><path>?<query>`, the authority from the URI or the `Host`
 /// header. `HEAD` requests use the same key (they are answered from the stored `GET`).
 pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
-    let (authority, pq) = default_key_parts(parts);
+    let (authority, pq) = crate::key::request_target(parts);
     let mut key = String::with_capacity(4 + authority.len() + pq.len());
     key.push_str("GET ");
     key.push_str(authority);
@@ -42,7 +42,7 @@ pub(crate) fn default_key(parts: &request::Parts) -> Option<String> {
 
 /// [`default_key`] written into `buf` when it fits, without allocating.
 fn default_key_in<'b>(parts: &request::Parts, buf: &'b mut [u8; KEY_BUF]) -> Option<&'b str> {
-    let (authority, pq) = default_key_parts(parts);
+    let (authority, pq) = crate::key::request_target(parts);
     let len = 4 + authority.len() + pq.len();
     let out = buf.get_mut(..len)?;
     let (get, rest) = out.split_at_mut(4);
@@ -56,22 +56,6 @@ fn default_key_in<'b>(parts: &request::Parts, buf: &'b mut [u8; KEY_BUF]) -> Opt
 
 /// The longest default key the hit path makes on the stack.
 const KEY_BUF: usize = 256;
-
-fn default_key_parts(parts: &request::Parts) -> (&str, &str) {
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("");
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    (authority, pq)
-}
 
 #[derive(Clone)]
 enum FlightState {

@@ -4,7 +4,7 @@ use std::{fmt, hash::Hash, sync::Arc};
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, Method, Response, Uri,
+    HeaderMap, HeaderName, Method, Response,
     header::{self, HeaderValue},
     request,
 };
@@ -62,8 +62,12 @@ where
     }
 }
 
-/// The default [`LastGoodKey`]: method and URI (path and query), for `GET` and `HEAD` requests
+/// The default [`LastGoodKey`]: method and effective request URI, for `GET` and `HEAD` requests
 /// without an `Authorization` header.
+///
+/// The key is one string, `"<method> <authority><path>?<query>"`, with the authority from the
+/// URI or else the `Host` header (as the [cache](crate::cache)'s default key), so that two
+/// virtual hosts served by one router never share an entry. One string hashes in one pass.
 ///
 /// Other methods get no key: replaying the answer of an earlier `POST` to a new one (a payment
 /// "accepted" for a payment that never ran) is worse than failing. Requests with
@@ -74,13 +78,22 @@ where
 pub struct MethodAndUri;
 
 impl LastGoodKey for MethodAndUri {
-    type Key = (Method, Uri);
+    type Key = String;
 
     #[inline]
-    fn key(&self, head: &request::Parts) -> Option<(Method, Uri)> {
+    fn key(&self, head: &request::Parts) -> Option<String> {
         let safe = head.method == Method::GET || head.method == Method::HEAD;
-        (safe && !head.headers.contains_key(header::AUTHORIZATION))
-            .then(|| (head.method.clone(), head.uri.clone()))
+        if !safe || head.headers.contains_key(header::AUTHORIZATION) {
+            return None;
+        }
+        let method = head.method.as_str();
+        let (authority, target) = crate::key::request_target(head);
+        let mut key = String::with_capacity(method.len() + 1 + authority.len() + target.len());
+        key.push_str(method);
+        key.push(' ');
+        key.push_str(authority);
+        key.push_str(target);
+        Some(key)
     }
 }
 
@@ -436,12 +449,43 @@ mod tests {
             b.body(()).unwrap().into_parts().0
         };
         assert_eq!(
-            MethodAndUri.key(&head(Method::GET, false)),
-            Some((Method::GET, Uri::from_static("/a?b=1")))
+            MethodAndUri.key(&head(Method::GET, false)).as_deref(),
+            Some("GET /a?b=1")
         );
         assert!(MethodAndUri.key(&head(Method::HEAD, false)).is_some());
         assert!(MethodAndUri.key(&head(Method::POST, false)).is_none());
         assert!(MethodAndUri.key(&head(Method::GET, true)).is_none());
+    }
+
+    #[test]
+    fn the_default_key_tells_virtual_hosts_apart() {
+        let key = |uri: &str, host: Option<&str>| {
+            let mut b = http::Request::get(uri);
+            if let Some(host) = host {
+                b = b.header(header::HOST, host);
+            }
+            MethodAndUri.key(&b.body(()).unwrap().into_parts().0)
+        };
+        let a = key("/menu", Some("a.example"));
+        assert_eq!(a.as_deref(), Some("GET a.example/menu"));
+        assert_ne!(a, key("/menu", Some("b.example")), "HTTP/1.1: by Host");
+        assert_eq!(
+            key("https://a.example/menu?x=1", Some("ignored.example")).as_deref(),
+            Some("GET a.example/menu?x=1"),
+            "absolute form (HTTP/2): by the URI's authority"
+        );
+        assert_ne!(key("/menu", None), key("/menu?x=1", None));
+        assert_eq!(
+            MethodAndUri.key(
+                &http::Request::head("/menu")
+                    .body(())
+                    .unwrap()
+                    .into_parts()
+                    .0
+            )
+            .as_deref(),
+            Some("HEAD /menu")
+        );
     }
 
     #[test]
@@ -468,7 +512,7 @@ mod tests {
         }
         lg.remember(lg.memo(&head, false), &parts, &Bytes::from_static(b"hi"));
         assert_eq!(lg.entry_count(), 1);
-        let stored = lg.cache.get(&(Method::GET, Uri::from_static("/"))).unwrap();
+        let stored = lg.cache.get("GET /").unwrap();
         let names: Vec<_> = stored.headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type"]);
     }
@@ -477,7 +521,7 @@ mod tests {
     fn an_identical_answer_keeps_the_entry_and_a_different_one_replaces_it() {
         let lg = LastGood::new(10).unwrap();
         let head = http::Request::get("/").body(()).unwrap().into_parts().0;
-        let key = (Method::GET, Uri::from_static("/"));
+        let key = "GET /";
         let parts = |status: u16, headers: &[(&'static str, &'static str)]| {
             let (mut parts, ()) = Response::new(()).into_parts();
             parts.status = http::StatusCode::from_u16(status).unwrap();
@@ -492,7 +536,7 @@ mod tests {
                 p,
                 &Bytes::from_static(body.as_bytes()),
             );
-            lg.cache.get(&key).unwrap()
+            lg.cache.get(key).unwrap()
         };
         let base = [
             ("content-type", "application/json"),
