@@ -33,7 +33,7 @@ use std::{
     any::Any,
     fmt,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -276,42 +276,76 @@ pub async fn to_bytes_limited<B>(body: B, limit: usize) -> Result<Bytes, BufferE
 where
     B: Body,
 {
-    let hint = body.size_hint();
-    if hint.lower() > limit as u64 {
-        return Err(BufferError::TooLarge { limit });
-    }
+    let mut collect = Collect::new(&body, limit)?;
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<BytesMut> = None;
-    let mut len = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(BufferError::Body)?;
-        let Ok(mut data) = frame.into_data() else {
-            continue;
-        };
-        let n = data.remaining();
-        len = len.saturating_add(n);
-        if len > limit {
+    std::future::poll_fn(|cx| collect.poll(body.as_mut(), cx)).await
+}
+
+/// The state of reading one body into memory: what [`to_bytes_limited`] does, as a poll
+/// function, for futures that keep it inline instead of boxing an `async` block.
+#[derive(Debug)]
+pub(crate) struct Collect {
+    /// The first chunk, kept as it came: a body of one chunk is never copied.
+    first: Option<Bytes>,
+    /// The chunks so far, once there is more than one.
+    rest: Option<BytesMut>,
+    len: usize,
+    limit: usize,
+    /// The body's size hint's upper bound, to size the buffer once.
+    upper: Option<u64>,
+}
+
+impl Collect {
+    /// Starts reading `body`, or refuses it at once if its size hint is over `limit`.
+    pub(crate) fn new<B: Body>(body: &B, limit: usize) -> Result<Self, BufferError<B::Error>> {
+        let hint = body.size_hint();
+        if hint.lower() > limit as u64 {
             return Err(BufferError::TooLarge { limit });
         }
-        match (&mut first, &mut rest) {
-            (None, None) => first = Some(data.copy_to_bytes(n)),
-            (Some(f), None) => {
-                let mut buf =
-                    BytesMut::with_capacity((hint.upper().unwrap_or(0) as usize).clamp(len, limit));
-                buf.extend_from_slice(f);
-                buf.extend_from_slice(&data.copy_to_bytes(n));
-                first = None;
-                rest = Some(buf);
-            }
-            (_, Some(buf)) => buf.extend_from_slice(&data.copy_to_bytes(n)),
-        }
+        Ok(Self {
+            first: None,
+            rest: None,
+            len: 0,
+            limit,
+            upper: hint.upper(),
+        })
     }
-    Ok(match (first, rest) {
-        (_, Some(buf)) => buf.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    })
+
+    /// Reads what `body` has; ready with the whole body, or the reason it was given up.
+    pub(crate) fn poll<B: Body>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, BufferError<B::Error>>> {
+        while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
+            let frame = frame.map_err(BufferError::Body)?;
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let n = data.remaining();
+            self.len = self.len.saturating_add(n);
+            if self.len > self.limit {
+                return Poll::Ready(Err(BufferError::TooLarge { limit: self.limit }));
+            }
+            match (&mut self.first, &mut self.rest) {
+                (None, None) => self.first = Some(data.copy_to_bytes(n)),
+                (Some(f), None) => {
+                    let capacity = (self.upper.unwrap_or(0) as usize).clamp(self.len, self.limit);
+                    let mut buf = BytesMut::with_capacity(capacity);
+                    buf.extend_from_slice(f);
+                    buf.extend_from_slice(&data.copy_to_bytes(n));
+                    self.first = None;
+                    self.rest = Some(buf);
+                }
+                (_, Some(buf)) => buf.extend_from_slice(&data.copy_to_bytes(n)),
+            }
+        }
+        Poll::Ready(Ok(match (self.first.take(), self.rest.take()) {
+            (_, Some(buf)) => buf.freeze(),
+            (Some(f), None) => f,
+            (None, None) => Bytes::new(),
+        }))
+    }
 }
 
 #[cfg(test)]

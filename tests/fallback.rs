@@ -881,6 +881,35 @@ async fn a_body_failing_while_kept_is_a_failure() {
         .unwrap();
     assert_eq!(reason_of(&res), Some(("error", FallbackReason::Error)));
     assert_eq!(text(res).await, "static");
+
+    // The same when the layer buffers request bodies (its own path through the layer).
+    let res = FallbackLayer::last_good(LastGood::new(10).unwrap())
+        .or(StaticResponse::new(Response::new("static")))
+        .buffer_body(16)
+        .unwrap()
+        .layer(broken)
+        .oneshot(get("/"))
+        .await
+        .unwrap();
+    assert_eq!(reason_of(&res), Some(("error", FallbackReason::Error)));
+    assert_eq!(text(res).await, "static");
+}
+
+#[tokio::test]
+async fn a_good_answer_is_kept_with_buffered_request_bodies_too() {
+    let store = LastGood::new(10).unwrap();
+    let upstream = Upstream::default();
+    let svc = FallbackLayer::last_good(store.clone())
+        .buffer_body(16)
+        .unwrap()
+        .layer(upstream.clone());
+    let res = svc.clone().oneshot(get("/list?page=1")).await.unwrap();
+    assert_eq!(text(res).await, "/list?page=1");
+    assert_eq!(store.entry_count(), 1);
+    upstream.fail(true);
+    let res = svc.oneshot(get("/list?page=1")).await.unwrap();
+    assert_eq!(reason_of(&res), Some(("status", FallbackReason::Status)));
+    assert_eq!(text(res).await, "/list?page=1");
 }
 
 // ---------------------------------------------------------------------------------------------

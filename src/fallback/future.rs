@@ -13,16 +13,19 @@ use pin_project_lite::pin_project;
 
 use super::{
     FallbackSource, OnFallback,
-    service::{BoxAnswer, Next, Shared, after_inner},
+    service::{BoxAnswer, Keeping, Next, Shared, after_inner, kept},
 };
-use crate::{body::ResponseBody, classify::Classify};
+use crate::{
+    body::{Collect, ResponseBody},
+    classify::Classify,
+};
 
 pin_project! {
     /// Response future of [`Fallback`](super::Fallback).
     ///
     /// While the inner service works it is the inner future plus what the fallback kept of the
-    /// request: no allocation. Only a fallback, or a response being kept as the last good one,
-    /// moves it to a boxed state.
+    /// request, and while a good response is read to be kept, that response's body: no
+    /// allocation. Only a fallback moves it to a boxed state.
     pub struct ResponseFuture<Fut, B, E, F: FallbackSource, C, H> {
         #[pin]
         state: State<Fut, B, E, F, C, H>,
@@ -35,6 +38,13 @@ pin_project! {
         Inner {
             #[pin]
             future: Fut,
+            pending: Option<Pending<F, C, H>>,
+        },
+        Keeping {
+            #[pin]
+            body: B,
+            head: Option<http::response::Parts>,
+            collect: Collect,
             pending: Option<Pending<F, C, H>>,
         },
         Boxed {
@@ -69,6 +79,7 @@ impl<Fut, B, E, F: FallbackSource, C, H> fmt::Debug for ResponseFuture<Fut, B, E
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Inner { .. } => "Inner",
+            State::Keeping { .. } => "Keeping",
             State::Boxed { .. } => "Boxed",
         };
         f.debug_struct("ResponseFuture")
@@ -99,15 +110,41 @@ where
                         .expect("ResponseFuture polled after completion");
                     match after_inner(&shared, memo, result, Bytes::new()) {
                         Next::Ready(out) => return Poll::Ready(out),
-                        Next::Later(future) => future,
+                        Next::Later(future) => State::Boxed { future },
+                        Next::Keep(Keeping {
+                            head,
+                            body,
+                            collect,
+                            memo,
+                            request_body: _,
+                        }) => State::Keeping {
+                            body,
+                            head: Some(head),
+                            collect,
+                            pending: Some(Pending { shared, memo }),
+                        },
+                    }
+                }
+                StateProj::Keeping {
+                    body,
+                    head,
+                    collect,
+                    pending,
+                } => {
+                    let buffered = ready!(collect.poll(body, cx)).map_err(|err| err.to_string());
+                    let (Some(head), Some(Pending { shared, memo })) = (head.take(), pending.take())
+                    else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    match kept(&shared, memo, head, buffered, Bytes::new()) {
+                        Next::Ready(out) => return Poll::Ready(out),
+                        Next::Later(future) => State::Boxed { future },
+                        Next::Keep(_) => unreachable!("a kept response is read once"),
                     }
                 }
                 StateProj::Boxed { future } => return future.as_mut().poll(cx),
             };
-            self.as_mut()
-                .project()
-                .state
-                .set(State::Boxed { future: next });
+            self.as_mut().project().state.set(next);
         }
     }
 }

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     ResponseForRejection,
-    body::{ResponseBody, to_bytes_limited},
+    body::{Collect, ResponseBody, to_bytes_limited},
     classify::{Classify, Outcome, ServerErrorsAsFailures},
 };
 
@@ -145,6 +145,28 @@ where
             match after_inner(&shared, memo, result, bytes) {
                 Next::Ready(out) => out,
                 Next::Later(fut) => fut.await,
+                Next::Keep(keeping) => {
+                    let Keeping {
+                        head,
+                        body,
+                        mut collect,
+                        memo,
+                        request_body,
+                    } = keeping;
+                    // Scoped so that no body error (which need not be `Send`) is held across
+                    // the await below.
+                    let buffered = {
+                        let mut body = std::pin::pin!(body);
+                        let result =
+                            std::future::poll_fn(|cx| collect.poll(body.as_mut(), cx)).await;
+                        result.map_err(|err| err.to_string())
+                    };
+                    match kept(&shared, memo, head, buffered, request_body) {
+                        Next::Ready(out) => out,
+                        Next::Later(fut) => fut.await,
+                        Next::Keep(_) => unreachable!("a kept response is read once"),
+                    }
+                }
             }
         }))
     }
@@ -155,11 +177,24 @@ pub(crate) type BoxAnswer<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
 /// What to do once the inner service has answered.
-pub(crate) enum Next<B, E> {
+pub(crate) enum Next<B, E, M> {
     /// Done: the result, passed through.
     Ready(Result<Response<ResponseBody<B>>, E>),
-    /// A fallback runs, or the response is buffered to be kept.
+    /// A fallback runs.
     Later(BoxAnswer<B, E>),
+    /// A good response to read into memory and keep, then pass on from the buffer. Read by
+    /// the caller's own future (no allocation for the steady state of a busy route).
+    Keep(Keeping<B, M>),
+}
+
+/// A good response being read to be kept (see [`Next::Keep`]).
+pub(crate) struct Keeping<B, M> {
+    pub(crate) head: http::response::Parts,
+    pub(crate) body: B,
+    pub(crate) collect: Collect,
+    pub(crate) memo: M,
+    /// The buffered request body, for a fallback if the response body fails.
+    pub(crate) request_body: Bytes,
 }
 
 /// Decides, after the inner service answered, between passing through, keeping a good
@@ -169,7 +204,7 @@ pub(crate) fn after_inner<F, C, H, B, E>(
     memo: F::Memo,
     result: Result<Response<B>, E>,
     body: Bytes,
-) -> Next<B, E>
+) -> Next<B, E, F::Memo>
 where
     F: FallbackSource,
     C: Classify<Response<B>, E>,
@@ -196,61 +231,74 @@ where
         Ok(res) => res,
         Err(err) => return Next::Ready(Err(err)),
     };
-    match shared.source.store_limit(&memo) {
+    let keep = match shared.source.store_limit(&memo) {
         Some(limit)
             if storable(&res, limit)
                 && shared.classifier.classify(Ok(&res)) == Outcome::Success =>
         {
-            Next::Later(Box::pin(keep(Arc::clone(shared), memo, res, limit, body)))
+            // `storable` checked the size hint against the limit.
+            Collect::new(res.body(), limit).ok()
         }
-        _ => Next::Ready(Ok(res.map(ResponseBody::new))),
+        _ => None,
+    };
+    match keep {
+        Some(collect) => {
+            let (head, response_body) = res.into_parts();
+            Next::Keep(Keeping {
+                head,
+                body: response_body,
+                collect,
+                memo,
+                request_body: body,
+            })
+        }
+        None => Next::Ready(Ok(res.map(ResponseBody::new))),
     }
 }
 
-/// Buffers a good response, keeps it, and passes it on from the buffer.
-async fn keep<F, C, H, B, E>(
-    shared: Arc<Shared<F, C, H>>,
+/// The end of keeping a good response: it is kept and passed on from the buffer; or its body
+/// broke (or was longer than its own size hint) before anything was sent, and as its bytes are
+/// gone the honest original is a 502, which the fallback may replace.
+pub(crate) fn kept<F, C, H, B, E>(
+    shared: &Arc<Shared<F, C, H>>,
     memo: F::Memo,
-    res: Response<B>,
-    limit: usize,
+    head: http::response::Parts,
+    buffered: Result<Bytes, String>,
     request_body: Bytes,
-) -> Result<Response<ResponseBody<B>>, E>
+) -> Next<B, E, F::Memo>
 where
     F: FallbackSource,
+    C: Send + Sync + 'static,
     H: OnFallback,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: fmt::Display,
+    B: Send + 'static,
     E: fmt::Display + Send + 'static,
 {
-    let (head, body) = res.into_parts();
-    // Scoped so that no body error (which need not be `Send`) is held across the await below.
-    let buffered = {
-        let result = to_bytes_limited(body, limit).await;
-        result.map_err(|err| err.to_string())
-    };
-    match buffered {
+    let err = match buffered {
         Ok(bytes) => {
             shared.source.remember(memo, &head, &bytes);
-            return Ok(Response::from_parts(head, ResponseBody::full(bytes)));
+            return Next::Ready(Ok(Response::from_parts(head, ResponseBody::full(bytes))));
         }
-        Err(err) => {
-            // The body broke (or was longer than its own size hint) before anything was sent.
-            // Its bytes are gone, so the honest original is a 502; the fallback may do better.
-            tracing::error!(
-                target: "bulwark::fallback",
-                status = head.status.as_u16(),
-                error = %err,
-                "the inner response body failed while being buffered",
-            );
-        }
-    }
+        Err(err) => err,
+    };
+    tracing::error!(
+        target: "bulwark::fallback",
+        status = head.status.as_u16(),
+        error = %err,
+        "the inner response body failed while being buffered",
+    );
     let mut bad_gateway = Response::new(ResponseBody::empty());
     *bad_gateway.status_mut() = StatusCode::BAD_GATEWAY;
     let reason = FallbackReason::Error;
     if shared.triggers.contains(reason) {
-        run_fallback(shared, memo, reason, Ok(bad_gateway), request_body).await
+        Next::Later(Box::pin(run_fallback(
+            Arc::clone(shared),
+            memo,
+            reason,
+            Ok(bad_gateway),
+            request_body,
+        )))
     } else {
-        Ok(bad_gateway)
+        Next::Ready(Ok(bad_gateway))
     }
 }
 
