@@ -301,34 +301,55 @@ pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
         .is_some_and(|upper| upper <= limit as u64)
 }
 
-/// Whether `kept` (headers as [`LastGood`] keeps them) is what keeping `new` would store:
-/// every field of `new` but the hop-by-hop ones and `x-request-id`, with the same values in the
-/// same order. A `new` that names fields in `Connection` or has `Proxy-*` fields is reported
-/// as different (rare; it is then simply kept again).
+/// Whether [`LastGood`] leaves `name` out of what it keeps: the hop-by-hop fields (those of RFC
+/// 9110 §7.6.1 and any `Proxy-*`), which belong to the old connection, and `x-request-id`,
+/// which belongs to the old request. Fields named in `Connection` are left out too, by
+/// [`kept_headers`].
+fn not_kept(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == X_REQUEST_ID
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
+/// The fields of `headers` that [`LastGood`] keeps, in their order.
+fn kept_headers(headers: &HeaderMap) -> HeaderMap {
+    if headers.contains_key(header::CONNECTION) {
+        // It may name more fields to leave out (rare).
+        let mut kept = headers.clone();
+        crate::strip_hop_by_hop(&mut kept);
+        kept.remove(&X_REQUEST_ID);
+        return kept;
+    }
+    let mut kept = HeaderMap::with_capacity(headers.keys_len());
+    for (name, value) in headers {
+        if !not_kept(name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// Whether `kept` is what [`kept_headers`] makes of `new`: the same fields with the same values
+/// in the same order, walked side by side (no lookups). A `new` with a `Connection` field is
+/// reported as different (rare; it is then simply kept again), as is one whose fields came in
+/// another order.
 fn same_kept_headers(kept: &HeaderMap, new: &HeaderMap) -> bool {
     if new.contains_key(header::CONNECTION) {
         return false;
     }
-    let mut names = 0;
-    for name in new.keys() {
-        if name == header::TE
-            || name == header::TRAILER
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == X_REQUEST_ID
-            || name.as_str() == "keep-alive"
-        {
-            continue;
-        }
-        if name.as_str().starts_with("proxy-") {
-            return false;
-        }
-        names += 1;
-        if !new.get_all(name).iter().eq(kept.get_all(name).iter()) {
-            return false;
+    let mut kept = kept.iter();
+    for (name, value) in new.iter().filter(|(name, _)| !not_kept(name)) {
+        match kept.next() {
+            Some((k, v)) if k == name && v == value => {}
+            _ => return false,
         }
     }
-    names == kept.keys_len()
+    kept.next().is_none()
 }
 
 impl<X: LastGoodKey> Source for LastGood<X> {
@@ -361,11 +382,7 @@ impl<X: LastGoodKey> Source for LastGood<X> {
                 return;
             }
         }
-        let mut headers = head.headers.clone();
-        // Hop-by-hop fields (and the ones `Connection` names) belong to the old connection; the
-        // request id belongs to the old request.
-        crate::strip_hop_by_hop(&mut headers);
-        headers.remove(&X_REQUEST_ID);
+        let headers = kept_headers(&head.headers);
         self.cache.insert(
             key,
             Arc::new(Stored {
@@ -548,6 +565,16 @@ mod tests {
         let mut same = base.to_vec();
         same.extend([("x-request-id", "r-2"), ("transfer-encoding", "chunked")]);
         assert!(Arc::ptr_eq(&first, &keep(&parts(200, &same), "[1]")));
+        // ... wherever they come.
+        let interleaved = [
+            ("x-request-id", "r-3"),
+            ("content-type", "application/json"),
+            ("proxy-status", "edge"),
+            ("vary", "a"),
+            ("keep-alive", "timeout=5"),
+            ("vary", "b"),
+        ];
+        assert!(Arc::ptr_eq(&first, &keep(&parts(200, &interleaved), "[1]")));
         // Any kept difference replaces it: body, status, a value, the values' order, a field
         // more or less, and a `Connection` header (compared conservatively).
         let mut last = first;
