@@ -167,20 +167,44 @@ async fn every_bulwark_marker_becomes_a_field() {
                 .body(ResponseBody::new(Body::empty()))
                 .unwrap(),
             "/cached" => Response::builder()
+                .header("x-request-id", "inner-2")
                 .header("cache-status", "bulwark; hit; ttl=9")
                 .body(ResponseBody::new(Body::empty()))
                 .unwrap(),
-            _ => Response::builder()
+            "/replayed" => Response::builder()
                 .header("idempotent-replayed", "true")
                 .body(ResponseBody::new(Body::empty()))
                 .unwrap(),
+            // Many fields (markers found by lookup rather than by a walk over the fields),
+            // and a request id of the inner service's own.
+            _ => {
+                let mut b = Response::builder();
+                for i in 0..20 {
+                    b = b.header(format!("x-filler-{i}"), "1");
+                }
+                b.header("cache-status", "bulwark; fwd=miss")
+                    .header("bulwark-fallback", "error")
+                    .header("idempotent-replayed", "true")
+                    .header("x-request-id", "inner-id")
+                    .body(ResponseBody::new(Body::empty()))
+                    .unwrap()
+            }
         };
         Ok::<_, Infallible>(res)
     }));
     for path in ["/rejected", "/fallback", "/cached", "/replayed"] {
         let res = svc.clone().oneshot(request(path)).await.unwrap();
+        let ids: Vec<_> = res.headers().get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "{path}: {ids:?}");
+        if path == "/cached" {
+            assert_eq!(ids, ["inner-2"], "the inner service's own id is kept");
+        }
         drop(res);
     }
+    let res = svc.clone().oneshot(request("/many")).await.unwrap();
+    let ids: Vec<_> = res.headers().get_all("x-request-id").iter().collect();
+    assert_eq!(ids, ["inner-id"], "the inner service's own id is kept, alone");
+    drop(res);
     let events = captured.with_target("bulwark::log");
     assert_eq!(events[0].field("bulwark.rejection"), Some("circuit_open"));
     assert_eq!(events[1].field("bulwark.fallback"), Some("circuit-open"));
@@ -189,6 +213,12 @@ async fn every_bulwark_marker_becomes_a_field() {
         Some("bulwark; hit; ttl=9")
     );
     assert_eq!(events[3].field("bulwark.replayed"), Some("true"));
+    assert_eq!(events[4].field("bulwark.fallback"), Some("error"));
+    assert_eq!(
+        events[4].field("bulwark.cache_status"),
+        Some("bulwark; fwd=miss")
+    );
+    assert_eq!(events[4].field("bulwark.replayed"), Some("true"));
 }
 
 #[tokio::test]

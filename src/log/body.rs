@@ -74,14 +74,40 @@ pub(super) struct Markers {
 }
 
 impl Markers {
-    pub(super) fn of<B>(res: &Response<B>) -> Self {
+    /// Above this many fields, the response's markers are looked up rather than scanned for.
+    const SCAN_UP_TO: usize = 16;
+
+    /// The markers on `res`, and whether it carries an `x-request-id`.
+    ///
+    /// A response has a handful of fields, and these names are not standard ones, so a lookup
+    /// hashes each name byte by byte: one walk over the fields, comparing names (a standard name
+    /// never equals one of these, and differing lengths end the comparison at once), costs less
+    /// than four lookups.
+    pub(super) fn of<B>(res: &Response<B>) -> (Self, bool) {
         let h = res.headers();
-        Self {
+        let mut markers = Self {
             rejection: res.extensions().get::<Rejection>().map(Rejection::kind),
-            fallback: h.get(&BULWARK_FALLBACK).cloned(),
-            cache_status: h.get(&CACHE_STATUS).cloned(),
-            replayed: h.contains_key(&IDEMPOTENT_REPLAYED),
+            ..Self::default()
+        };
+        if h.len() > Self::SCAN_UP_TO {
+            markers.fallback = h.get(&BULWARK_FALLBACK).cloned();
+            markers.cache_status = h.get(&CACHE_STATUS).cloned();
+            markers.replayed = h.contains_key(&IDEMPOTENT_REPLAYED);
+            return (markers, h.contains_key(&super::X_REQUEST_ID));
         }
+        let mut has_id = false;
+        for (name, value) in h {
+            if *name == super::X_REQUEST_ID {
+                has_id = true;
+            } else if *name == CACHE_STATUS {
+                markers.cache_status.get_or_insert_with(|| value.clone());
+            } else if *name == BULWARK_FALLBACK {
+                markers.fallback.get_or_insert_with(|| value.clone());
+            } else if *name == IDEMPOTENT_REPLAYED {
+                markers.replayed = true;
+            }
+        }
+        (markers, has_id)
     }
 }
 

@@ -88,10 +88,11 @@ where
             }
             (Ok(mut res), Some(t)) => {
                 // Time to first byte and the markers are for the log line only.
-                let (head, markers) = if t.log.is_some() {
+                let (head, (markers, has_id)) = if t.log.is_some() {
                     (t.start.elapsed(), Markers::of(&res))
                 } else {
-                    (std::time::Duration::ZERO, Markers::default())
+                    let has_id = res.headers().contains_key(&X_REQUEST_ID);
+                    (std::time::Duration::ZERO, (Markers::default(), has_id))
                 };
                 let completion = Completion {
                     status: res.status(),
@@ -105,7 +106,9 @@ where
                     empty: res.body().is_end_stream(),
                     config: t.config,
                 };
-                echo_id(&mut res, id);
+                if !has_id {
+                    set_id(&mut res, id);
+                }
                 Ok(res.map(|body| LogBody::new(body, completion)))
             }
             (Err(err), tracked) => {
@@ -122,7 +125,13 @@ where
 #[inline]
 fn echo_id<B>(res: &mut Response<B>, id: RequestId) {
     if !res.headers().contains_key(&X_REQUEST_ID) {
-        res.headers_mut()
-            .insert(X_REQUEST_ID.clone(), id.into_header_value());
+        set_id(res, id);
     }
+}
+
+/// Puts the request id on a response that has none.
+#[inline]
+fn set_id<B>(res: &mut Response<B>, id: RequestId) {
+    res.headers_mut()
+        .insert(X_REQUEST_ID.clone(), id.into_header_value());
 }
