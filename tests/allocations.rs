@@ -179,8 +179,14 @@ fn a_layer_changed_after_cloning_keeps_the_clone_unchanged() {
     let layer = IdempotencyLayer::new(IdempotencyStore::memory());
     let kept = layer.clone();
     let changed = layer.require_key(true);
-    assert!(format!("{kept:?}").contains("require_key: false"), "{kept:?}");
-    assert!(format!("{changed:?}").contains("require_key: true"), "{changed:?}");
+    assert!(
+        format!("{kept:?}").contains("require_key: false"),
+        "{kept:?}"
+    );
+    assert!(
+        format!("{changed:?}").contains("require_key: true"),
+        "{changed:?}"
+    );
 }
 
 #[test]

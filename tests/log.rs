@@ -203,7 +203,11 @@ async fn every_bulwark_marker_becomes_a_field() {
     }
     let res = svc.clone().oneshot(request("/many")).await.unwrap();
     let ids: Vec<_> = res.headers().get_all("x-request-id").iter().collect();
-    assert_eq!(ids, ["inner-id"], "the inner service's own id is kept, alone");
+    assert_eq!(
+        ids,
+        ["inner-id"],
+        "the inner service's own id is kept, alone"
+    );
     drop(res);
     let events = captured.with_target("bulwark::log");
     assert_eq!(events[0].field("bulwark.rejection"), Some("circuit_open"));

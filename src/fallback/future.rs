@@ -132,7 +132,8 @@ where
                     pending,
                 } => {
                     let buffered = ready!(collect.poll(body, cx)).map_err(|err| err.to_string());
-                    let (Some(head), Some(Pending { shared, memo })) = (head.take(), pending.take())
+                    let (Some(head), Some(Pending { shared, memo })) =
+                        (head.take(), pending.take())
                     else {
                         panic!("ResponseFuture polled after completion");
                     };

@@ -493,14 +493,15 @@ mod tests {
         );
         assert_ne!(key("/menu", None), key("/menu?x=1", None));
         assert_eq!(
-            MethodAndUri.key(
-                &http::Request::head("/menu")
-                    .body(())
-                    .unwrap()
-                    .into_parts()
-                    .0
-            )
-            .as_deref(),
+            MethodAndUri
+                .key(
+                    &http::Request::head("/menu")
+                        .body(())
+                        .unwrap()
+                        .into_parts()
+                        .0
+                )
+                .as_deref(),
             Some("HEAD /menu")
         );
     }
