@@ -1265,6 +1265,93 @@ async fn qualified_no_cache_and_private_omit_the_listed_fields() {
     }
 }
 
+/// A memory store whose second `get` reads at once but answers only when `release` gets a
+/// permit: a request that missed, held between its lookup and its joining a flight.
+struct HeldSecondGet {
+    inner: MemoryStore,
+    gets: AtomicUsize,
+    read: Arc<tokio::sync::Semaphore>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl bulwark::cache::Store for HeldSecondGet {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> bulwark::cache::store::StoreFuture<'a, Option<bulwark::cache::Entry>> {
+        Box::pin(async move {
+            let found = self.inner.get(key).await;
+            if self.gets.fetch_add(1, Ordering::SeqCst) == 1 {
+                self.read.add_permits(1);
+                self.release.acquire().await.unwrap().forget();
+            }
+            found
+        })
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: bulwark::cache::Entry,
+    ) -> bulwark::cache::store::StoreFuture<'a, ()> {
+        self.inner.put(key, entry)
+    }
+    fn remove<'a>(&'a self, key: &'a str) -> bulwark::cache::store::StoreFuture<'a, ()> {
+        self.inner.remove(key)
+    }
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> bulwark::cache::store::StoreFuture<'a, u64> {
+        self.inner.remove_prefix(prefix)
+    }
+    fn name(&self) -> &'static str {
+        "held"
+    }
+}
+
+#[tokio::test]
+async fn a_miss_whose_flight_landed_before_it_joined_looks_again() {
+    // The late request misses while the first one's call runs, and reaches the flight table
+    // only after that call stored its answer and left: it must find the answer, not call again.
+    let read = Arc::new(tokio::sync::Semaphore::new(0));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let store = HeldSecondGet {
+        inner: MemoryStore::new(1 << 20),
+        gets: AtomicUsize::new(0),
+        read: read.clone(),
+        release: release.clone(),
+    };
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (g, calls) = (gate.clone(), Arc::new(AtomicUsize::new(0)));
+    let c = calls.clone();
+    let svc = CacheLayer::new(CacheStore::custom(store))
+        .ttl(Duration::from_secs(600))
+        .layer(service_fn(move |_req: Request<()>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let g = g.clone();
+            async move {
+                g.acquire().await.unwrap().forget();
+                Ok::<_, Infallible>(res(200, &[], "one".into()))
+            }
+        }));
+    let s = svc.clone();
+    let first = tokio::spawn(async move { send(&s, get("/r")).await });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let s = svc.clone();
+    let late = tokio::spawn(async move { send(&s, get("/r")).await });
+    read.acquire().await.unwrap().forget();
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap().body, "one");
+    release.add_permits(1);
+    // A second inner call would wait at the closed gate: give up rather than hang.
+    let late = tokio::time::timeout(Duration::from_secs(10), late)
+        .await
+        .expect("the late request answered without a second inner call")
+        .unwrap();
+    assert_eq!(late.body, "one");
+    assert_eq!(late.cache.outcome, CacheOutcome::Collapsed);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one inner call");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coalescing_on_the_multi_thread_runtime() {
     let seen = Seen::default();

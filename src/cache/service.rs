@@ -72,6 +72,10 @@ pub(crate) struct Shared {
     /// In-flight inner calls by key, for coalescing. Bounded by the number of requests in flight:
     /// an entry lives exactly as long as its leader's call.
     flights: Mutex<HashMap<String, Arc<watch::Sender<FlightState>>>>,
+    /// Flights that ended with an entry stored, ever. A request that missed and then finds no
+    /// flight to join looks again if this moved since its lookup: the flight it missed may
+    /// have stored its entry and left the table in between.
+    landed: AtomicU64,
     next_index: AtomicU64,
     /// The cache's counters, their keys built once.
     metrics: crate::metrics::CacheMetrics,
@@ -111,6 +115,7 @@ impl Shared {
             key,
             clock: Clock::new(),
             flights: Mutex::new(HashMap::new()),
+            landed: AtomicU64::new(0),
             next_index: AtomicU64::new(seed),
             last_status: LastValue::default(),
         }
@@ -378,6 +383,10 @@ impl FlightGuard {
             return;
         }
         self.done = true;
+        if entry.is_some() {
+            // Before leaving the table: whoever then finds no flight sees this (see `landed`).
+            self.shared.landed.fetch_add(1, Ordering::Release);
+        }
         {
             let mut flights = self
                 .shared
@@ -902,6 +911,7 @@ where
     };
     let only_if_cached =
         Directives::parse(parts.headers.get_all(header::CACHE_CONTROL)).only_if_cached;
+    let landed = shared.landed.load(Ordering::Acquire);
     let lookup = match shared.lookup(&base, &parts.headers).await {
         Ok(l) => l,
         Err(e) => {
@@ -1018,6 +1028,28 @@ where
         None
     } else {
         match shared.join(&key) {
+            Join::Lead(g) if shared.landed.load(Ordering::Acquire) != landed => {
+                // A flight landed since our lookup, perhaps the one for this key, between our
+                // miss and our joining: look again before calling.
+                if let Ok(Lookup::Found { entry, .. }) = shared.lookup(&base, &parts.headers).await
+                {
+                    let now = shared.clock.now();
+                    let stored = entry.as_response().expect("found entries are responses");
+                    if stored.freshness(&shared.cfg, &parts, now) == Freshness::Fresh {
+                        let res = serve(
+                            &shared,
+                            stored,
+                            &parts,
+                            CacheStatus::new(CacheOutcome::Collapsed),
+                            now,
+                            &key,
+                        );
+                        g.finish(Some(entry));
+                        return Ok(res);
+                    }
+                }
+                Some(g)
+            }
             Join::Lead(g) => Some(g),
             Join::Wait(mut rx) => {
                 let waited = tokio::time::timeout(
