@@ -580,6 +580,28 @@ fn head_of(parts: &request::Parts) -> request::Parts {
 
 /// Serves a stored response: `304` when the client's own conditional request matches, else the
 /// stored answer (without its body for `HEAD`), with `Age` and `Cache-Status`.
+/// `entry`, which another request's call stored, served as `collapsed` if it is fresh for
+/// this request.
+fn serve_collapsed<B>(
+    shared: &Shared,
+    entry: &Entry,
+    req: &request::Parts,
+    key: &str,
+) -> Option<Response<ResponseBody<B>>> {
+    let now = shared.clock.now();
+    let stored = entry.as_response().expect("found entries are responses");
+    (stored.freshness(&shared.cfg, req, now) == Freshness::Fresh).then(|| {
+        serve(
+            shared,
+            stored,
+            req,
+            CacheStatus::new(CacheOutcome::Collapsed),
+            now,
+            key,
+        )
+    })
+}
+
 fn serve<B>(
     shared: &Shared,
     stored: &Stored,
@@ -1033,17 +1055,7 @@ where
                 // miss and our joining: look again before calling.
                 if let Ok(Lookup::Found { entry, .. }) = shared.lookup(&base, &parts.headers).await
                 {
-                    let now = shared.clock.now();
-                    let stored = entry.as_response().expect("found entries are responses");
-                    if stored.freshness(&shared.cfg, &parts, now) == Freshness::Fresh {
-                        let res = serve(
-                            &shared,
-                            stored,
-                            &parts,
-                            CacheStatus::new(CacheOutcome::Collapsed),
-                            now,
-                            &key,
-                        );
+                    if let Some(res) = serve_collapsed(&shared, &entry, &parts, &key) {
                         g.finish(Some(entry));
                         return Ok(res);
                     }
@@ -1063,19 +1075,9 @@ where
                         _ => None,
                     };
                     drop(state);
-                    if let Some(entry) = got {
-                        let now = shared.clock.now();
-                        let stored = entry.as_response().expect("response");
-                        if stored.freshness(&shared.cfg, &parts, now) == Freshness::Fresh {
-                            return Ok(serve(
-                                &shared,
-                                stored,
-                                &parts,
-                                CacheStatus::new(CacheOutcome::Collapsed),
-                                now,
-                                &key,
-                            ));
-                        }
+                    if let Some(res) = got.and_then(|e| serve_collapsed(&shared, &e, &parts, &key))
+                    {
+                        return Ok(res);
                     }
                 }
                 // The leader's answer was not shareable (or too slow): call on our own.

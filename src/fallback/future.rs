@@ -140,7 +140,6 @@ where
                     match kept(&shared, memo, head, buffered, Bytes::new()) {
                         Next::Ready(out) => return Poll::Ready(out),
                         Next::Later(future) => State::Boxed { future },
-                        Next::Keep(_) => unreachable!("a kept response is read once"),
                     }
                 }
                 StateProj::Boxed { future } => return future.as_mut().poll(cx),

@@ -108,7 +108,7 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// The layer offers it every response that passed through without a trigger firing; it keeps
 /// one when **all** of these hold:
 /// - the request has a [key](LastGoodKey) (by default: a `GET` or `HEAD` without
-///   `Authorization`, keyed by method and URI);
+///   `Authorization`, keyed by method, host, path and query);
 /// - the status is 2xx and the layer's classifier calls it a success;
 /// - it is no bulwark answer: no [`Rejection`], no [`FallbackReason`] extension, no
 ///   `bulwark-fallback` header (an inner fallback's answer is not a good response);

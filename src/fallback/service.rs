@@ -164,7 +164,6 @@ where
                     match kept(&shared, memo, head, buffered, request_body) {
                         Next::Ready(out) => out,
                         Next::Later(fut) => fut.await,
-                        Next::Keep(_) => unreachable!("a kept response is read once"),
                     }
                 }
             }
@@ -265,7 +264,7 @@ pub(crate) fn kept<F, C, H, B, E>(
     head: http::response::Parts,
     buffered: Result<Bytes, String>,
     request_body: Bytes,
-) -> Next<B, E, F::Memo>
+) -> Next<B, E, std::convert::Infallible>
 where
     F: FallbackSource,
     C: Send + Sync + 'static,

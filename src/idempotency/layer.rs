@@ -91,22 +91,23 @@ impl<St: Clone, X: Clone, R: Clone> IdempotencyLayer<St, X, R> {
         })
     }
 
-    /// Replaces the settings.
-    pub fn config(self, config: IdempotencyConfig) -> Self {
+    /// This layer with `change` made to its settings.
+    fn with(self, change: impl FnOnce(&mut IdempotencyConfig)) -> Self {
         let mut s = self.into_shared();
-        s.config = config;
+        change(&mut s.config);
         Self {
             shared: Arc::new(s),
         }
     }
 
+    /// Replaces the settings.
+    pub fn config(self, config: IdempotencyConfig) -> Self {
+        self.with(|c| *c = config)
+    }
+
     /// Whether requests without `Idempotency-Key` get 400 (default: no, they pass through).
     pub fn require_key(self, require: bool) -> Self {
-        let mut s = self.into_shared();
-        s.config.require_key = require;
-        Self {
-            shared: Arc::new(s),
-        }
+        self.with(|c| c.require_key = require)
     }
 
     /// Sets the scope extractor: the namespace of each request's key (default: a hash of the
