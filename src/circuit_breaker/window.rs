@@ -5,7 +5,10 @@
 //! - **Count window**: a ring of one-byte outcome codes and one packed totals word (calls,
 //!   failures and slow calls in 21 bits each). A call takes a slot with `fetch_add` on the
 //!   cursor, swaps its code in, and adds the difference between the new and the old code to
-//!   the totals in one `fetch_add`, which also returns the totals the breaker decides on.
+//!   the totals in one `fetch_add`, which also returns the totals the breaker decides on. The
+//!   cursor has a cache line of its own and walks the ring in steps that put two successive
+//!   calls' slots in different cache lines, so two cores recording at once contend on the
+//!   cursor alone.
 //! - **Time window**: one 64-bit word per bucket holding the bucket's tick tag (22 bits) and its
 //!   calls, failures and slow calls (14 bits each), updated by compare-and-swap. A word whose tag
 //!   is not the current tick belongs to an older tick and is restarted by the same CAS, so a
@@ -69,8 +72,39 @@ const MASK21: u64 = (1 << FIELD) - 1;
 
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    cursor: AtomicU64,
+    /// How far the cursor moves per call: coprime with the window's size, so any `size`
+    /// consecutive calls still take `size` distinct slots, and large enough that two calls
+    /// made one after the other (on two cores) write slots in different cache lines.
+    stride: u64,
+    /// Read by every call, written only when a call's outcome differs from the one it replaces.
     totals: AtomicU64,
+    /// Written by every call: on a cache line of its own, so that its traffic between cores
+    /// does not also evict the totals and the breaker's state word, which every call reads.
+    cursor: CacheLine<AtomicU64>,
+}
+
+/// A value alone on its (64-byte) cache line.
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
+/// The cursor step for a window of `size` slots: 1 for a window of at most one cache line,
+/// else the smallest step of at least 64 (or `size / 2` for a window under two lines) that
+/// shares no factor with `size`.
+fn stride_for(size: u64) -> u64 {
+    fn gcd(mut a: u64, mut b: u64) -> u64 {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+    if size <= 64 {
+        return 1;
+    }
+    let mut step = (size / 2).min(64);
+    while gcd(step, size) != 1 {
+        step += 1;
+    }
+    step
 }
 
 fn code(r: Record) -> u8 {
@@ -100,13 +134,16 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(EMPTY)).collect(),
-            cursor: AtomicU64::new(0),
+            stride: stride_for(u64::from(size)),
             totals: AtomicU64::new(0),
+            cursor: CacheLine(AtomicU64::new(0)),
         }
     }
 
     fn record(&self, r: Record) -> Totals {
-        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
+        // The cursor counts in steps of `stride` (wrapping after 2^64 / stride calls, at which
+        // point one window's worth of calls may reuse a slot early: centuries at any real rate).
+        let i = self.cursor.0.fetch_add(self.stride, Ordering::Relaxed) % self.slots.len() as u64;
         let new = code(r);
         let old = self.slots[i as usize].swap(new, Ordering::AcqRel);
         // Wrapping arithmetic: the packed word is a sum of per-slot weights, so adding the
@@ -130,7 +167,7 @@ impl CountWindow {
             let old = s.swap(EMPTY, Ordering::AcqRel);
             self.totals.fetch_sub(weight(old), Ordering::AcqRel);
         }
-        self.cursor.store(0, Ordering::Relaxed);
+        self.cursor.0.store(0, Ordering::Relaxed);
     }
 }
 
@@ -277,6 +314,47 @@ mod tests {
         assert_eq!(w.totals(0), Totals::default());
         let t = w.record(FAIL, 0).unwrap();
         assert_eq!((t.calls, t.failures), (1, 1));
+    }
+
+    #[test]
+    fn strides_visit_every_slot_and_leave_the_cache_line() {
+        for size in [
+            1_u64, 2, 63, 64, 65, 100, 128, 129, 1_000, 1_024, 4_096, 65_536,
+        ] {
+            let step = stride_for(size);
+            if size > 64 {
+                assert!(step >= (size / 2).min(64), "size {size}: step {step}");
+            }
+            let mut seen = vec![false; usize::try_from(size).unwrap()];
+            for k in 0..size {
+                seen[usize::try_from((k * step) % size).unwrap()] = true;
+            }
+            assert!(
+                seen.iter().all(|&s| s),
+                "size {size}: step {step} skips a slot"
+            );
+        }
+    }
+
+    #[test]
+    fn a_strided_window_keeps_exactly_the_last_n() {
+        for size in [100_u32, 1_000] {
+            let w = CountWindow::new(size);
+            assert!(w.stride > 1);
+            for _ in 0..size {
+                w.record(OK);
+            }
+            // Each failure replaces the oldest success, one at a time.
+            for n in 1..=u64::from(size) {
+                let t = w.record(FAIL);
+                assert_eq!((t.calls, t.failures), (u64::from(size), n), "size {size}");
+            }
+            // And successes push the failures out in the order they came.
+            for n in 1..=u64::from(size) {
+                let t = w.record(OK);
+                assert_eq!(t.failures, u64::from(size) - n, "size {size}");
+            }
+        }
     }
 
     #[test]
