@@ -14,7 +14,8 @@
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
 //! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink), `last_good` (fallback
-//! keeping the last good response, nothing failing: the steady state of a busy route). `sizes 1`
+//! keeping the last good response, nothing failing: the steady state of a busy route),
+//! `last_good_refresh` (the same with `refresh_after`: answers between refreshes stream through). `sizes 1`
 //! prints each layer's service and response-future sizes instead. Run without a case (as
 //! `cargo bench` does), it does nothing.
 
@@ -81,6 +82,15 @@ fn main() {
         "last_good" => run!(
             FallbackLayer::last_good(LastGood::new(1_000).expect("valid capacity"))
                 .layer(support::bare())
+        ),
+        "last_good_refresh" => run!(
+            FallbackLayer::last_good(
+                LastGood::builder()
+                    .refresh_after(Duration::from_secs(3600))
+                    .build()
+                    .expect("valid settings")
+            )
+            .layer(support::bare())
         ),
         "hit" => run!(
             CacheLayer::new(CacheStore::memory(64 * 1024 * 1024))

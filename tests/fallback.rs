@@ -891,6 +891,68 @@ async fn a_body_failing_while_kept_is_a_failure() {
     }
 }
 
+/// With `refresh_after`, a key's good answers pass through untouched for that long after one
+/// was kept: not kept (a failure replays the older one), not buffered (a failing body streams
+/// its error to the client instead of becoming a 502).
+#[tokio::test(start_paused = true)]
+async fn last_good_refreshes_at_most_once_per_interval() {
+    use http_body_util::Either;
+    const FAILING: usize = 0;
+    const BROKEN: usize = usize::MAX;
+
+    let store = LastGood::builder()
+        .refresh_after(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mode = Arc::new(AtomicUsize::new(1));
+    let upstream = service_fn({
+        let mode = mode.clone();
+        move |_: Request<Full8>| {
+            let res = match mode.load(Ordering::SeqCst) {
+                FAILING => res(503, "upstream down").map(Either::Left),
+                BROKEN => Response::new(Either::Right(Broken)),
+                version => Response::new(Either::Left(Full8::from(format!("v{version}")))),
+            };
+            std::future::ready(Ok::<_, Infallible>(res))
+        }
+    });
+    let svc = FallbackLayer::last_good(store.clone()).layer(upstream);
+    let call = |answer: usize| {
+        mode.store(answer, Ordering::SeqCst);
+        svc.clone().oneshot(get("/recommendations"))
+    };
+    let replayed = |answer| async move {
+        let res = call(FAILING).await.unwrap();
+        assert_eq!(reason_of(&res), Some(("status", FallbackReason::Status)));
+        assert_eq!(text(res).await, answer);
+    };
+
+    assert_eq!(text(call(1).await.unwrap()).await, "v1");
+    // Inside the interval: passed on, not kept...
+    assert_eq!(text(call(2).await.unwrap()).await, "v2");
+    // ... and not buffered.
+    let res = call(BROKEN).await.unwrap();
+    assert_eq!((res.status(), reason_of(&res)), (StatusCode::OK, None));
+    assert!(res.into_body().collect().await.is_err());
+    replayed("v1").await;
+
+    // After it, the next good answer is kept.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(text(call(3).await.unwrap()).await, "v3");
+    assert_eq!(text(call(4).await.unwrap()).await, "v4");
+    replayed("v3").await;
+
+    // An unchanged answer after the interval starts a new one (without a write).
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(text(call(3).await.unwrap()).await, "v3");
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert_eq!(text(call(5).await.unwrap()).await, "v5");
+    replayed("v3").await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(text(call(5).await.unwrap()).await, "v5");
+    replayed("v5").await;
+}
+
 #[tokio::test]
 async fn a_good_answer_is_kept_with_buffered_request_bodies_too() {
     let store = LastGood::new(10).unwrap();

@@ -490,7 +490,13 @@ impl AppState {
             admin_token,
             started: Instant::now(),
             upstreams: upstreams.clone(),
-            last_good: LastGood::new(100).expect("a non-zero capacity"),
+            // A busy route's answers stream through untouched for a second after one was
+            // kept, rather than each being buffered and compared with the kept one.
+            last_good: LastGood::builder()
+                .capacity(100)
+                .refresh_after(Duration::from_secs(1))
+                .build()
+                .expect("a non-zero capacity"),
             sections: degrade::Sections::new(&upstreams, &breakers),
             breakers,
         }))

@@ -1,6 +1,14 @@
 //! [`LastGood`]: the last good response per key, replayed when a trigger fires.
 
-use std::{fmt, hash::Hash, sync::Arc};
+use std::{
+    fmt,
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{
@@ -124,7 +132,9 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// becomes an empty 502.
 ///
 /// An answer identical to the one kept for its key (status, version, body and kept fields) is
-/// not written again, so a busy route's steady answer costs one lookup, not a cache write.
+/// not written again, so a busy route's steady answer costs one lookup, not a cache write. With
+/// [`refresh_after`](LastGoodBuilder::refresh_after), a key's good responses are not even
+/// buffered for a while after one was kept: they stream through untouched.
 ///
 /// Memory is bounded: at most [`capacity`](LastGoodBuilder::capacity) entries (a moka cache with
 /// TinyLFU admission and LRU eviction), each at most `max_body_bytes` of body. The store is made
@@ -143,9 +153,29 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// # Ok::<_, bulwark::ConfigError>(())
 /// ```
 pub struct LastGood<X: LastGoodKey = MethodAndUri> {
-    cache: Cache<X::Key, Arc<Stored>>,
+    cache: Cache<X::Key, Arc<Kept>>,
     key: X,
     max_body: usize,
+    /// [`LastGoodBuilder::refresh_after`], in nanoseconds (0: offer every good response).
+    refresh: u64,
+    /// What `Kept::at` counts from.
+    origin: tokio::time::Instant,
+}
+
+/// A kept response, and when it was last found current.
+struct Kept {
+    stored: Stored,
+    /// Nanoseconds from the store's origin: when this answer was kept, or last seen again
+    /// unchanged.
+    at: AtomicU64,
+}
+
+impl std::ops::Deref for Kept {
+    type Target = Stored;
+
+    fn deref(&self) -> &Stored {
+        &self.stored
+    }
 }
 
 impl LastGood {
@@ -163,6 +193,7 @@ impl LastGood {
         LastGoodBuilder {
             capacity: DEFAULT_CAPACITY,
             max_body: DEFAULT_MAX_BODY_BYTES,
+            refresh: Duration::ZERO,
             key: MethodAndUri,
         }
     }
@@ -189,6 +220,8 @@ impl<X: LastGoodKey> Clone for LastGood<X> {
             cache: self.cache.clone(),
             key: self.key.clone(),
             max_body: self.max_body,
+            refresh: self.refresh,
+            origin: self.origin,
         }
     }
 }
@@ -199,6 +232,7 @@ impl<X: LastGoodKey> fmt::Debug for LastGood<X> {
             .field("key", &std::any::type_name::<X>())
             .field("capacity", &self.cache.policy().max_capacity())
             .field("max_body_bytes", &self.max_body)
+            .field("refresh_after", &Duration::from_nanos(self.refresh))
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +243,7 @@ impl<X: LastGoodKey> fmt::Debug for LastGood<X> {
 pub struct LastGoodBuilder<X = MethodAndUri> {
     capacity: u64,
     max_body: usize,
+    refresh: Duration,
     key: X,
 }
 
@@ -217,6 +252,7 @@ impl<X> fmt::Debug for LastGoodBuilder<X> {
         f.debug_struct("LastGoodBuilder")
             .field("capacity", &self.capacity)
             .field("max_body_bytes", &self.max_body)
+            .field("refresh_after", &self.refresh)
             .field("key", &std::any::type_name::<X>())
             .finish()
     }
@@ -236,11 +272,26 @@ impl<X: LastGoodKey> LastGoodBuilder<X> {
         self
     }
 
+    /// Once a response is kept for a key, pass that key's good responses through untouched
+    /// (streamed: not buffered, not compared, not kept) for `interval` after it; the first one
+    /// after that is offered again, and an unchanged answer then starts a new interval without a
+    /// write. Default zero: every good response is offered.
+    ///
+    /// A busy route's answers then cost one lookup each instead of being buffered whole before
+    /// their first byte goes out, and the answer replayed on a failure lags the newest good one
+    /// by at most `interval` (plus however long ago the route last answered well). The clock is
+    /// tokio's, so tests with paused time drive it.
+    pub fn refresh_after(mut self, interval: Duration) -> Self {
+        self.refresh = interval;
+        self
+    }
+
     /// Keys responses with `key` instead of [`MethodAndUri`].
     pub fn key<X2: LastGoodKey>(self, key: X2) -> LastGoodBuilder<X2> {
         LastGoodBuilder {
             capacity: self.capacity,
             max_body: self.max_body,
+            refresh: self.refresh,
             key,
         }
     }
@@ -264,6 +315,8 @@ impl<X: LastGoodKey> LastGoodBuilder<X> {
                 .build(),
             key: self.key,
             max_body: self.max_body,
+            refresh: u64::try_from(self.refresh.as_nanos()).unwrap_or(u64::MAX),
+            origin: tokio::time::Instant::now(),
         })
     }
 }
@@ -352,6 +405,13 @@ fn same_kept_headers(kept: &HeaderMap, new: &HeaderMap) -> bool {
     kept.next().is_none()
 }
 
+impl<X: LastGoodKey> LastGood<X> {
+    /// Nanoseconds since the store was made, on tokio's clock.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
 impl<X: LastGoodKey> Source for LastGood<X> {
     type Memo = Option<X::Key>;
 
@@ -361,7 +421,16 @@ impl<X: LastGoodKey> Source for LastGood<X> {
     }
 
     fn store_limit(&self, memo: &Option<X::Key>) -> Option<usize> {
-        memo.as_ref().map(|_| self.max_body)
+        let key = memo.as_ref()?;
+        if self.refresh != 0 {
+            if let Some(kept) = self.cache.get(key) {
+                let at = kept.at.load(Ordering::Relaxed);
+                if self.now() < at.saturating_add(self.refresh) {
+                    return None;
+                }
+            }
+        }
+        Some(self.max_body)
     }
 
     fn remember(&self, memo: Option<X::Key>, head: &http::response::Parts, body: &Bytes) {
@@ -373,23 +442,28 @@ impl<X: LastGoodKey> Source for LastGood<X> {
         // anew would change nothing but cost a header copy, an allocation and a cache write
         // (with the old entry's deferred drop) per request; the lookup also marks the entry as
         // used, for eviction, as the write would.
+        let now = if self.refresh == 0 { 0 } else { self.now() };
         if let Some(kept) = self.cache.get(&key) {
             if kept.status == head.status
                 && kept.version == head.version
                 && kept.body == *body
                 && same_kept_headers(&kept.headers, &head.headers)
             {
+                kept.at.store(now, Ordering::Relaxed);
                 return;
             }
         }
         let headers = kept_headers(&head.headers);
         self.cache.insert(
             key,
-            Arc::new(Stored {
-                status: head.status,
-                version: head.version,
-                headers,
-                body: body.clone(),
+            Arc::new(Kept {
+                stored: Stored {
+                    status: head.status,
+                    version: head.version,
+                    headers,
+                    body: body.clone(),
+                },
+                at: AtomicU64::new(now),
             }),
         );
     }
