@@ -449,7 +449,9 @@ impl<X: LastGoodKey> Source for LastGood<X> {
                 && kept.body == *body
                 && same_kept_headers(&kept.headers, &head.headers)
             {
-                kept.at.store(now, Ordering::Relaxed);
+                if self.refresh != 0 {
+                    kept.at.store(now, Ordering::Relaxed);
+                }
                 return;
             }
         }
