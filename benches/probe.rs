@@ -13,11 +13,11 @@
 //! bench's stack group, pass-through), `global` and `ip` (rate limiter, allowed),
 //! `log` and `log_quiet` (request log without subscriber, with and without the duration
 //! histogram), `log_generated_id` (no histogram, a request without `x-request-id`, against
-//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink), `last_good` (fallback
-//! keeping the last good response, nothing failing: the steady state of a busy route),
-//! `last_good_refresh` (the same with `refresh_after`: answers between refreshes stream through). `sizes 1`
-//! prints each layer's service and response-future sizes instead. Run without a case (as
-//! `cargo bench` does), it does nothing.
+//! `bare_without_id`), `json` (request log, JSON subscriber at INFO writing to a sink),
+//! `last_good` (fallback keeping the last good response, nothing failing: the steady state of a
+//! busy route), `last_good_refresh` (the same with `refresh_after`: answers between refreshes
+//! stream through). `sizes 1` prints each layer's service and response-future sizes instead.
+//! Run without a case (as `cargo bench` does), it does nothing.
 
 mod support;
 

@@ -578,8 +578,6 @@ fn head_of(parts: &request::Parts) -> request::Parts {
     head
 }
 
-/// Serves a stored response: `304` when the client's own conditional request matches, else the
-/// stored answer (without its body for `HEAD`), with `Age` and `Cache-Status`.
 /// `entry`, which another request's call stored, served as `collapsed` if it is fresh for
 /// this request.
 fn serve_collapsed<B>(
@@ -602,6 +600,8 @@ fn serve_collapsed<B>(
     })
 }
 
+/// Serves a stored response: `304` when the client's own conditional request matches, else the
+/// stored answer (without its body for `HEAD`), with `Age` and `Cache-Status`.
 fn serve<B>(
     shared: &Shared,
     stored: &Stored,
