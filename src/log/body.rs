@@ -77,13 +77,13 @@ impl Markers {
     /// Above this many fields, the response's markers are looked up rather than scanned for.
     const SCAN_UP_TO: usize = 16;
 
-    /// The markers on `res`, and whether it carries an `x-request-id`.
+    /// The markers on `res`.
     ///
     /// A response has a handful of fields, and these names are not standard ones, so a lookup
     /// hashes each name byte by byte: one walk over the fields, comparing names (a standard name
     /// never equals one of these, and differing lengths end the comparison at once), costs less
     /// than four lookups.
-    pub(super) fn of<B>(res: &Response<B>) -> (Self, bool) {
+    pub(super) fn of<B>(res: &Response<B>) -> Self {
         let h = res.headers();
         let mut markers = Self {
             rejection: res.extensions().get::<Rejection>().map(Rejection::kind),
@@ -93,13 +93,10 @@ impl Markers {
             markers.fallback = h.get(&BULWARK_FALLBACK).cloned();
             markers.cache_status = h.get(&CACHE_STATUS).cloned();
             markers.replayed = h.contains_key(&IDEMPOTENT_REPLAYED);
-            return (markers, h.contains_key(&super::X_REQUEST_ID));
+            return markers;
         }
-        let mut has_id = false;
         for (name, value) in h {
-            if *name == super::X_REQUEST_ID {
-                has_id = true;
-            } else if *name == CACHE_STATUS {
+            if *name == CACHE_STATUS {
                 markers.cache_status.get_or_insert_with(|| value.clone());
             } else if *name == BULWARK_FALLBACK {
                 markers.fallback.get_or_insert_with(|| value.clone());
@@ -107,22 +104,47 @@ impl Markers {
                 markers.replayed = true;
             }
         }
-        (markers, has_id)
+        markers
     }
 }
 
+/// What a measured or logged request carries from its call to the end of its body. Small, so
+/// that a response (moved several times on its way to the connection) and a response future
+/// stay small: what only the log line needs is in [`Logged`], allocated once.
 pub(super) struct Completion {
-    pub(super) status: StatusCode,
-    pub(super) markers: Markers,
-    pub(super) id: RequestId,
-    pub(super) log: Option<Box<LogInfo>>,
-    pub(super) metrics: Option<MetricInfo>,
     pub(super) start: Instant,
+    pub(super) config: Arc<Config>,
+    /// Known when the response's head is ready.
+    pub(super) status: StatusCode,
+    /// For the request-duration histogram (metrics on).
+    pub(super) metrics: Option<MetricInfo>,
+    /// For the log line (a subscriber listens).
+    pub(super) log: Option<Box<Logged>>,
+}
+
+/// What the log line needs beyond [`Completion`].
+pub(super) struct Logged {
+    pub(super) info: LogInfo,
+    pub(super) id: RequestId,
+    /// The rest is known when the response's head is ready, or later.
+    pub(super) markers: Markers,
     pub(super) head: Duration,
     pub(super) bytes: u64,
     /// The body was at its end when the head was ready (servers may never poll it).
     pub(super) empty: bool,
-    pub(super) config: Arc<Config>,
+}
+
+impl Logged {
+    pub(super) fn new(info: LogInfo, id: RequestId) -> Self {
+        Self {
+            info,
+            id,
+            markers: Markers::default(),
+            head: Duration::ZERO,
+            bytes: 0,
+            empty: false,
+        }
+    }
 }
 
 /// How the body ended.
@@ -144,7 +166,8 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(c) = this.completion.take() {
-                let end = if c.empty { End::Complete } else { End::Dropped };
+                let complete = c.log.as_ref().is_none_or(|l| l.empty);
+                let end = if complete { End::Complete } else { End::Dropped };
                 c.finish(&end);
             }
         }
@@ -191,8 +214,8 @@ where
         if let Some(c) = this.completion {
             match &frame {
                 Some(Ok(f)) => {
-                    if let Some(data) = f.data_ref() {
-                        c.bytes += data.remaining() as u64;
+                    if let (Some(log), Some(data)) = (&mut c.log, f.data_ref()) {
+                        log.bytes += data.remaining() as u64;
                     }
                 }
                 Some(Err(e)) => {
@@ -241,7 +264,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Completion {
-    fn finish(self, end: &End<'_>) {
+    fn finish(&self, end: &End<'_>) {
         let elapsed = self.start.elapsed();
         if let Some(m) = &self.metrics {
             crate::metrics::http_request(
@@ -252,9 +275,10 @@ impl Completion {
                 elapsed,
             );
         }
-        let Some(log) = &self.log else {
+        let Some(logged) = &self.log else {
             return;
         };
+        let log = &logged.info;
         let failed = matches!(end, End::Failed(_));
         let level = if self.status.is_server_error() || failed {
             Level::ERROR
@@ -280,7 +304,7 @@ impl Completion {
             End::Failed(e) => Some(e.to_string()),
             _ => None,
         };
-        let m = &self.markers;
+        let m = &logged.markers;
         // Not inside the request span: the line carries every field the span has (request id,
         // trace ids, method, route), and a subscriber that writes the current span and the span
         // list with each event (tracing-subscriber's JSON format does, by default) would write
@@ -298,16 +322,16 @@ impl Completion {
                 server.address = log.server(),
                 network.protocol.version = log.version,
                 http.response.status_code = self.status.as_u16(),
-                http.response.body.size = self.bytes,
+                http.response.body.size = logged.bytes,
                 http.response.body.complete = !matches!(end, End::Dropped),
                 client.address = log.client.map(tracing::field::display),
                 user_agent.original = opt_str(log.user_agent.as_ref()),
                 http.request.headers = log.headers.as_deref(),
-                request_id = self.id.as_str(),
+                request_id = logged.id.as_str(),
                 trace_id = log.trace.as_ref().map(|t| t.0.as_str()),
                 span_id = log.trace.as_ref().map(|t| t.1.as_str()),
                 duration_ms = ms(elapsed),
-                time_to_first_byte_ms = ms(self.head),
+                time_to_first_byte_ms = ms(logged.head),
                 error.r#type = error_type,
                 error.message = error_message.as_deref(),
                 bulwark.rejection = m.rejection,

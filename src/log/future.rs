@@ -2,18 +2,15 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
 };
 
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 
 use super::{
     LogBody, RequestId, X_REQUEST_ID,
-    body::{Completion, LogInfo, Markers, MetricInfo},
-    layer::Config,
+    body::{Completion, Markers},
 };
 
 pin_project! {
@@ -29,19 +26,11 @@ struct State {
     id: RequestId,
     /// Only when a subscriber listens or metrics are on: otherwise the request is not timed
     /// and nothing is shared with the layer, so the pass-through path clones no `Arc`.
-    tracked: Option<Tracked>,
-}
-
-/// What a logged or measured request carries to its completion.
-pub(super) struct Tracked {
-    pub(super) log: Option<Box<LogInfo>>,
-    pub(super) metrics: Option<MetricInfo>,
-    pub(super) start: Instant,
-    pub(super) config: Arc<Config>,
+    tracked: Option<Completion>,
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, id: RequestId, tracked: Option<Tracked>) -> Self {
+    pub(super) fn new(inner: F, id: RequestId, tracked: Option<Completion>) -> Self {
         Self {
             inner,
             state: Some(State { id, tracked }),
@@ -71,8 +60,8 @@ where
             .state
             .as_ref()
             .and_then(|s| s.tracked.as_ref())
-            .and_then(|t| t.log.as_ref())
-            .map(|log| &log.span);
+            .and_then(|c| c.log.as_ref())
+            .map(|log| &log.info.span);
         let result = match span {
             Some(span) => {
                 let _entered = span.enter();
@@ -86,34 +75,25 @@ where
                 echo_id(&mut res, id);
                 Ok(res.map(LogBody::passthrough))
             }
-            (Ok(mut res), Some(t)) => {
+            (Ok(mut res), Some(mut c)) => {
                 // Time to first byte and the markers are for the log line only.
-                let (head, (markers, has_id)) = if t.log.is_some() {
-                    (t.start.elapsed(), Markers::of(&res))
-                } else {
-                    let has_id = res.headers().contains_key(&X_REQUEST_ID);
-                    (std::time::Duration::ZERO, (Markers::default(), has_id))
-                };
-                let completion = Completion {
-                    status: res.status(),
-                    markers,
-                    id: id.clone(),
-                    log: t.log,
-                    metrics: t.metrics,
-                    start: t.start,
-                    head,
-                    bytes: 0,
-                    empty: res.body().is_end_stream(),
-                    config: t.config,
-                };
-                if !has_id {
-                    set_id(&mut res, id);
+                c.status = res.status();
+                if let Some(log) = &mut c.log {
+                    log.head = c.start.elapsed();
+                    log.markers = Markers::of(&res);
+                    log.empty = res.body().is_end_stream();
                 }
-                Ok(res.map(|body| LogBody::new(body, completion)))
+                echo_id(&mut res, id);
+                Ok(res.map(|body| LogBody::new(body, c)))
             }
             (Err(err), tracked) => {
-                if let Some(t) = tracked {
-                    super::body::log_error(&id, t.log.as_deref(), t.start.elapsed(), &err);
+                if let Some(c) = tracked {
+                    super::body::log_error(
+                        &id,
+                        c.log.as_ref().map(|l| &l.info),
+                        c.start.elapsed(),
+                        &err,
+                    );
                 }
                 Err(err)
             }
@@ -125,13 +105,7 @@ where
 #[inline]
 fn echo_id<B>(res: &mut Response<B>, id: RequestId) {
     if !res.headers().contains_key(&X_REQUEST_ID) {
-        set_id(res, id);
+        res.headers_mut()
+            .insert(X_REQUEST_ID.clone(), id.into_header_value());
     }
-}
-
-/// Puts the request id on a response that has none.
-#[inline]
-fn set_id<B>(res: &mut Response<B>, id: RequestId) {
-    res.headers_mut()
-        .insert(X_REQUEST_ID.clone(), id.into_header_value());
 }

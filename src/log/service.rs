@@ -4,15 +4,15 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Method, Request, Response, header::USER_AGENT};
+use http::{HeaderName, Method, Request, Response, StatusCode, header::USER_AGENT};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Level;
 
 use super::{
     MakeRequestId, RequestId, X_REQUEST_ID,
-    body::{LogInfo, MetricInfo},
-    future::{ResponseFuture, Tracked},
+    body::{Completion, LogInfo, Logged, MetricInfo},
+    future::ResponseFuture,
     layer::Config,
     redact::traceparent,
 };
@@ -66,20 +66,26 @@ where
         }
         let start = Instant::now();
         let route = route(&req);
-        let log = log.then(|| Box::new(log_info(&req, &id, route.as_ref(), &self.config)));
+        let log = log.then(|| {
+            Box::new(Logged::new(
+                log_info(&req, &id, route.as_ref(), &self.config),
+                id.clone(),
+            ))
+        });
         let metrics = metrics.then(|| MetricInfo {
             method: method_label(req.method()),
             route: route.clone(),
         });
         let future = match &log {
-            Some(log) => log.span.in_scope(|| self.inner.call(req)),
+            Some(log) => log.info.span.in_scope(|| self.inner.call(req)),
             None => self.inner.call(req),
         };
-        let tracked = Tracked {
-            log,
-            metrics,
+        let tracked = Completion {
             start,
             config: self.config.clone(),
+            status: StatusCode::OK,
+            metrics,
+            log,
         };
         ResponseFuture::new(future, id, Some(tracked))
     }
