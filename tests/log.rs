@@ -349,6 +349,23 @@ async fn a_body_dropped_early_is_logged_as_incomplete() {
     );
 }
 
+#[tokio::test]
+async fn an_empty_body_dropped_unread_is_complete() {
+    // Servers may never poll a body that is at its end (a 204, an empty answer).
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+        let mut res = Response::new(Body::empty());
+        *res.status_mut() = StatusCode::NO_CONTENT;
+        Ok::<_, Infallible>(res)
+    }));
+    let res = svc.oneshot(request("/")).await.unwrap();
+    drop(res);
+    let event = only_event(&captured);
+    assert_eq!(event.field("http.response.body.complete"), Some("true"));
+    assert_eq!(event.field("http.response.body.size"), Some("0"));
+    assert_eq!(event.field("http.response.status_code"), Some("204"));
+}
+
 #[test]
 fn the_duration_histogram_is_recorded_with_bounded_labels() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
