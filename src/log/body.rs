@@ -82,7 +82,7 @@ impl Markers {
     /// A response has a handful of fields, and these names are not standard ones, so a lookup
     /// hashes each name byte by byte: one walk over the fields, comparing names (a standard name
     /// never equals one of these, and differing lengths end the comparison at once), costs less
-    /// than four lookups.
+    /// than three lookups.
     pub(super) fn of<B>(res: &Response<B>) -> Self {
         let h = res.headers();
         let mut markers = Self {
