@@ -25,7 +25,7 @@ use tower::Layer;
 
 const CASES: &str = "bare, moka, bulwark_hit, tower_resilience_hit, axum_bare, governor_direct, \
     governor_keyed, bulwark_global, bulwark_ip, tower_governor_global, tower_governor_ip, \
-    bulwark_log, tower_http_log";
+    bulwark_log, tower_http_log, bulwark_breaker, failsafe_breaker";
 
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
@@ -101,6 +101,27 @@ fn main() {
             tower_http::trace::TraceLayer::new_for_http().layer(bare()),
             request
         ),
+        "bulwark_breaker" => run!(
+            bulwark::circuit_breaker::CircuitBreakerLayer::new(
+                bulwark::circuit_breaker::CircuitBreakerConfig::builder()
+                    .count_window(100)
+                    .build()
+                    .expect("valid config")
+            )
+            .layer(bare()),
+            request
+        ),
+        "failsafe_breaker" => {
+            use tower::Service;
+            let breaker = failsafe::Config::new().build();
+            let mut inner = bare();
+            run!(
+                tower::service_fn(move |req| {
+                    failsafe::futures::CircuitBreaker::call(&breaker, inner.call(req))
+                }),
+                request
+            )
+        }
         other => eprintln!("unknown case {other}: {CASES}"),
     }
 }
