@@ -215,8 +215,13 @@ where
                 }
                 hint
             }
+            // Never exact: a server told the length would frame the prefix as the whole
+            // answer and never poll the error, so the client would take a cut-off body for a
+            // complete one. Without an upper bound it is sent chunked and broken off instead.
             Kind::Failed { prefix, .. } => {
-                SizeHint::with_exact(prefix.as_ref().map_or(0, |p| p.len() as u64))
+                let mut hint = SizeHint::new();
+                hint.set_lower(prefix.as_ref().map_or(0, |p| p.len() as u64));
+                hint
             }
         }
     }
@@ -392,6 +397,9 @@ mod tests {
             Bytes::from_static(b"par"),
             std::io::Error::other("connection reset"),
         );
+        // Never an exact length: a server would frame the prefix as the whole answer.
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(body.size_hint().lower(), 3);
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "par");
         let err = body.frame().await.unwrap().unwrap_err();
