@@ -18,9 +18,12 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
 ///
 /// Bounded by bytes (responses weigh their size); each entry expires with its lease or its
 /// retention period. Lease and retention deadlines follow tokio's clock, so tests with
-/// `tokio::time::pause` see them expire. When the store is full, moka evicts the least useful
-/// entries: a key whose entry was evicted runs again, so size the store for the retention period
+/// `tokio::time::pause` see them expire. When the store is full, the least recently used
+/// entries are evicted: a key whose entry was evicted runs again, so size the store for the retention period
 /// times the rate of keyed requests. Cheap to clone; clones share the entries.
+///
+/// Eviction is least recently used first, so a full store gives up its oldest stored answers,
+/// never a claim just made: duplicates of a request in flight still see it.
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<[u8; 32], Entry>,
@@ -106,6 +109,11 @@ impl MemoryStore {
         Self {
             cache: Cache::builder()
                 .max_capacity(max_bytes)
+                // Least recently used first. moka's default (TinyLFU) admits a new entry into a
+                // full cache only if it was asked for more often than the one it would push out:
+                // a fresh claim, asked for once, would lose to old stored answers and vanish,
+                // and its duplicate would run again.
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(|_, e: &Entry| e.weight())
                 .expire_after(EntryTtl)
                 .build(),
@@ -232,6 +240,8 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::idempotency::IdempotencyKey;
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
 
     fn key(s: &str) -> StoreKey {
         StoreKey::new(None, &IdempotencyKey::parse(s.as_bytes()).unwrap())
@@ -286,6 +296,53 @@ mod tests {
             store.claim(key("a"), FP, LEASE).await.unwrap(),
             Claim::Acquired(_)
         ));
+    }
+
+    /// A full store must still hold every new claim and its answer: evicting a claim would let
+    /// its duplicate run again.
+    #[tokio::test]
+    async fn a_full_store_still_holds_new_claims() {
+        let store = MemoryStore::with_capacity(64 * 1024);
+        let mut lost = Vec::new();
+        for i in 0..600 {
+            // Answers of varied sizes, so that the store is at times too full for a claim.
+            let body = Bytes::from(vec![b'x'; 900 + i * 37 % 400]);
+            let k = key(&format!("k{i}"));
+            let Claim::Acquired(token) = store.claim(k, FP, LEASE).await.unwrap() else {
+                panic!("claim {i}");
+            };
+            // What moka does within a moment in a running server: apply admission and eviction.
+            store.cache.run_pending_tasks();
+            if !matches!(
+                store.claim(k, FP, LEASE).await.unwrap(),
+                Claim::InFlight { .. }
+            ) {
+                lost.push(i);
+            }
+            let response = Arc::new(StoredResponse {
+                status: StatusCode::CREATED,
+                headers: HeaderMap::new(),
+                body,
+            });
+            let stored = store
+                .complete(k, token, Completion::Response(response), DAY)
+                .await
+                .unwrap();
+            store.cache.run_pending_tasks();
+            if !stored
+                || !matches!(
+                    store.claim(k, FP, LEASE).await.unwrap(),
+                    Claim::Completed { .. }
+                )
+            {
+                lost.push(i);
+            }
+        }
+        assert!(lost.is_empty(), "claims or answers lost: {lost:?}");
+        // And the store stayed within its bound by dropping old answers.
+        store.cache.run_pending_tasks();
+        assert!(store.cache.weighted_size() <= 64 * 1024);
+        assert!(store.entry_count() < 600);
     }
 
     #[tokio::test]
