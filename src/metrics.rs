@@ -14,8 +14,8 @@
 //! | `bulwark_rate_limit_requests_total` | counter | `limiter`, `decision` (`allowed`, `rejected`) |
 //! | `bulwark_rate_limit_store_fallbacks_total` | counter | `limiter`, `policy` (`local`, `fail_open`, `fail_closed`) |
 //! | `bulwark_rate_limit_overflow_total` | counter | `limiter` |
-//! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed |
-//! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker`, `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
+//! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed (not set by per-key breakers) |
+//! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker` (a per-key breaker counts under its layer's name), `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
 //! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
 //! | `bulwark_cache_requests_total` | counter | `cache` (its `Cache-Status` name), `outcome` ([`CacheOutcome::as_str`](crate::cache::CacheOutcome::as_str): `hit`, `miss`, `stale`, `bypass`, ...) |
 //! | `bulwark_cache_stored_total` | counter | `cache` |
@@ -90,13 +90,16 @@ pub(crate) fn breaker_state(
     let _ = (name, state);
 }
 
-/// A breaker moved to `to`.
+/// A breaker moved to `to`; its state gauge is set too if `gauge`.
 #[inline]
 pub(crate) fn breaker_transition(
     name: &std::sync::Arc<str>,
     to: crate::circuit_breaker::CircuitState,
+    gauge: bool,
 ) {
-    breaker_state(name, to);
+    if gauge {
+        breaker_state(name, to);
+    }
     #[cfg(feature = "metrics")]
     metrics::counter!(
         "bulwark_circuit_breaker_transitions_total",

@@ -791,3 +791,59 @@ async fn per_key_breakers_are_isolated_and_bounded() {
         .count();
     assert!(live <= 8 + 2, "{live} breakers kept for 8 allowed");
 }
+
+/// Per-key breakers never put their keys in metric labels: a thousand keys, one label value.
+#[test]
+fn per_key_metrics_are_labelled_by_the_layer() {
+    use metrics_util::debugging::DebuggingRecorder;
+    use std::num::NonZeroU64;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
+            let layer = CircuitBreakerLayer::per_key(
+                count_config(1, 1).build().unwrap(),
+                by_host,
+                NonZeroU64::new(8).unwrap(),
+            );
+            let up = Upstream::new();
+            up.set(500);
+            let svc = layer.layer(up.service());
+            for i in 0..1_000 {
+                let req = Request::get(format!("http://host{i}.example/"))
+                    .body(Body::empty())
+                    .unwrap();
+                svc.clone().oneshot(req).await.unwrap();
+            }
+        });
+    });
+    let mut breakers = std::collections::BTreeSet::new();
+    let mut opened = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if !key.key().name().starts_with("bulwark_circuit_breaker") {
+            continue;
+        }
+        for label in key.key().labels() {
+            if label.key() == "breaker" {
+                breakers.insert(label.value().to_owned());
+            }
+        }
+        if key.key().name() == "bulwark_circuit_breaker_transitions_total" {
+            if let metrics_util::debugging::DebugValue::Counter(n) = value {
+                opened += n;
+            }
+        }
+    }
+    assert_eq!(
+        breakers.into_iter().collect::<Vec<_>>(),
+        ["test"],
+        "one label value"
+    );
+    assert_eq!(opened, 1_000, "every key's transition counted");
+}

@@ -42,6 +42,10 @@ impl Shared {
                 Box::new(
                     moka::sync::Cache::<Q, Arc<Breaker>>::builder()
                         .max_capacity(self.max_keys)
+                        // Least recently used out. moka's default (TinyLFU) would refuse a new
+                        // key while busier ones fill the map: a newly failing upstream would get
+                        // a fresh, empty breaker on every request and never open.
+                        .eviction_policy(moka::policy::EvictionPolicy::lru())
                         .build(),
                 )
             })
@@ -63,7 +67,7 @@ impl Shared {
         map.get_with_by_ref(key, || {
             let mut config = self.config.clone();
             config.name = Arc::from(format!("{}[{key:?}]", self.config.name));
-            Arc::new(Breaker::new(config))
+            Arc::new(Breaker::keyed(config, self.config.name.clone()))
         })
     }
 }
@@ -73,7 +77,11 @@ impl Shared {
 /// Each key gets its own breaker with the same configuration, named `name[key]`. At most
 /// `max_keys` breakers are kept; past that the least recently used are dropped (a dropped
 /// key starts again closed). Requests without a key share one more breaker, named `name`.
-/// Metric labels carry breaker names, so their number is bounded by `max_keys` too.
+///
+/// Keys never reach metric labels, which would grow with every key ever seen: a key's
+/// transitions are counted in `bulwark_circuit_breaker_transitions_total` under the layer's
+/// `name`, and only the shared breaker sets the `bulwark_circuit_breaker_state` gauge. Log
+/// events and [`handle_for`](Self::handle_for) name a key's breaker `name[key]`.
 #[must_use]
 pub struct KeyedCircuitBreakerLayer<K, C = ServerErrorsAsFailures, R = DefaultResponseForRejection>
 {

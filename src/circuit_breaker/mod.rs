@@ -81,7 +81,9 @@
 //!
 //! [`CircuitBreakerLayer::per_key`] keeps one breaker per key (an upstream host, a route, a
 //! tenant), so one failing upstream does not cut off the healthy ones behind the same layer.
-//! The number of keys is bounded; the least recently used are dropped past it.
+//! The number of keys is bounded; the least recently used are dropped past it. Keys never
+//! become metric labels: a key's transitions count under the layer's name, and only the
+//! breaker shared by requests without a key sets the state gauge.
 //!
 //! # Non-HTTP services
 //!

@@ -151,6 +151,9 @@ pub(crate) struct Breaker {
     rejected: AtomicU64,
     /// Read on transitions only (rare), so a lock is fine here.
     on_change: RwLock<Option<OnStateChange>>,
+    /// For a per-key breaker, its layer's name: metrics are labelled with it (never with a
+    /// key), and no state gauge is set (one gauge cannot show a state per key).
+    keyed_under: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Breaker {
@@ -180,6 +183,17 @@ enum PermitKind {
 
 impl Breaker {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
+        let breaker = Self::build(config, None);
+        crate::metrics::breaker_state(&breaker.config.name, CircuitState::Closed);
+        breaker
+    }
+
+    /// One key's breaker of the per-key layer named `layer`.
+    pub(crate) fn keyed(config: CircuitBreakerConfig, layer: Arc<str>) -> Self {
+        Self::build(config, Some(layer))
+    }
+
+    fn build(config: CircuitBreakerConfig, keyed_under: Option<Arc<str>>) -> Self {
         let (window, bucket_nanos) = match config.window {
             SlidingWindow::Count { size } => (Window::Count(CountWindow::new(size)), 0),
             SlidingWindow::Time { size, bucket } => {
@@ -190,7 +204,7 @@ impl Breaker {
                 )
             }
         };
-        let breaker = Self {
+        Self {
             config,
             base: Instant::now(),
             bucket_nanos,
@@ -202,9 +216,8 @@ impl Breaker {
             window,
             rejected: AtomicU64::new(0),
             on_change: RwLock::new(None),
-        };
-        crate::metrics::breaker_state(&breaker.config.name, CircuitState::Closed);
-        breaker
+            keyed_under,
+        }
     }
 
     fn now(&self) -> u64 {
@@ -441,7 +454,10 @@ impl Breaker {
                 "circuit breaker state changed"
             ),
         }
-        crate::metrics::breaker_transition(&self.config.name, to);
+        match &self.keyed_under {
+            None => crate::metrics::breaker_transition(&self.config.name, to, true),
+            Some(layer) => crate::metrics::breaker_transition(layer, to, false),
+        }
         let hook = self
             .on_change
             .read()
