@@ -1200,6 +1200,16 @@ async fn absurd_header_values_do_not_panic() {
                 ],
                 format!("v{n}"),
             ),
+            // `u64::from_str` takes the sign; the policy library would add to this and overflow.
+            "/age3" => res(
+                200,
+                &[
+                    ("cache-control", "max-age=60, stale-while-revalidate=60"),
+                    ("etag", "\"x\""),
+                    ("age", "+18446744073709551615"),
+                ],
+                format!("v{n}"),
+            ),
             "/max" => res(
                 200,
                 &[(
@@ -1218,7 +1228,7 @@ async fn absurd_header_values_do_not_panic() {
             ),
         }
     }));
-    for path in ["/age", "/age2", "/max", "/bad"] {
+    for path in ["/age", "/age2", "/age3", "/max", "/bad"] {
         send(&svc, get(path)).await;
         tokio::time::advance(Duration::from_secs(5)).await;
         send(
@@ -1236,8 +1246,36 @@ async fn absurd_header_values_do_not_panic() {
     }
     // An Age beyond any max-age is stale at once.
     assert!(!send(&svc, get("/age")).await.cache.outcome.is_hit());
+    // A signed Age is no Age at all (RFC 9111 section 5.1): the answer is fresh for its max-age.
+    let signed = send(&svc, get("/age3")).await;
+    assert_eq!(signed.cache.outcome, CacheOutcome::Hit);
+    assert!(signed.age().is_some_and(|a| a < 60), "{:?}", signed.age());
     assert_eq!(
         send(&svc, get("/max")).await.cache.outcome,
+        CacheOutcome::Hit
+    );
+}
+
+/// Directive names are case-insensitive (RFC 9111 section 5.2): `No-Cache` still means revalidate,
+/// `MAX-AGE` still gives freshness.
+#[tokio::test(start_paused = true)]
+async fn directive_names_are_case_insensitive() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, |req, n| {
+        match req.uri().path() {
+            "/no-cache" => res(
+                200,
+                &[("cache-control", "No-Cache, max-age=60"), ("etag", "\"v\"")],
+                format!("v{n}"),
+            ),
+            _ => res(200, &[("cache-control", "MAX-AGE=60")], format!("v{n}")),
+        }
+    }));
+    send(&svc, get("/no-cache")).await;
+    assert!(!send(&svc, get("/no-cache")).await.cache.outcome.is_hit());
+    send(&svc, get("/upper")).await;
+    assert_eq!(
+        send(&svc, get("/upper")).await.cache.outcome,
         CacheOutcome::Hit
     );
 }

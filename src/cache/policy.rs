@@ -223,17 +223,60 @@ fn effective_headers<'a>(
             }
         }
     }
-    let age_too_big = headers.get(header::AGE).is_some_and(|v| {
-        let v = v.to_str().unwrap_or("").trim();
-        !v.is_empty()
-            && v.bytes().all(|b| b.is_ascii_digit())
-            && v.parse::<u64>().map_or(true, |n| n > MAX_AGE_VALUE)
-    });
-    if age_too_big {
-        out.to_mut()
-            .insert(header::AGE, HeaderValue::from(MAX_AGE_VALUE));
+    // Directive names are case-insensitive (RFC 9111 section 5.2), but the policy library
+    // looks them up as written: `No-Cache` would be ignored. Lowercased whole: the arguments
+    // that matter (numbers, field names) are case-insensitive too.
+    let upper = out
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|v| v.as_bytes().iter().any(u8::is_ascii_uppercase));
+    if upper {
+        let values: Vec<HeaderValue> = out
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| HeaderValue::from_bytes(&v.as_bytes().to_ascii_lowercase()).ok())
+            .collect();
+        let h = out.to_mut();
+        h.remove(header::CACHE_CONTROL);
+        for v in values {
+            h.append(header::CACHE_CONTROL, v);
+        }
+    }
+    match headers.get(header::AGE).map(|v| age_value(v.as_bytes())) {
+        None | Some(Age::Valid) => {}
+        Some(Age::TooBig) => {
+            out.to_mut()
+                .insert(header::AGE, HeaderValue::from(MAX_AGE_VALUE));
+        }
+        // Not `1*DIGIT` (RFC 9111 section 5.1), e.g. `+5`, which the policy library would
+        // still parse (and overflow on, if huge): ignored, as the RFC asks.
+        Some(Age::Invalid) => {
+            out.to_mut().remove(header::AGE);
+        }
     }
     out
+}
+
+enum Age {
+    Valid,
+    TooBig,
+    Invalid,
+}
+
+/// How an `Age` value reads: digits only (surrounding spaces allowed), at most 2^31.
+fn age_value(v: &[u8]) -> Age {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Age::Invalid;
+    }
+    // Digits only, so UTF-8; too many digits fail to parse as u64.
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(n) if n <= MAX_AGE_VALUE => Age::Valid,
+        _ => Age::TooBig,
+    }
 }
 
 /// The fields listed by qualified `no-cache="..."` and `private="..."` directives.
@@ -488,11 +531,17 @@ pub(crate) use crate::strip_hop_by_hop;
 
 /// The `Age` a response arrived with, in seconds; 0 without a valid one.
 pub(crate) fn initial_age(headers: &HeaderMap) -> u64 {
-    headers
-        .get(header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(0)
+    let Some(v) = headers.get(header::AGE) else {
+        return 0;
+    };
+    match age_value(v.as_bytes()) {
+        Age::Valid => std::str::from_utf8(v.as_bytes().trim_ascii())
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        Age::TooBig => MAX_AGE_VALUE,
+        Age::Invalid => 0,
+    }
 }
 
 /// Whether a response was produced by bulwark instead of a handler (a rejection, a fallback, an
