@@ -551,6 +551,25 @@ async fn server_errors_and_rejections_release_the_claim() {
     assert!(replayed(&res));
 }
 
+/// A fallback answered in the handler's place (here for its 500): not the operation's answer, so
+/// not stored; the retry runs the handler.
+#[tokio::test]
+async fn fallback_answers_release_the_claim() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer())
+        .layer(bulwark::fallback::FallbackLayer::response(Response::new(
+            "degraded",
+        )))
+        .service(first_answers(calls.clone(), 500, false));
+    let res = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(text(res).await, "degraded");
+    let res = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "the retry runs");
+    assert!(!replayed(&res));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn inner_errors_release_the_claim() {
     let calls = Arc::new(AtomicUsize::new(0));

@@ -181,9 +181,10 @@ impl IdempotencyConfigBuilder {
         self
     }
 
-    /// Whether a bulwark rejection from an inner layer (a response with a
-    /// [`Rejection`](crate::Rejection) extension) frees the key instead of being stored
-    /// (default: yes).
+    /// Whether a bulwark rejection or fallback answer from an inner layer (a response with a
+    /// [`Rejection`](crate::Rejection) or [`FallbackReason`](crate::fallback::FallbackReason)
+    /// extension) frees the key instead of being stored (default: yes): the handler did not
+    /// answer, so a retry should run it.
     pub fn release_on_rejection(mut self, release: bool) -> Self {
         self.0.release_on_rejection = release;
         self
@@ -216,11 +217,36 @@ impl IdempotencyConfigBuilder {
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] if the lease, the retention or a body limit is zero, the
-    /// retention is shorter than the lease, or no method is given.
+    /// retention is shorter than the lease, a duration is over ten years (deadlines are
+    /// computed from them, and stores take expiry times in milliseconds), a route does not
+    /// start with `/`, or no method is given.
     pub fn build(self) -> Result<IdempotencyConfig, ConfigError> {
+        /// Ten years: far beyond any sensible setting, far below overflow.
+        const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         let c = self.0;
         if c.lease.is_zero() {
             return Err(ConfigError::invalid("lease", "must be > 0"));
+        }
+        for (setting, d) in [
+            ("lease", Some(c.lease)),
+            ("retention", Some(c.retention)),
+            ("in_flight_retry_after", Some(c.in_flight_retry_after)),
+            ("wait_for_in_flight", c.wait_for_in_flight),
+        ] {
+            if d.is_some_and(|d| d > LONGEST) {
+                return Err(ConfigError::invalid(setting, "must be at most ten years"));
+            }
+        }
+        if let Some(r) = c
+            .routes
+            .iter()
+            .flat_map(|r| r.iter())
+            .find(|r| !r.starts_with('/'))
+        {
+            return Err(ConfigError::invalid(
+                "routes",
+                format!("{r:?} does not start with '/' and would never match a path"),
+            ));
         }
         if c.retention < c.lease {
             return Err(ConfigError::invalid(
@@ -244,6 +270,27 @@ impl IdempotencyConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_beyond_reason_and_relative_routes_are_refused() {
+        let b = IdempotencyConfig::builder;
+        assert!(b().retention(Duration::MAX).build().is_err());
+        assert!(
+            b().lease(Duration::MAX)
+                .retention(Duration::MAX)
+                .build()
+                .is_err()
+        );
+        assert!(b().wait_for_in_flight(Duration::MAX).build().is_err());
+        assert!(b().in_flight_retry_after(Duration::MAX).build().is_err());
+        assert!(b().routes(["payments"]).build().is_err());
+        assert!(
+            b().retention(Duration::from_secs(365 * 24 * 3600))
+                .routes(["/payments", "/orders/*"])
+                .build()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn bad_settings_are_refused() {

@@ -78,8 +78,8 @@
 //!    sent, and the key recorded as "completed, too large to replay": retries get 409
 //!    [`IdempotencyNotReplayable`](crate::Rejection::IdempotencyNotReplayable), never a second
 //!    execution.
-//! 6. **Release.** A 5xx answer, a bulwark rejection from an inner layer or an inner `Err`
-//!    frees the key so a retry runs (each configurable). A request dropped before its answer
+//! 6. **Release.** A 5xx answer, a bulwark rejection or fallback answer from an inner layer,
+//!    or an inner `Err` frees the key so a retry runs (each configurable). A request dropped before its answer
 //!    (the client went away) and a crashed worker keep the key claimed until the lease ends:
 //!    the lease is separate from the retention, so one never holds a key for the other's
 //!    time. The same holds for a request dropped while its claim was on the way to Redis (the

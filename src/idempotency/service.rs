@@ -24,6 +24,7 @@ use super::{
 use crate::{
     Rejection, ResponseForRejection,
     body::{RequestBody, ResponseBody, to_bytes_limited},
+    fallback::FallbackReason,
 };
 
 const TARGET: &str = "bulwark::idempotency";
@@ -358,6 +359,13 @@ where
     };
     if config.release_on_rejection && res.extensions().get::<Rejection>().is_some() {
         guard.release("rejection").await;
+        return Ok(res.map(ResponseBody::new));
+    }
+    // A fallback answered instead of the handler (it failed, timed out, or its circuit is
+    // open): storing that answer would replay a degraded stand-in for the whole retention, and
+    // the operation would never run for this key.
+    if config.release_on_rejection && res.extensions().get::<FallbackReason>().is_some() {
+        guard.release("fallback answer").await;
         return Ok(res.map(ResponseBody::new));
     }
     if config.release_on_server_error && res.status().is_server_error() {
