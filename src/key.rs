@@ -231,10 +231,12 @@ impl TrustedProxyIp {
             ForwardedHeader::Forwarded => &FORWARDED,
         };
         for value in req.headers().get_all(name).iter().rev() {
-            let Ok(value) = value.to_str() else {
-                return Some(current);
-            };
-            for entry in value.rsplit(',') {
+            // Entry by entry from the right: bytes a client put on the left of a line its proxy
+            // appended to must not hide the entries the proxies added after them.
+            for entry in value.as_bytes().rsplit(|&b| b == b',') {
+                let Ok(entry) = std::str::from_utf8(entry) else {
+                    return Some(current);
+                };
                 let ip = match self.header {
                     ForwardedHeader::XForwardedFor => parse_node(entry),
                     ForwardedHeader::Forwarded => forwarded_for(entry).and_then(parse_node),
@@ -542,6 +544,25 @@ mod tests {
             Some(ip("10.0.0.5")),
             "no header: the proxy itself"
         );
+    }
+
+    #[test]
+    fn client_bytes_on_the_left_do_not_hide_the_proxys_entry() {
+        let k = TrustedProxyIp::try_new(["10.0.0.0/8"]).unwrap();
+        // The client sent `X-Forwarded-For: \xff`; its proxy appended the real address.
+        let mut r = req("10.0.0.5:1", &[]);
+        r.headers_mut().insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_bytes(b"\xff, 203.0.113.7").unwrap(),
+        );
+        assert_eq!(k.extract(&r), Some(ip("203.0.113.7")));
+        // Non-UTF-8 in an entry the walk reaches stops it at the last trusted hop.
+        let mut r = req("10.0.0.5:1", &[]);
+        r.headers_mut().insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_bytes(b"203.0.113.7, \xff").unwrap(),
+        );
+        assert_eq!(k.extract(&r), Some(ip("10.0.0.5")));
     }
 
     #[test]
