@@ -379,6 +379,39 @@ async fn hung_probes_reopen_after_the_half_open_bound() {
     );
 }
 
+/// Little traffic in half-open is no hung probe: with every probe answered, the phase keeps
+/// probing past `max_wait_in_half_open` and closes once the probes are done.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_half_open_phase_keeps_probing() {
+    let up = Upstream::new();
+    let config = count_config(2, 2)
+        .half_open_probes(3)
+        .max_wait_in_half_open(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let layer = opened(&up, config, 2).await;
+    let handle = layer.handle();
+    up.set(200);
+    let svc = layer.layer(up.service());
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(hit(&svc).await.status(), 200);
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    // One call every 31 s: each after the bound, none with a probe out.
+    for _ in 0..2 {
+        advance(Duration::from_secs(31)).await;
+        assert_eq!(
+            hit(&svc).await.status(),
+            200,
+            "a quiet phase is not cut short"
+        );
+    }
+    assert_eq!(
+        handle.state(),
+        CircuitState::Closed,
+        "three probes answered"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn forced_states_and_reset() {
     let up = Upstream::new();
@@ -846,4 +879,27 @@ fn per_key_metrics_are_labelled_by_the_layer() {
         "one label value"
     );
     assert_eq!(opened, 1_000, "every key's transition counted");
+}
+
+/// A count window smaller than the default minimum of 20 calls still opens: the minimum is the
+/// window's size then (a window of 4 never holds 20 calls).
+#[tokio::test(start_paused = true)]
+async fn a_small_count_window_opens_with_the_default_minimum() {
+    let config = CircuitBreakerConfig::builder()
+        .name("small")
+        .count_window(4)
+        .build()
+        .unwrap();
+    let up = Upstream::new();
+    up.set(500);
+    let layer = CircuitBreakerLayer::new(config);
+    let handle = layer.handle();
+    let svc = layer.layer(up.service());
+    for _ in 0..4 {
+        svc.clone()
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Open);
 }

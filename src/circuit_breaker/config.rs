@@ -126,7 +126,8 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// Calls the window must hold before the rates can open the breaker. Default 20.
+    /// Calls the window must hold before the rates can open the breaker. Default 20; with a
+    /// count window, at most the window's size (a larger value is lowered to it).
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.config.minimum_calls = calls;
         self
@@ -176,7 +177,9 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
-    /// How long half-open waits for its probes before it opens again. Default 60 s.
+    /// How long half-open waits for a probe that has not answered before it opens again,
+    /// counted from the latest probe let through. Default 60 s. A quiet half-open phase (no
+    /// probe out, too little traffic to finish the probes) is not cut short: it keeps probing.
     pub fn max_wait_in_half_open(mut self, wait: Duration) -> Self {
         self.config.max_wait_in_half_open = wait;
         self
@@ -188,7 +191,7 @@ impl CircuitBreakerConfigBuilder {
     ///
     /// [`ConfigError::Invalid`] naming the first setting that cannot work.
     pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
-        let c = self.config;
+        let mut c = self.config;
         match c.window {
             SlidingWindow::Count { size } => {
                 if !(1..=1_000_000).contains(&size) {
@@ -222,6 +225,12 @@ impl CircuitBreakerConfigBuilder {
         }
         if c.minimum_calls == 0 {
             return Err(ConfigError::invalid("minimum_calls", "must be > 0"));
+        }
+        // A count window never holds more than `size` calls: a larger minimum (such as the
+        // default 20 with `count_window(10)`) would keep the breaker closed forever. As in
+        // resilience4j, the minimum is the window's size then.
+        if let SlidingWindow::Count { size } = c.window {
+            c.minimum_calls = c.minimum_calls.min(size);
         }
         check_percent("failure_rate_threshold", c.failure_rate)?;
         if let Some(slow) = c.slow_call {
@@ -324,6 +333,26 @@ mod tests {
                 other => panic!("{setting}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_count_window_caps_the_minimum_calls() {
+        let c = CircuitBreakerConfig::builder()
+            .count_window(10)
+            .build()
+            .unwrap();
+        assert_eq!(c.minimum_calls, 10);
+        let c = CircuitBreakerConfig::builder()
+            .count_window(10)
+            .minimum_calls(4)
+            .build()
+            .unwrap();
+        assert_eq!(c.minimum_calls, 4);
+        let c = CircuitBreakerConfig::builder()
+            .time_window(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        assert_eq!(c.minimum_calls, 20);
     }
 
     #[test]

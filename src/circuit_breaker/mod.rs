@@ -7,10 +7,10 @@
 //!   ┌────────┐ ─────────────────────────────────▶ ┌──────┐
 //!   │ closed │                                    │ open │ ◀─┐ a probe fails so that the rate
 //!   └────────┘ ◀──────────┐                       └──────┘   │ can no longer stay under the
-//!                         │ all probes done,         │       │ threshold, or the probes take
-//!                         │ rates under threshold    │ open  │ longer than max_wait_in_half_open
-//!                         │                          │ time  │ (open time grows each time)
-//!                       ┌───────────┐ ◀──────────────┘ over  │
+//!                         │ all probes done,         │       │ threshold, or a probe is still
+//!                         │ rates under threshold    │ open  │ out max_wait_in_half_open after
+//!                         │                          │ time  │ the latest one was let through
+//!                       ┌───────────┐ ◀──────────────┘ over  │ (open time grows each time)
 //!                       │ half-open │ ───────────────────────┘
 //!                       └───────────┘
 //! ```

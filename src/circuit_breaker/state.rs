@@ -265,16 +265,23 @@ impl Breaker {
                     let since = self.half_open_since.load(Ordering::Acquire);
                     let limit = self.config.max_wait_in_half_open.as_nanos() as u64;
                     if now.saturating_sub(since) >= limit {
-                        tracing::warn!(
-                            target: "bulwark::circuit_breaker",
-                            breaker = %self.config.name,
-                            "half-open probes did not finish in time; opening again"
-                        );
-                        self.reopen(word, now);
-                        continue;
+                        if self.probes_in_flight(generation) > 0 {
+                            tracing::warn!(
+                                target: "bulwark::circuit_breaker",
+                                breaker = %self.config.name,
+                                "half-open probes did not finish in time; opening again"
+                            );
+                            self.reopen(word, now);
+                            continue;
+                        }
+                        // No probe is out: the phase is only quiet (little traffic), not stuck.
+                        // Keep probing; the bound runs from now.
+                        self.half_open_since.store(now, Ordering::Release);
                     }
                     match self.take_probe(generation) {
                         Some(true) => {
+                            // The bound on a hung probe runs from the latest probe let through.
+                            self.half_open_since.store(now, Ordering::Release);
                             let start = Some(Instant::now());
                             return Ok(self.permit(generation, PermitKind::Probe, start));
                         }
@@ -330,6 +337,15 @@ impl Breaker {
                 Err(actual) => h = actual,
             }
         }
+    }
+
+    /// Probes of this half-open phase let through and not yet reported.
+    fn probes_in_flight(&self, generation: u64) -> u64 {
+        let h = self.half_open.load(Ordering::Acquire);
+        if h >> P_GEN != half_gen(generation) {
+            return 0;
+        }
+        field(h, P_ISSUED).saturating_sub(field(h, P_OK) + field(h, P_FAIL))
     }
 
     fn release_probe(&self, generation: u64) {
