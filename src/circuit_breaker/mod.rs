@@ -25,6 +25,12 @@
 //! bounded number of probe calls go through (slots are taken atomically across all clones; a
 //! probe whose caller drops it frees its slot) and the others are rejected.
 //!
+//! Put your timeout *inside* the breaker (`ServiceBuilder::new().layer(breaker).timeout(..)`):
+//! the breaker then sees a hung call as a timeout, a failure. A timeout outside it drops the
+//! breaker's future, which counts as a cancelled call and is ignored, so a hanging dependency
+//! would never open the breaker. A timeout that answers with a status instead of an error
+//! (tower-http's answers 408) needs a classifier that counts that status.
+//!
 //! The closed path takes no lock: it reads one atomic word, and recording an outcome is one or
 //! two atomic read-modify-writes on the window (see the `window` source for the layout).
 //!

@@ -155,11 +155,22 @@ impl CountWindow {
             return unpack21(self.totals.load(Ordering::Acquire));
         }
         let prev = self.totals.fetch_add(delta, Ordering::AcqRel);
-        unpack21(prev.wrapping_add(delta))
+        self.checked(unpack21(prev.wrapping_add(delta)))
     }
 
     fn totals(&self) -> Totals {
-        unpack21(self.totals.load(Ordering::Acquire))
+        self.checked(unpack21(self.totals.load(Ordering::Acquire)))
+    }
+
+    /// The sum is exact once every update has landed, but two updates of one slot (a full ring
+    /// apart, or a `reset` racing a call) may land in the other order: for that moment a field
+    /// has borrowed from the next one. Such a reading says nothing; it is taken as empty rather
+    /// than let a success open the breaker on a failure count of two million.
+    fn checked(&self, t: Totals) -> Totals {
+        if t.calls > self.slots.len() as u64 || t.failures > t.calls || t.slow > t.calls {
+            return Totals::default();
+        }
+        t
     }
 
     fn reset(&self) {
@@ -187,6 +198,9 @@ pub(crate) struct TimeWindow {
     buckets: Box<[AtomicU64]>,
     /// The last tick at which a failure or slow call was recorded, plus one (0: never).
     last_bad: AtomicU64,
+    /// The latest tick recorded: tells a bucket written by a later tick (whose data must stay)
+    /// from one written long ago (whose tag may look "later" once tags have wrapped around).
+    latest: AtomicU64,
 }
 
 fn tag(tick: u64) -> u64 {
@@ -194,10 +208,9 @@ fn tag(tick: u64) -> u64 {
     (tick % TAG_MASK) & TAG_MASK
 }
 
-/// Whether tag `a` is a later tick than tag `b` (tags wrap around).
-fn newer(a: u64, b: u64) -> bool {
-    let diff = (a + TAG_MASK - b) % TAG_MASK;
-    diff != 0 && diff < TAG_MASK / 2
+/// Ticks from tag `b` forward to tag `a` (tags wrap around).
+fn ahead(a: u64, b: u64) -> u64 {
+    (a + TAG_MASK - b) % TAG_MASK
 }
 
 fn bucket_totals(w: u64) -> Totals {
@@ -213,6 +226,7 @@ impl TimeWindow {
         Self {
             buckets: (0..buckets).map(|_| AtomicU64::new(NO_TAG)).collect(),
             last_bad: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
         }
     }
 
@@ -226,10 +240,16 @@ impl TimeWindow {
         let delta = (1 << CALLS_SHIFT)
             | (u64::from(r.failure) << FAILS_SHIFT)
             | (u64::from(r.slow) << SLOW_SHIFT);
+        let latest = self.latest.load(Ordering::Acquire);
+        if latest < tick {
+            self.latest.fetch_max(tick, Ordering::AcqRel);
+        }
+        // Only a tick up to the latest one recorded can have written a later tag.
+        let later = latest.saturating_sub(tick);
         let mut cur = bucket.load(Ordering::Acquire);
         loop {
             let cur_tag = cur & TAG_MASK;
-            if cur_tag != NO_TAG && newer(cur_tag, t) {
+            if cur_tag != NO_TAG && cur_tag != t && ahead(cur_tag, t) <= later {
                 break; // a thread that slept through a whole window: its tick is gone
             }
             let next = if cur_tag == t {
@@ -278,6 +298,7 @@ impl TimeWindow {
             b.store(NO_TAG, Ordering::Release);
         }
         self.last_bad.store(0, Ordering::Release);
+        self.latest.store(0, Ordering::Release);
     }
 }
 
@@ -447,5 +468,46 @@ mod tests {
         w.record(OK, 8); // same bucket, older tick: dropped
         assert_eq!(w.totals(10).calls, 1);
         assert_eq!(w.totals(10).failures, 1);
+    }
+
+    #[test]
+    fn a_torn_reading_of_the_count_totals_is_taken_as_empty() {
+        let w = CountWindow::new(2);
+        w.record(OK);
+        // A slot's FAIL -> OK update landing before its OK -> FAIL one: the failures field
+        // borrows for a moment.
+        let torn = weight(code(OK)).wrapping_sub(weight(code(FAIL)));
+        w.totals.fetch_add(torn, Ordering::AcqRel);
+        assert!(unpack21(w.totals.load(Ordering::Acquire)).failures > 2);
+        let t = w.totals();
+        assert_eq!((t.calls, t.failures, t.slow), (0, 0, 0));
+        // The late update lands: exact again.
+        w.totals.fetch_add(torn.wrapping_neg(), Ordering::AcqRel);
+        let t = w.totals();
+        assert_eq!((t.calls, t.failures), (1, 0));
+    }
+
+    /// After a quiet spell of more than half the tags' range (24 days of one-second buckets,
+    /// 35 minutes of one-millisecond ones), a bucket's old tag can look later than the tick:
+    /// it is still overwritten, or the window would drop every call until the tags wrapped.
+    #[test]
+    fn a_long_quiet_spell_does_not_blind_the_window() {
+        for quiet in [3_000_000, TAG_MASK / 2 + 1, TAG_MASK - 1, TAG_MASK + 5] {
+            let w = TimeWindow::new(1);
+            w.record(OK, 0);
+            w.record(FAIL, quiet);
+            assert_eq!(w.totals(quiet).failures, 1, "after {quiet} ticks");
+            assert_eq!(w.totals(quiet).calls, 1, "after {quiet} ticks");
+        }
+        let w = TimeWindow::new(4);
+        for tick in 0..8 {
+            w.record(OK, tick);
+        }
+        let later = 8 + 3_000_000;
+        for tick in later..later + 4 {
+            w.record(FAIL, tick);
+        }
+        let t = w.totals(later + 3);
+        assert_eq!((t.calls, t.failures), (4, 4));
     }
 }
