@@ -101,11 +101,11 @@ where
     }
 }
 
-/// Puts the request id on the response, unless the inner service set one itself.
+/// Puts the request id on the response, in place of any the response carried: a cached or
+/// replayed answer (or a proxied origin) may bring another request's id, and the client must
+/// get the id its request was logged under.
 #[inline]
 fn echo_id<B>(res: &mut Response<B>, id: RequestId) {
-    if !res.headers().contains_key(&X_REQUEST_ID) {
-        res.headers_mut()
-            .insert(X_REQUEST_ID.clone(), id.into_header_value());
-    }
+    res.headers_mut()
+        .insert(X_REQUEST_ID.clone(), id.into_header_value());
 }
