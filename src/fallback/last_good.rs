@@ -117,7 +117,8 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// one when **all** of these hold:
 /// - the request has a [key](LastGoodKey) (by default: a `GET` or `HEAD` without
 ///   `Authorization`, keyed by method, host, path and query);
-/// - the status is 2xx and the layer's classifier calls it a success;
+/// - the status is 2xx but not 206 (a part of a resource), and the layer's classifier calls it
+///   a success;
 /// - it is no bulwark answer: no [`Rejection`], no [`FallbackReason`] extension, no
 ///   `bulwark-fallback` header (an inner fallback's answer is not a good response);
 /// - it has no `Set-Cookie` and no `Cache-Control: no-store` or `private`;
@@ -326,7 +327,9 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Whether the response may be kept as a last good response: see [`LastGood`]'s list. The
 /// classifier's verdict is checked by the caller.
 pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
+    // 206 answers a `Range` request only: replayed to a plain GET it would pass for the whole.
     if !res.status().is_success()
+        || res.status() == http::StatusCode::PARTIAL_CONTENT
         || res.extensions().get::<Rejection>().is_some()
         || res.extensions().get::<FallbackReason>().is_some()
     {
