@@ -1256,6 +1256,28 @@ async fn absurd_header_values_do_not_panic() {
     );
 }
 
+/// An event stream under a forced TTL is passed through as it streams: buffering it to store it
+/// would hold its head back for as long as it runs.
+#[tokio::test(start_paused = true)]
+async fn an_event_stream_is_never_stored() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(60))
+        .layer(origin(&seen, Duration::ZERO, |_, n| {
+            res(
+                200,
+                &[("content-type", "Text/Event-Stream; charset=utf-8")],
+                format!("data: {n}\n\n"),
+            )
+        }));
+    for _ in 0..2 {
+        let a = send(&svc, get("/events")).await;
+        assert_eq!(a.cache.outcome, CacheOutcome::Miss);
+        assert!(!a.cache.stored);
+        assert_eq!(a.cache.detail, Some("event-stream"));
+    }
+}
+
 /// Directive names are case-insensitive (RFC 9111 section 5.2): `No-Cache` still means revalidate,
 /// `MAX-AGE` still gives freshness.
 #[tokio::test(start_paused = true)]

@@ -47,7 +47,10 @@ impl CacheLayer {
 
     /// Forced-TTL mode: every `2xx` answer to a `GET` (except `206`) is fresh for `ttl`, whatever
     /// its caching headers say, for handlers that set none. The never-store rules still apply
-    /// (`Set-Cookie`, `private`, `no-store`, credentials, bulwark answers, large bodies). Client
+    /// (`Set-Cookie`, `private`, `no-store`, credentials, bulwark answers, large bodies, and
+    /// `text/event-stream`, which is passed through as it streams). A stored answer's head goes
+    /// out once its whole body has arrived (up to the body limit): put routes that stream
+    /// slowly (long polls, exports) outside the layer. Client
     /// request directives (`no-cache`, `max-age`) are ignored in this mode: the point is to
     /// protect the handler.
     pub fn ttl(self, ttl: Duration) -> Self {

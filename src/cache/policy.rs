@@ -461,6 +461,15 @@ pub(crate) enum NotStored {
     Directive,
     Credentials,
     NoFreshness,
+    Stream,
+}
+
+/// Whether a `Content-Type` is `text/event-stream` (any case, any parameters).
+fn is_event_stream(v: &[u8]) -> bool {
+    let essence = v.split(|&b| b == b';').next().unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
 }
 
 impl NotStored {
@@ -474,6 +483,7 @@ impl NotStored {
             Self::Directive => "directive",
             Self::Credentials => "credentials",
             Self::NoFreshness => "no-freshness",
+            Self::Stream => "event-stream",
         }
     }
 }
@@ -600,6 +610,15 @@ pub(crate) fn decide(
     }
     if res.headers.contains_key(header::SET_COOKIE) {
         return Err(NotStored::SetCookie);
+    }
+    // An event stream never ends: buffering it to store it would hold its head back forever
+    // (with a forced TTL, any 2xx GET is stored whatever its headers say).
+    if res
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| is_event_stream(v.as_bytes()))
+    {
+        return Err(NotStored::Stream);
     }
     let Some(vary) = vary_names(&res.headers) else {
         return Err(NotStored::VaryStar);
