@@ -27,10 +27,25 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{ConfigError, StoreError};
 
+/// A connection to `client`'s server, made on first use, with `timeout` for connecting and for
+/// each answer.
+fn connect_lazily(
+    client: &redis::Client,
+    timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
 /// A shared Redis connection with a call timeout and a key prefix. Cheap to clone; clones share
 /// the connection.
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
@@ -57,14 +72,10 @@ impl Redis {
         let timeout = Duration::from_millis(250);
         let client = redis::Client::open(url)
             .map_err(|e| ConfigError::invalid("redis url", e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = connect_lazily(&client, timeout)
             .map_err(|e| ConfigError::invalid("redis url", e.to_string()))?;
         Ok(Self {
+            client,
             conn,
             prefix: Arc::from("bulwark"),
             timeout,
@@ -78,9 +89,18 @@ impl Redis {
         self
     }
 
-    /// The longest a store call may take (default 250 ms).
+    /// The longest a store call may take (default 250 ms), connecting included.
+    ///
+    /// The handle gets a connection of its own made with this timeout (clones made before
+    /// keep theirs). Call it inside a tokio runtime, like [`open`](Self::open).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
+        // The connection applies its own connect and response timeouts too: made with the
+        // default, it would fail any call slower than 250 ms whatever this timeout says.
+        // Remaking it cannot fail: the client's URL was checked by `open`.
+        if let Ok(conn) = connect_lazily(&self.client, timeout) {
+            self.conn = conn;
+        }
         self.timeout = timeout;
         self
     }

@@ -437,6 +437,10 @@ async fn fail_open_and_fail_closed() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
+    // One thread (a current-thread runtime): the local recorder sees every decision.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
     let calls = Counter::default();
     let layer = |policy| {
         RateLimitLayer::new(Quota::per_minute(n(1)))
@@ -473,6 +477,22 @@ async fn fail_open_and_fail_closed() {
             Some(Rejection::BackendUnavailable { .. })
         ));
     }
+    // Every decision counted, those made without Redis too: 1 + 3 allowed by each layer's
+    // first request and the open one, 3 refused by the closed one.
+    let mut decisions = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if key.key().name() != "bulwark_rate_limit_requests_total" {
+            continue;
+        }
+        let metrics_util::debugging::DebugValue::Counter(n) = value else {
+            continue;
+        };
+        for label in key.key().labels().filter(|l| l.key() == "decision") {
+            *decisions.entry(label.value().to_owned()).or_insert(0) += n;
+        }
+    }
+    assert_eq!(decisions.get("allowed"), Some(&5), "{decisions:?}");
+    assert_eq!(decisions.get("rejected"), Some(&3), "{decisions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,4 +518,28 @@ async fn calls_only_ready_inner_instances_across_the_decision() {
         t.await.unwrap();
     }
     assert_eq!(calls.get(), 64);
+}
+
+/// A call timeout above the default 250 ms is honoured by the connection too: a server that
+/// answers after 600 ms is within a 5 s timeout.
+#[tokio::test]
+async fn a_timeout_above_the_default_is_honoured() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = Redis::open(&server.url())
+        .unwrap()
+        .timeout(Duration::from_secs(5));
+    redis.ping().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("ALL")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    redis
+        .ping()
+        .await
+        .expect("a slow answer within the timeout");
 }

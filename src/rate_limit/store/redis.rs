@@ -230,12 +230,15 @@ impl RedisStore {
                 set.metrics.store_fallback(StoreFallback::Local);
                 set.check(local, cost, want_info)
             }
+            // Decisions all the same: counted as allowed or rejected, as `Local`'s are.
             FailurePolicy::FailOpen => {
                 set.metrics.store_fallback(StoreFallback::FailOpen);
+                set.metrics.allowed();
                 Verdict::Allowed(None)
             }
             FailurePolicy::FailClosed => {
                 set.metrics.store_fallback(StoreFallback::FailClosed);
+                set.metrics.rejected();
                 Verdict::Rejected(Rejection::backend_unavailable(Duration::from_secs(1)))
             }
         }
