@@ -7,15 +7,22 @@
 //!
 //! | event field | from |
 //! | --- | --- |
-//! | `http.request.method` | the request method |
-//! | `url.path` | the request path (never the query, which may hold secrets) |
+//! | `http.request.method` | the request method (`_OTHER` for a non-standard one, then also `http.request.method_original`) |
+//! | `url.scheme`, `url.path` | the request's scheme and path |
+//! | `url.query` | the query, with the values of secret-looking parameters redacted |
 //! | `http.route` | axum's `MatchedPath` (feature `axum`), e.g. `/payments/{id}` |
+//! | `server.address` | the `Host` (or the URI's authority) |
+//! | `network.protocol.version` | the HTTP version |
 //! | `http.response.status_code` | the response status |
+//! | `http.response.body.size`, `http.response.body.complete` | bytes sent, and whether the body ended |
 //! | `client.address` | the peer IP (see [`key::peer_ip`](crate::key::peer_ip)) |
 //! | `user_agent.original` | the `User-Agent` header |
+//! | `http.request.headers` | the request headers, secrets redacted, with [`log_request_headers`](RequestLogLayer::log_request_headers) |
 //! | `request_id` | the [`RequestId`] |
-//! | `duration_ms` | time until the response head was ready |
-//! | `error.type` | `"_OTHER"` when the inner service returned an error |
+//! | `trace_id`, `span_id` | from a valid `traceparent` |
+//! | `duration_ms` | time until the response body ended (or failed, or was dropped) |
+//! | `time_to_first_byte_ms` | time until the response head was ready |
+//! | `error.type` | `timeout` or `_OTHER` for an inner error, `body` for a failed body, the status for a 5xx |
 //! | `error.message` | the inner service's error, when it returned one |
 //! | `bulwark.rejection` | [`Rejection::kind`](crate::Rejection::kind) when a layer rejected |
 //! | `bulwark.fallback` | the `bulwark-fallback` header, when a fallback answered |
