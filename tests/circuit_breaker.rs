@@ -826,36 +826,28 @@ async fn per_key_breakers_are_isolated_and_bounded() {
 }
 
 /// Per-key breakers never put their keys in metric labels: a thousand keys, one label value.
-#[test]
-fn per_key_metrics_are_labelled_by_the_layer() {
-    use metrics_util::debugging::DebuggingRecorder;
+#[tokio::test(start_paused = true)]
+async fn per_key_metrics_are_labelled_by_the_layer() {
     use std::num::NonZeroU64;
-    let recorder = DebuggingRecorder::new();
+    // One thread (a current-thread runtime): the local recorder sees every call.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
+    let layer = CircuitBreakerLayer::per_key(
+        count_config(1, 1).build().unwrap(),
+        by_host,
+        NonZeroU64::new(8).unwrap(),
+    );
+    let up = Upstream::new();
+    up.set(500);
+    let svc = layer.layer(up.service());
+    for i in 0..1_000 {
+        let req = Request::get(format!("http://host{i}.example/"))
+            .body(Body::empty())
             .unwrap();
-        rt.block_on(async {
-            let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
-            let layer = CircuitBreakerLayer::per_key(
-                count_config(1, 1).build().unwrap(),
-                by_host,
-                NonZeroU64::new(8).unwrap(),
-            );
-            let up = Upstream::new();
-            up.set(500);
-            let svc = layer.layer(up.service());
-            for i in 0..1_000 {
-                let req = Request::get(format!("http://host{i}.example/"))
-                    .body(Body::empty())
-                    .unwrap();
-                svc.clone().oneshot(req).await.unwrap();
-            }
-        });
-    });
+        svc.clone().oneshot(req).await.unwrap();
+    }
     let mut breakers = std::collections::BTreeSet::new();
     let mut opened = 0;
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {

@@ -411,13 +411,7 @@ async fn a_hanging_redis_times_out_into_the_fallback() {
         StatusCode::OK
     );
     // The server stops answering every client for 2 s.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(2000)
-        .arg("ALL")
-        .query_async(&mut admin(&server).await)
-        .await
-        .unwrap();
+    pause_all(&server, 2_000).await;
     let started = Instant::now();
     let res = send(&svc, get_from("192.0.2.1:1")).await;
     let took = started.elapsed();
@@ -531,15 +525,20 @@ async fn a_timeout_above_the_default_is_honoured() {
         .unwrap()
         .timeout(Duration::from_secs(5));
     redis.ping().await.unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(600)
-        .arg("ALL")
-        .query_async(&mut admin(&server).await)
-        .await
-        .unwrap();
+    pause_all(&server, 600).await;
     redis
         .ping()
         .await
         .expect("a slow answer within the timeout");
+}
+
+/// Makes the server stop answering every client for `ms` milliseconds.
+async fn pause_all(server: &RedisServer, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("ALL")
+        .query_async(&mut admin(server).await)
+        .await
+        .unwrap();
 }
