@@ -357,15 +357,18 @@ where
             return Err(err);
         }
     };
-    if config.release_on_rejection && res.extensions().get::<Rejection>().is_some() {
-        guard.release("rejection").await;
-        return Ok(res.map(ResponseBody::new));
-    }
-    // A fallback answered instead of the handler (it failed, timed out, or its circuit is
-    // open): storing that answer would replay a degraded stand-in for the whole retention, and
-    // the operation would never run for this key.
-    if config.release_on_rejection && res.extensions().get::<FallbackReason>().is_some() {
-        guard.release("fallback answer").await;
+    // A rejection or a fallback answered instead of the handler (it failed, timed out, or its
+    // circuit is open): storing that answer would replay a stand-in for the whole retention,
+    // and the operation would never run for this key.
+    let stand_in = if res.extensions().get::<Rejection>().is_some() {
+        Some("rejection")
+    } else if res.extensions().get::<FallbackReason>().is_some() {
+        Some("fallback answer")
+    } else {
+        None
+    };
+    if let Some(why) = stand_in.filter(|_| config.release_on_rejection) {
+        guard.release(why).await;
         return Ok(res.map(ResponseBody::new));
     }
     if config.release_on_server_error && res.status().is_server_error() {
