@@ -152,7 +152,7 @@ impl CountWindow {
         if delta == 0 {
             // The common steady state (a success replacing a success): the totals do not
             // change, so skip the read-modify-write on the one word every caller shares.
-            return unpack21(self.totals.load(Ordering::Acquire));
+            return self.totals();
         }
         let prev = self.totals.fetch_add(delta, Ordering::AcqRel);
         self.checked(unpack21(prev.wrapping_add(delta)))
