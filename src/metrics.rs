@@ -8,7 +8,7 @@
 //!
 //! | metric | kind | labels |
 //! | --- | --- | --- |
-//! | `http_server_request_duration_seconds` | histogram (seconds) | `method` (or `_OTHER`), `route` (template, empty when unknown), `status_class` (`2xx`...) |
+//! | `http_server_request_duration_seconds` | histogram (seconds) | `method` (or `_OTHER`), `route` (template, empty when unknown), `status_class` (`2xx`..., or `error` when the request ended without a response: the inner service failed or the request was cancelled) |
 //! | `bulwark_rejections_total` | counter | `rejection` ([`Rejection::kind`](crate::Rejection::kind)) |
 //! | `bulwark_store_errors_total` | counter | `store`, `operation` |
 //! | `bulwark_rate_limit_requests_total` | counter | `limiter`, `decision` (`allowed`, `rejected`; decisions made without the store under a failure policy too) |
@@ -215,7 +215,8 @@ pub(crate) enum StoreFallback {
     FailClosed,
 }
 
-/// One HTTP request served, for the `http_server_request_duration_seconds` histogram.
+/// One HTTP request served, for the `http_server_request_duration_seconds` histogram;
+/// `status` is `None` when the request ended without a response (status class `error`).
 ///
 /// `keys` caches the metric keys of the routes seen, so a request builds no label set and
 /// allocates nothing once its route, method and status class have been seen.
@@ -224,14 +225,16 @@ pub(crate) fn http_request(
     keys: &HttpKeys,
     method: &'static str,
     route: &str,
-    status: http::StatusCode,
+    status: Option<http::StatusCode>,
     elapsed: std::time::Duration,
 ) {
     #[cfg(feature = "metrics")]
     {
         static METADATA: metrics::Metadata<'static> =
             metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-        let class = usize::from((status.as_u16() / 100).clamp(1, 5) - 1);
+        let class = status.map_or(STATUS_CLASSES.len() - 1, |s| {
+            usize::from((s.as_u16() / 100).clamp(1, 5) - 1)
+        });
         let record = |key: &metrics::Key| {
             metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
                 .record(elapsed.as_secs_f64());
@@ -263,7 +266,7 @@ const HTTP_METHODS: [&str; 9] = [
 ];
 
 #[cfg(feature = "metrics")]
-const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 #[cfg(feature = "metrics")]
 type HttpSlots = std::sync::Arc<[std::sync::OnceLock<metrics::Key>]>;

@@ -415,6 +415,75 @@ fn the_duration_histogram_is_recorded_with_bounded_labels() {
 }
 
 #[tokio::test]
+async fn a_request_cancelled_before_its_head_is_logged_as_cancelled() {
+    let (captured, _guard) = Captured::install();
+    let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| {
+        std::future::pending::<Result<Response<Body>, Infallible>>()
+    }));
+    // The client goes away (or an outer timeout fires): the response future is dropped.
+    let call = svc.oneshot(request("/slow?page=2"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), call)
+            .await
+            .is_err()
+    );
+    let e = only_event(&captured);
+    assert_eq!(e.level, tracing::Level::WARN);
+    assert_eq!(e.field("message"), Some("request cancelled"));
+    assert_eq!(e.field("error.type"), Some("cancelled"));
+    assert_eq!(e.field("url.path"), Some("/slow"));
+    assert_eq!(e.field("http.response.status_code"), None);
+    assert!(e.field("request_id").is_some());
+}
+
+/// Requests that end without a response (an inner error, a cancelled call) are in the
+/// duration histogram too, under `status_class="error"`.
+#[test]
+fn unanswered_requests_are_in_the_histogram_as_errors() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let failing = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+                Err::<Response<Body>, _>(std::io::Error::other("reset"))
+            }));
+            assert!(failing.oneshot(request("/x")).await.is_err());
+            let hanging = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| {
+                std::future::pending::<Result<Response<Body>, Infallible>>()
+            }));
+            let call = hanging.oneshot(request("/x"));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(10), call)
+                    .await
+                    .is_err()
+            );
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let samples: Vec<_> = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "http_server_request_duration_seconds")
+        .map(|(key, _, _, value)| {
+            let class = key
+                .key()
+                .labels()
+                .find(|l| l.key() == "status_class")
+                .map(|l| l.value().to_owned());
+            let DebugValue::Histogram(samples) = value else {
+                panic!("not a histogram");
+            };
+            (class, samples.len())
+        })
+        .collect();
+    assert_eq!(samples, vec![(Some("error".to_owned()), 2)]);
+}
+
+#[tokio::test]
 async fn unknown_methods_are_other() {
     let (captured, _guard) = Captured::install();
     let svc = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {

@@ -265,16 +265,7 @@ fn ms(d: Duration) -> f64 {
 
 impl Completion {
     fn finish(&self, end: &End<'_>) {
-        let elapsed = self.start.elapsed();
-        if let Some(m) = &self.metrics {
-            crate::metrics::http_request(
-                &self.config.shared.keys,
-                m.method,
-                m.route.as_ref().map_or("", Route::as_str),
-                self.status,
-                elapsed,
-            );
-        }
+        let elapsed = self.record(Some(self.status));
         let Some(logged) = &self.log else {
             return;
         };
@@ -344,35 +335,91 @@ impl Completion {
     }
 }
 
-/// The inner service failed: no response, one `ERROR` event with the error and its sources.
-pub(super) fn log_error<E: fmt::Display + 'static>(
-    id: &RequestId,
-    log: Option<&LogInfo>,
+impl Completion {
+    /// The inner service failed: no response. The duration is recorded under status class
+    /// `error`, and one `ERROR` event carries the error and its sources.
+    pub(super) fn failed<E: fmt::Display + 'static>(&self, err: &E) {
+        let elapsed = self.record(None);
+        if let Some(logged) = &self.log {
+            let (error_type, message) = describe(err);
+            unanswered(
+                Level::ERROR,
+                logged,
+                elapsed,
+                error_type,
+                Some(&message),
+                "request failed",
+            );
+        }
+    }
+
+    /// The response future was dropped before the response head was ready: the client went
+    /// away, or an outer timeout gave up. The duration is recorded under status class `error`,
+    /// and one `WARN` event says so (`error.type = "cancelled"`).
+    pub(super) fn cancelled(&self) {
+        let elapsed = self.record(None);
+        if let Some(logged) = &self.log {
+            unanswered(
+                Level::WARN,
+                logged,
+                elapsed,
+                "cancelled",
+                None,
+                "request cancelled",
+            );
+        }
+    }
+
+    /// Records the request in the duration histogram (metrics on) and returns its duration.
+    fn record(&self, status: Option<StatusCode>) -> Duration {
+        let elapsed = self.start.elapsed();
+        if let Some(m) = &self.metrics {
+            crate::metrics::http_request(
+                &self.config.shared.keys,
+                m.method,
+                m.route.as_ref().map_or("", Route::as_str),
+                status,
+                elapsed,
+            );
+        }
+        elapsed
+    }
+}
+
+/// The event of a request that got no response (failed or cancelled): the request's fields,
+/// no status code.
+fn unanswered(
+    level: Level,
+    logged: &Logged,
     elapsed: Duration,
-    err: &E,
+    error_type: &str,
+    message: Option<&str>,
+    text: &'static str,
 ) {
-    let Some(log) = log else {
-        return;
-    };
-    let (error_type, message) = describe(err);
+    let log = &logged.info;
     // Outside the request span, as the completion event (see `Completion::finish`).
-    tracing::error!(
-        target: "bulwark::log",
+    event_at!(
+        level,
         {
             http.request.method = log.method,
+            http.request.method_original = log.method_original.as_deref(),
             url.scheme = log.scheme,
             url.path = log.uri.path(),
             url.query = log.query(),
             http.route = log.route.as_ref().map(Route::as_str),
+            server.address = log.server(),
+            network.protocol.version = log.version,
             client.address = log.client.map(tracing::field::display),
-            request_id = id.as_str(),
+            user_agent.original = opt_str(log.user_agent.as_ref()),
+            http.request.headers = log.headers.as_deref(),
+            request_id = logged.id.as_str(),
             trace_id = log.trace.as_ref().map(|t| t.0.as_str()),
             span_id = log.trace.as_ref().map(|t| t.1.as_str()),
             duration_ms = ms(elapsed),
             error.r#type = error_type,
-            error.message = message.as_str(),
+            error.message = message,
         },
-        "request failed"
+        "{text}"
     );
 }
 

@@ -20,6 +20,16 @@ pin_project! {
         inner: F,
         state: Option<State>,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the head was ready: the request still gets its event and its
+            // histogram sample, marked as cancelled.
+            if let Some(State { tracked: Some(c), .. }) = this.project().state.take() {
+                c.cancelled();
+            }
+        }
+    }
 }
 
 struct State {
@@ -88,12 +98,7 @@ where
             }
             (Err(err), tracked) => {
                 if let Some(c) = tracked {
-                    super::body::log_error(
-                        &id,
-                        c.log.as_ref().map(|l| &l.info),
-                        c.start.elapsed(),
-                        &err,
-                    );
+                    c.failed(&err);
                 }
                 Err(err)
             }

@@ -22,7 +22,7 @@
 //! | `trace_id`, `span_id` | from a valid `traceparent` |
 //! | `duration_ms` | time until the response body ended (or failed, or was dropped) |
 //! | `time_to_first_byte_ms` | time until the response head was ready |
-//! | `error.type` | `timeout` or `_OTHER` for an inner error, `body` for a failed body, the status for a 5xx |
+//! | `error.type` | `timeout` or `_OTHER` for an inner error, `cancelled` for a request dropped before its response head, `body` for a failed body, the status for a 5xx |
 //! | `error.message` | the inner service's error, when it returned one |
 //! | `bulwark.rejection` | [`Rejection::kind`](crate::Rejection::kind) when a layer rejected |
 //! | `bulwark.fallback` | the `bulwark-fallback` header, when a fallback answered |
@@ -36,8 +36,14 @@
 //! subscriber that writes the current span with each event (tracing-subscriber's JSON format
 //! does) does not write the request's fields twice.
 //!
-//! Level: `ERROR` for 5xx and inner errors, `WARN` for 4xx and for requests slower than the slow
-//! threshold (default 1 s), `INFO` otherwise. Events have target `bulwark::log`; when no
+//! The event is `request completed` when the response's body ended (or failed, or was dropped),
+//! `request failed` when the inner service returned an error, and `request cancelled` when the
+//! response future was dropped before the head was ready (the client went away, or an outer
+//! timeout gave up); the last two have no status code and are in the duration histogram under
+//! `status_class="error"`.
+//!
+//! Level: `ERROR` for 5xx and inner errors, `WARN` for 4xx, cancelled requests and requests
+//! slower than the slow threshold (default 1 s), `INFO` otherwise. Events have target `bulwark::log`; when no
 //! subscriber listens to it, the layer only handles the request id.
 //!
 //! # Request ids
