@@ -455,6 +455,94 @@ async fn client_conditionals_on_hits() {
     assert_eq!(seen.calls(), 1);
 }
 
+/// An origin that honours `If-None-Match` for `"v1"`.
+fn etag_origin(
+    seen: &Seen,
+) -> impl Service<Request<()>, Response = Res, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    origin(seen, Duration::from_millis(100), |req, _| {
+        let headers = [("cache-control", "max-age=60"), ("etag", "\"v1\"")];
+        if req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            res(304, &headers, String::new())
+        } else {
+            res(200, &headers, "payload".into())
+        }
+    })
+}
+
+/// Clients revalidating a URL the cache does not hold (purged, or expired past retention):
+/// their conditionals are not forwarded, so the full answer is stored once and every client
+/// gets its `304` from the cache. Forwarded, they made the origin answer `304`, which cannot be
+/// stored, and every coalesced waiter then called the origin itself.
+#[tokio::test(start_paused = true)]
+async fn conditional_misses_fill_the_cache_and_are_answered_304() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(etag_origin(&seen));
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move {
+            send(&svc, get_with("/x", &[("if-none-match", "\"v1\"")])).await
+        }));
+    }
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert_eq!(a.status, StatusCode::NOT_MODIFIED, "{}", a.cs());
+        assert!(a.body.is_empty());
+        assert_eq!(a.headers["etag"], "\"v1\"");
+        assert!(!a.headers.contains_key("content-length"));
+    }
+    assert_eq!(seen.calls(), 1);
+    assert_eq!(
+        seen.last("if-none-match"),
+        None,
+        "the client's validator stays here"
+    );
+    // Stored: a later conditional request is a hit answered 304, a plain one gets the body.
+    let again = send(&svc, get_with("/x", &[("if-none-match", "\"v1\"")])).await;
+    assert_eq!(
+        (again.status, again.cache.outcome),
+        (StatusCode::NOT_MODIFIED, CacheOutcome::Hit)
+    );
+    let plain = send(&svc, get("/x")).await;
+    assert_eq!(
+        (plain.status, &plain.body[..]),
+        (StatusCode::OK, &b"payload"[..])
+    );
+    // A validator that does not match gets the full answer.
+    let other = send(&svc, get_with("/x", &[("if-none-match", "\"v0\"")])).await;
+    assert_eq!(
+        (other.status, &other.body[..]),
+        (StatusCode::OK, &b"payload"[..])
+    );
+    assert_eq!(seen.calls(), 1);
+}
+
+/// A stale entry revalidated by a client's conditional request is refreshed with the cache's
+/// own validator (the origin's `304` refreshes it), and the client gets its `304` from the cache.
+#[tokio::test(start_paused = true)]
+async fn conditional_requests_refresh_stale_entries() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(etag_origin(&seen));
+    send(&svc, get("/x")).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let a = send(&svc, get_with("/x", &[("if-none-match", "\"v1\"")])).await;
+    assert_eq!(a.status, StatusCode::NOT_MODIFIED, "{}", a.cs());
+    assert_eq!(a.cs(), "bulwark; fwd=stale; fwd-status=304; stored");
+    assert_eq!(seen.last("if-none-match").as_deref(), Some("\"v1\""));
+    // Refreshed: fresh again, no further call.
+    let b = send(&svc, get("/x")).await;
+    assert_eq!(
+        (b.cache.outcome, &b.body[..]),
+        (CacheOutcome::Hit, &b"payload"[..])
+    );
+    assert_eq!(seen.calls(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn request_directives() {
     let seen = Seen::default();

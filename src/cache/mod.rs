@@ -9,7 +9,10 @@
 //!   [`http-cache-semantics`](https://docs.rs/http-cache-semantics). Heuristic freshness is off
 //!   unless [`heuristic_freshness`](CacheLayer::heuristic_freshness) turns it on. Stale entries
 //!   with a validator are revalidated with `If-None-Match` / `If-Modified-Since`; a `304` turns
-//!   the stored answer fresh again. `stale-while-revalidate` and `stale-if-error` (RFC 5861) are
+//!   the stored answer fresh again. A client's own `If-None-Match` / `If-Modified-Since` is
+//!   answered by the cache (`304` when it matches the stored or fetched answer) and never
+//!   forwarded with a miss or a revalidation, so a revalidating client still fills the cache.
+//!   `stale-while-revalidate` and `stale-if-error` (RFC 5861) are
 //!   built on top, from the directives or as layer defaults. The RFC 9213 targeted field
 //!   `CDN-Cache-Control` (or your own) takes precedence when configured.
 //! - **forced TTL** ([`CacheLayer::ttl`]): every `2xx` answer to a `GET` is fresh for a fixed

@@ -996,35 +996,55 @@ impl Stored {
     /// Whether the client's own conditional request (`If-None-Match`, else `If-Modified-Since`)
     /// is satisfied by this entry, so the answer is `304 Not Modified`.
     pub(crate) fn not_modified_for(&self, req: &request::Parts) -> bool {
-        if self.status != StatusCode::OK {
-            return false;
-        }
-        if let Some(inm) = req.headers.get(header::IF_NONE_MATCH) {
-            let Some(etag) = self.headers.get(header::ETAG) else {
-                return false;
-            };
-            let Ok(inm) = inm.to_str() else { return false };
-            return inm.trim() == "*"
-                || inm
-                    .split(',')
-                    .any(|t| weak_eq(t.trim().as_bytes(), etag.as_bytes()));
-        }
-        if let Some(ims) = req.headers.get(header::IF_MODIFIED_SINCE) {
-            let parse = |v: &HeaderValue| {
-                v.to_str()
-                    .ok()
-                    .and_then(|s| httpdate::parse_http_date(s).ok())
-            };
-            let (Some(ims), Some(lm)) = (
-                parse(ims),
-                self.headers.get(header::LAST_MODIFIED).and_then(parse),
-            ) else {
-                return false;
-            };
-            return lm <= ims;
-        }
-        false
+        not_modified(self.status, &self.headers, req)
     }
+}
+
+/// Whether a response (`status`, `headers`) satisfies the client's own conditional request
+/// (`If-None-Match`, else `If-Modified-Since`), so the client is answered `304 Not Modified`.
+pub(crate) fn not_modified(status: StatusCode, headers: &HeaderMap, req: &request::Parts) -> bool {
+    if status != StatusCode::OK {
+        return false;
+    }
+    if let Some(inm) = req.headers.get(header::IF_NONE_MATCH) {
+        let Some(etag) = headers.get(header::ETAG) else {
+            return false;
+        };
+        let Ok(inm) = inm.to_str() else { return false };
+        return inm.trim() == "*"
+            || inm
+                .split(',')
+                .any(|t| weak_eq(t.trim().as_bytes(), etag.as_bytes()));
+    }
+    if let Some(ims) = req.headers.get(header::IF_MODIFIED_SINCE) {
+        let parse = |v: &HeaderValue| {
+            v.to_str()
+                .ok()
+                .and_then(|s| httpdate::parse_http_date(s).ok())
+        };
+        let (Some(ims), Some(lm)) = (
+            parse(ims),
+            headers.get(header::LAST_MODIFIED).and_then(parse),
+        ) else {
+            return false;
+        };
+        return lm <= ims;
+    }
+    false
+}
+
+/// Takes the client's cache-validating conditionals (`If-None-Match`, `If-Modified-Since`) off
+/// a request the cache forwards to fill or refresh an entry, and says whether there were any.
+///
+/// Forwarded as they are, they make the origin answer `304`, which cannot be stored: the entry
+/// stays empty or stale for as long as clients revalidate, and every request waiting on this
+/// one calls the origin itself. Without them the origin sends the full answer (or, for a
+/// stale entry, a `304` to the cache's own validators), the cache stores it, and answers the
+/// client `304` itself when its conditional matches (RFC 9111 section 4.3.2).
+pub(crate) fn take_client_validators(headers: &mut HeaderMap) -> bool {
+    let inm = headers.remove(header::IF_NONE_MATCH).is_some();
+    let ims = headers.remove(header::IF_MODIFIED_SINCE).is_some();
+    inm || ims
 }
 
 /// Weak entity-tag comparison (RFC 9110 section 8.8.3.2).

@@ -692,6 +692,26 @@ fn pass<B>(
     Response::from_parts(parts, body)
 }
 
+/// [`pass`] for the answer to a request forwarded without the client's conditionals (see
+/// `take_client_validators`): when they match it, the client gets `304 Not Modified` and no
+/// body, as the origin would have answered.
+fn answer<B>(
+    shared: &Shared,
+    head: &request::Parts,
+    mut parts: response::Parts,
+    body: ResponseBody<B>,
+    mut status: CacheStatus,
+    key: &str,
+) -> Response<ResponseBody<B>> {
+    if policy::not_modified(parts.status, &parts.headers, head) {
+        status.fwd_status = Some(parts.status.as_u16());
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return pass(shared, parts, ResponseBody::empty(), status, Some(key));
+    }
+    pass(shared, parts, body, status, Some(key))
+}
+
 fn gateway_timeout<B>(shared: &Shared, key: &str) -> Response<ResponseBody<B>> {
     let status = CacheStatus::new(CacheOutcome::OnlyIfCached);
     let mut res = Response::new(ResponseBody::empty());
@@ -841,12 +861,13 @@ where
         Ok(d) => d,
         Err(why) => {
             status.detail = Some(why.as_str());
-            return pass(
+            return answer(
                 shared,
+                head,
                 parts,
                 ResponseBody::new(body),
                 status,
-                Some(&fwd.key),
+                &fwd.key,
             );
         }
     };
@@ -858,22 +879,24 @@ where
             if let Some(g) = fwd.guard.take() {
                 g.finish(ok.then_some(entry));
             }
-            pass(
+            answer(
                 shared,
+                head,
                 parts,
                 ResponseBody::full(bytes),
                 status,
-                Some(&fwd.key),
+                &fwd.key,
             )
         }
         Buffered::TooLarge(prefix, rest) => {
             status.detail = Some("too-large");
-            pass(
+            answer(
                 shared,
+                head,
                 parts,
                 ResponseBody::prefixed(prefix, rest),
                 status,
-                Some(&fwd.key),
+                &fwd.key,
             )
         }
         Buffered::Failed => {
@@ -993,6 +1016,7 @@ where
                         if !is_head && can_spawn {
                             if let Join::Lead(guard) = shared.join(&key) {
                                 let head = head_of(&parts);
+                                policy::take_client_validators(&mut parts.headers);
                                 let added = stored.add_validators(&mut parts.headers);
                                 let fut = inner.call(Request::from_parts(parts, body));
                                 let shared2 = shared.clone();
@@ -1085,8 +1109,11 @@ where
             }
         }
     };
-    // The client's own head: its conditional fields decide whether it gets a 304.
+    // The client's own head: its conditional fields decide whether it gets a 304. They are
+    // taken off the forwarded request, so that the answer can be stored (see
+    // `take_client_validators`); the stale entry's own validators go in their place.
     let head = head_of(&parts);
+    policy::take_client_validators(&mut parts.headers);
     let added = match &stale {
         Some(e) => e
             .as_response()
