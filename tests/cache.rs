@@ -2,6 +2,8 @@
 //! revalidation, every never-store rule, coalescing, stale serving, the byte bound, purge and
 //! invalidation.
 
+mod support;
+
 use std::{
     convert::Infallible,
     sync::{
@@ -1571,4 +1573,145 @@ async fn each_answer_gets_its_own_cache_status_when_statuses_alternate() {
         );
         assert_eq!(res.cache.fwd_status, Some(code));
     }
+}
+
+/// A memory store that keeps every key it was given and the bytes of every entry put.
+#[derive(Clone)]
+struct Recording {
+    inner: Arc<MemoryStore>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl bulwark::cache::Store for Recording {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> bulwark::cache::store::StoreFuture<'a, Option<bulwark::cache::Entry>> {
+        self.seen.lock().unwrap().push(key.to_owned());
+        self.inner.get(key)
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: bulwark::cache::Entry,
+    ) -> bulwark::cache::store::StoreFuture<'a, ()> {
+        let bytes = String::from_utf8_lossy(&entry.to_bytes()).into_owned();
+        self.seen.lock().unwrap().extend([key.to_owned(), bytes]);
+        self.inner.put(key, entry)
+    }
+    fn remove<'a>(&'a self, key: &'a str) -> bulwark::cache::store::StoreFuture<'a, ()> {
+        self.inner.remove(key)
+    }
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> bulwark::cache::store::StoreFuture<'a, u64> {
+        self.inner.remove_prefix(prefix)
+    }
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+}
+
+/// Responses that vary on a credential (`Vary: Authorization`, `Vary: Cookie`) are stored per
+/// credential, but the credential itself never becomes part of a store key or a stored entry
+/// (a Redis key name and value, readable with `SCAN` and `MONITOR`): its digest does.
+#[tokio::test(start_paused = true)]
+async fn credentials_named_by_vary_never_reach_the_store() {
+    for vary in ["authorization", "cookie"] {
+        let store = Recording {
+            inner: Arc::new(MemoryStore::new(1 << 20)),
+            seen: Arc::default(),
+        };
+        let seen = Seen::default();
+        let svc = CacheLayer::new(CacheStore::custom(store.clone()))
+            .allow_authorized(true)
+            .layer(origin(&seen, Duration::ZERO, move |req, n| {
+                let credential = req.headers().get(vary).map_or("", |v| v.to_str().unwrap());
+                let who = if credential.ends_with('A') {
+                    "alice"
+                } else {
+                    "bob"
+                };
+                res(
+                    200,
+                    &[("cache-control", "public, max-age=60"), ("vary", vary)],
+                    format!("{who} v{n}"),
+                )
+            }));
+        let (alice, bob) = match vary {
+            "authorization" => ("Bearer TOPSECRET-A", "Bearer TOPSECRET-B"),
+            _ => ("sid=TOPSECRET-A", "sid=TOPSECRET-B"),
+        };
+        let a1 = send(&svc, get_with("/me", &[(vary, alice)])).await;
+        let b1 = send(&svc, get_with("/me", &[(vary, bob)])).await;
+        let a2 = send(&svc, get_with("/me", &[(vary, alice)])).await;
+        // A reload (the request's own directives) still finds its variant.
+        let a3 = send(
+            &svc,
+            get_with("/me", &[(vary, alice), ("cache-control", "max-stale=5")]),
+        )
+        .await;
+        assert_eq!(a1.body, "alice v0");
+        assert_eq!(b1.body, "bob v1", "each credential has its variant");
+        for a in [&a2, &a3] {
+            assert_eq!(
+                (a.cache.outcome, &a.body),
+                (CacheOutcome::Hit, &a1.body),
+                "{vary}"
+            );
+        }
+        assert_eq!(seen.calls(), 2);
+        let seen_by_store = store.seen.lock().unwrap().join("\n");
+        assert!(seen_by_store.contains("sha256:"), "{seen_by_store}");
+        assert!(
+            !seen_by_store.contains("TOPSECRET"),
+            "{vary}: {seen_by_store}"
+        );
+    }
+}
+
+/// The cache's own events name the key, with the query's secret values redacted as the request
+/// log does.
+#[tokio::test(start_paused = true)]
+async fn cache_events_redact_query_secrets() {
+    let (captured, _guard) = support::Captured::install();
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    send(&svc, get("/download?token=TOPSECRET&file=a")).await;
+    send(&svc, get("/download?token=TOPSECRET&file=a")).await;
+    let events = captured.with_target("bulwark::cache");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        events[1]
+            .field("key")
+            .is_some_and(|k| k.contains("token=REDACTED&file=a"))
+    );
+    assert!(!captured.all_text().contains("TOPSECRET"));
+}
+
+/// A request with its own directives (a browser reload) is matched to the stored answer by the
+/// key, whatever the URI form: HTTP/2 requests carry `https://host/path`, HTTP/1.1 ones
+/// `/path` and a `Host` field.
+#[tokio::test(start_paused = true)]
+async fn request_directives_work_across_uri_forms() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60")]),
+    ));
+    let h2 = Request::get("https://shop.test/p").body(()).unwrap();
+    send(&svc, h2).await;
+    let h1 = send(&svc, get_with("/p", &[("cache-control", "max-stale=5")])).await;
+    assert_eq!(
+        (h1.cache.outcome, &h1.body[..]),
+        (CacheOutcome::Hit, &b"v0"[..])
+    );
+    let reload = send(&svc, get_with("/p", &[("cache-control", "No-Cache")])).await;
+    assert_eq!(
+        reload.cache.outcome,
+        CacheOutcome::Request,
+        "directive names are case-insensitive"
+    );
+    assert_eq!(seen.calls(), 2);
 }

@@ -329,7 +329,11 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     Some(names)
 }
 
-/// The request's values of the `Vary` headers, as one string that identifies its variant.
+/// The request's values of the `Vary` headers, as one string that identifies its variant. The
+/// values of credential headers (`Authorization`, `Cookie`, API keys: see
+/// [`is_secret_header`](crate::log::redact::is_secret_header)) are replaced by their digest
+/// ([`secret_digest`]): the key becomes a store key name (a Redis key anyone with `SCAN` or
+/// `MONITOR` reads) and may be logged.
 pub(crate) fn vary_key(names: &[HeaderName], headers: &HeaderMap) -> String {
     let mut key = String::new();
     for name in names {
@@ -337,6 +341,11 @@ pub(crate) fn vary_key(names: &[HeaderName], headers: &HeaderMap) -> String {
         let mut values = headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
             key.push('\u{2}');
+            continue;
+        }
+        if crate::log::redact::is_secret_header(name) {
+            key.push_str(&secret_digest(values));
+            continue;
         }
         for (i, v) in values.enumerate() {
             if i > 0 {
@@ -346,6 +355,25 @@ pub(crate) fn vary_key(names: &[HeaderName], headers: &HeaderMap) -> String {
         }
     }
     key
+}
+
+/// What stands for a credential header's values in cache keys and stored requests:
+/// `sha256:` and the first 16 bytes of the SHA-256 of the values, in hex. Stable across
+/// processes (instances sharing a store must agree on keys), and long enough that two users'
+/// credentials never name the same variant.
+fn secret_digest<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"bulwark cache vary v1");
+    for v in values {
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    let digest: [u8; 32] = h.finalize().into();
+    format!(
+        "sha256:{}",
+        crate::idempotency::fingerprint::Hex(&digest[..16])
+    )
 }
 
 /// Whether a request is "restricted": it carries credentials (`Authorization`, `Cookie`) and the
@@ -564,7 +592,8 @@ pub(crate) fn is_bulwark_answer(res: &response::Parts) -> bool {
 }
 
 /// The stored view of the request a response answered: method, URI, `Host`, the `Vary`-named
-/// headers, and whether it carried credentials (never their value).
+/// headers (credential headers as their digest), and whether it carried `Authorization` (never
+/// its value).
 fn stored_request(
     cfg: &Config,
     req: &request::Parts,
@@ -576,7 +605,18 @@ fn stored_request(
         headers.insert(header::HOST, h.clone());
     }
     for name in vary {
-        for v in req.headers.get_all(name) {
+        let values = req.headers.get_all(name);
+        if crate::log::redact::is_secret_header(name) {
+            // Never a credential in an entry (a Redis value): its digest, as in the key.
+            if values.iter().next().is_some() {
+                let digest = secret_digest(values.iter());
+                if let Ok(v) = HeaderValue::try_from(digest) {
+                    headers.append(name.clone(), v);
+                }
+            }
+            continue;
+        }
+        for v in values {
             headers.append(name.clone(), v.clone());
         }
     }
@@ -754,23 +794,47 @@ impl RequestLike for StoredParts {
     }
 }
 
-/// A request seen as a `GET` (a `HEAD` is answered from the stored `GET` response).
-struct AsGet<'a>(&'a request::Parts);
+/// A request whose own directives (`Cache-Control`, `Pragma`) decide whether a stored response
+/// is fresh for it, as the policy library is shown it: the stored request's identity (method
+/// `GET`, URI, `Host`, the `Vary`-named fields), which bulwark has already matched through the
+/// key and the `Vary` key, and the request's directives with their names lowercased.
+///
+/// Not the request itself: its URI form differs between HTTP/1.1 (`/p` and `Host`) and HTTP/2
+/// (`https://a/p`), a custom key may ignore parts of it, and credential headers are stored as
+/// their digest; the library would call each of these another resource or variant.
+struct Presented<'a> {
+    stored: &'a StoredParts,
+    headers: HeaderMap,
+}
 
 static GET: Method = Method::GET;
 
-impl RequestLike for AsGet<'_> {
+impl<'a> Presented<'a> {
+    fn new(stored: &'a StoredParts, req: &request::Parts) -> Self {
+        let mut headers = stored.headers.clone();
+        for name in [header::CACHE_CONTROL, header::PRAGMA] {
+            for v in req.headers.get_all(&name) {
+                let lower = HeaderValue::from_bytes(&v.as_bytes().to_ascii_lowercase())
+                    .unwrap_or_else(|_| v.clone());
+                headers.append(name.clone(), lower);
+            }
+        }
+        Self { stored, headers }
+    }
+}
+
+impl RequestLike for Presented<'_> {
     fn uri(&self) -> http::Uri {
-        self.0.uri.clone()
+        self.stored.uri.clone()
     }
     fn is_same_uri(&self, other: &http::Uri) -> bool {
-        &self.0.uri == other
+        &self.stored.uri == other
     }
     fn method(&self) -> &Method {
         &GET
     }
     fn headers(&self) -> &HeaderMap {
-        &self.0.headers
+        &self.headers
     }
 }
 
@@ -926,7 +990,7 @@ impl Stored {
                     Freshness::Fresh
                 }
             }
-            Some(policy) => match policy.before_request(&AsGet(req), now) {
+            Some(policy) => match policy.before_request(&Presented::new(&self.req, req), now) {
                 BeforeRequest::Fresh(_) => Freshness::Fresh,
                 BeforeRequest::Stale { matches: false, .. } => Freshness::Unusable,
                 BeforeRequest::Stale { matches: true, .. } => Freshness::Stale {

@@ -24,7 +24,7 @@ use super::{
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
-use crate::{StoreError, body::ResponseBody};
+use crate::{StoreError, body::ResponseBody, log::redact::Redactor};
 
 /// Makes the base key of a request; `None` bypasses the cache. `None` here: [`default_key`].
 pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>>;
@@ -323,7 +323,7 @@ impl Shared {
             cache = self.name(),
             outcome = status.outcome.as_str(),
             stored = status.stored,
-            key,
+            key = key.map(Redactor::key).as_deref(),
             "cache decision"
         );
     }
@@ -1136,7 +1136,11 @@ where
                 let stored = entry.as_response().expect("response");
                 let now = shared.clock.now();
                 if stored.may_serve_on_error(now) {
-                    tracing::warn!(target: "bulwark::cache", key = fwd.key, "inner service failed; serving stale (stale-if-error)");
+                    tracing::warn!(
+                        target: "bulwark::cache",
+                        key = &*Redactor::key(&fwd.key),
+                        "inner service failed; serving stale (stale-if-error)"
+                    );
                     return Ok(serve(
                         &shared,
                         stored,

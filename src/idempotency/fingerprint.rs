@@ -159,7 +159,7 @@ fn header_values(h: &mut Sha256, headers: &HeaderMap, name: &HeaderName) {
 
 /// Lowercase hex of a byte slice.
 #[derive(Clone, Copy)]
-struct Hex<'a>(&'a [u8]);
+pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
 
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

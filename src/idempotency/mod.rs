@@ -119,7 +119,7 @@
 //! [`IdempotencyHandle`]; rejections are counted in `bulwark_rejections_total` as well.
 
 mod config;
-mod fingerprint;
+pub(crate) mod fingerprint;
 mod future;
 mod handle;
 mod key;

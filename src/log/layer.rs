@@ -83,8 +83,11 @@ impl<M> RequestLogLayer<M> {
     }
 
     /// Adds the request headers to the event (field `http.request.headers`), sensitive ones
-    /// (`Authorization`, `Cookie`, API keys, tokens, and names added with
-    /// [`redact_header`](Self::redact_header)) shown as `REDACTED`.
+    /// shown as `REDACTED`: every name containing `auth`, `cookie`, `token`, `secret`, `key`,
+    /// `session`, `password`, `signature`, `jwt` or `credential` (so `Authorization`,
+    /// `X-Forwarded-Authorization`, `Cookie`, `X-Api-Key`, `X-Session-Id`, ...), and the names
+    /// added with [`redact_header`](Self::redact_header). A `Referer`'s query is redacted like
+    /// the request's own.
     pub fn log_request_headers(mut self, on: bool) -> Self {
         self.config_mut().log_headers = on;
         self

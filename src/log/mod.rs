@@ -77,7 +77,7 @@
 mod body;
 mod future;
 mod layer;
-mod redact;
+pub(crate) mod redact;
 mod request_id;
 mod service;
 

@@ -4,20 +4,29 @@ use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName};
 
-/// Header names whose values are never logged (compared case-insensitively).
-pub(crate) const SENSITIVE_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
+/// Parts of header names that say the field carries a credential: a header whose (lowercase)
+/// name contains one is never logged, and its value is hashed in cache keys. Covers
+/// `Authorization`, `Proxy-Authorization`, `X-Forwarded-Authorization`, `Cookie`, `Set-Cookie`,
+/// `X-Api-Key`, `Idempotency-Key`, `X-Auth-Token`, `X-CSRF-Token`, `X-Amz-Security-Token`,
+/// `X-Session-Id`, `X-Signature`, `X-Goog-IAP-JWT-Assertion` and the like.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "auth",
     "cookie",
-    "set-cookie",
-    "x-api-key",
-    "api-key",
-    "x-auth-token",
-    "x-csrf-token",
-    "x-xsrf-token",
-    "x-amz-security-token",
-    "idempotency-key",
+    "token",
+    "secret",
+    "key",
+    "session",
+    "password",
+    "signature",
+    "jwt",
+    "credential",
 ];
+
+/// Whether a header's values are secrets, judged by its name (see [`SECRET_NAME_PARTS`]).
+pub(crate) fn is_secret_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
+}
 
 /// Query parameter names (or parts of them) whose values are replaced by `REDACTED`.
 pub(crate) const SENSITIVE_QUERY: &[&str] = &[
@@ -47,10 +56,7 @@ pub(crate) struct Redactor {
 impl Default for Redactor {
     fn default() -> Self {
         Self {
-            headers: SENSITIVE_HEADERS
-                .iter()
-                .map(|s| HeaderName::from_static(s))
-                .collect(),
+            headers: Vec::new(),
             query: SENSITIVE_QUERY.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -66,15 +72,7 @@ impl Redactor {
     }
 
     fn header_is_sensitive(&self, name: &HeaderName) -> bool {
-        if self.headers.contains(name) {
-            return true;
-        }
-        let name = name.as_str();
-        name.contains("token")
-            || name.contains("secret")
-            || name.contains("api-key")
-            || name.contains("apikey")
-            || name.contains("password")
+        self.headers.contains(name) || is_secret_header(name)
     }
 
     fn param_is_sensitive(&self, name: &str) -> bool {
@@ -112,22 +110,48 @@ impl Redactor {
         out
     }
 
-    /// `name: value; name: value` for every header, sensitive values replaced by `REDACTED`
-    /// and values that are not visible ASCII shown as `<binary>`.
+    /// `name: value; name: value` for every header, sensitive values replaced by `REDACTED`,
+    /// the query of a `Referer` redacted like the request's own, and values that are not
+    /// visible ASCII shown as `<binary>`.
     pub(crate) fn headers(&self, headers: &HeaderMap) -> String {
         let mut out = String::new();
         for (name, value) in headers {
             if !out.is_empty() {
                 out.push_str("; ");
             }
-            let shown = if self.header_is_sensitive(name) {
-                REDACTED
-            } else {
-                value.to_str().unwrap_or("<binary>")
+            if self.header_is_sensitive(name) {
+                let _ = write!(out, "{name}: {REDACTED}");
+                continue;
+            }
+            let Ok(shown) = value.to_str() else {
+                let _ = write!(out, "{name}: <binary>");
+                continue;
             };
-            let _ = write!(out, "{name}: {shown}");
+            match shown.split_once('?') {
+                Some((url, query)) if name == http::header::REFERER => {
+                    let _ = write!(out, "{name}: {url}?{}", self.query(query));
+                }
+                _ => {
+                    let _ = write!(out, "{name}: {shown}");
+                }
+            }
         }
         out
+    }
+
+    /// A cache key as it may be logged: the query's secret values redacted (see
+    /// [`Redactor::query`]); the rest of the key (method, authority, path, and the `Vary` part
+    /// after a NUL, in which secret headers are already hashed) as it is.
+    pub(crate) fn key(key: &str) -> std::borrow::Cow<'_, str> {
+        let Some((target, query)) = key.split_once('?') else {
+            return key.into();
+        };
+        let (query, vary) = query.find('\0').map_or((query, ""), |i| query.split_at(i));
+        let redactor = Self::default();
+        match redactor.redacted_query(query) {
+            Some(q) => format!("{target}?{q}{vary}").into(),
+            None => key.into(),
+        }
     }
 }
 
@@ -187,14 +211,45 @@ mod tests {
         h.insert("x-api-key", "k".parse().unwrap());
         h.insert("x-vendor-token", "t".parse().unwrap());
         h.insert("accept", "text/html".parse().unwrap());
+        for (name, value) in [
+            ("x-forwarded-authorization", "Bearer fwd1"),
+            ("x-session-id", "sess1"),
+            ("x-client-key", "ck1"),
+            ("x-signature", "sig1"),
+            ("x-goog-iap-jwt-assertion", "jwt1"),
+            ("idempotency-key", "idem1"),
+            ("set-cookie", "sid=sc1"),
+        ] {
+            h.insert(name, value.parse().unwrap());
+        }
+        h.insert(
+            "referer",
+            "https://shop.example/reset?token=ref1&step=2"
+                .parse()
+                .unwrap(),
+        );
         let mut r = Redactor::default();
         r.add_header(HeaderName::from_static("x-tenant"));
         h.insert("x-tenant", "acme".parse().unwrap());
         let out = r.headers(&h);
-        for secret in ["s3cr3t", "sid=abc", ": k", ": t;", "acme"] {
+        for secret in [
+            "s3cr3t", "sid=abc", ": k", ": t;", "acme", "fwd1", "sess1", "ck1", "sig1", "jwt1",
+            "idem1", "sc1", "ref1",
+        ] {
             assert!(!out.contains(secret), "{secret} leaked in {out}");
         }
         assert!(out.contains("accept: text/html"));
+        assert!(out.contains("referer: https://shop.example/reset?token=REDACTED&step=2"));
+    }
+
+    #[test]
+    fn cache_keys_are_logged_without_query_secrets() {
+        assert_eq!(Redactor::key("GET a/p?x=1"), "GET a/p?x=1");
+        assert_eq!(Redactor::key("GET a/p"), "GET a/p");
+        assert_eq!(
+            Redactor::key("GET a/dl?token=T0P&x=1\0a\0\u{1}gzip"),
+            "GET a/dl?token=REDACTED&x=1\0a\0\u{1}gzip"
+        );
     }
 
     #[test]

@@ -51,7 +51,12 @@ impl MemoryStore {
                     RemovalCause::Expired => "expired",
                     RemovalCause::Explicit | RemovalCause::Replaced => return,
                 };
-                tracing::trace!(target: "bulwark::cache", key = &**key, cause, "cache entry evicted");
+                tracing::trace!(
+                    target: "bulwark::cache",
+                    key = &*crate::log::redact::Redactor::key(&key),
+                    cause,
+                    "cache entry evicted"
+                );
                 crate::metrics::cache_evicted("memory", cause);
             })
             .build();
