@@ -165,9 +165,24 @@ impl CacheStatus {
     }
 
     /// Appends this cache's member to `headers`' `Cache-Status` list (the last member is the cache
-    /// nearest the client, RFC 9211 section 2).
+    /// nearest the client, RFC 9211 section 2), as one field line: a list the answer split over
+    /// several lines is joined first, so none of its members is lost.
     pub(crate) fn write(&self, name: &str, headers: &mut http::HeaderMap) {
-        if let Some(v) = self.value(name, headers.get(&CACHE_STATUS)) {
+        let mut lines = headers.get_all(&CACHE_STATUS).iter();
+        let first = lines.next();
+        let joined = match (first, lines.next()) {
+            (Some(first), Some(second)) => {
+                let mut joined = first.as_bytes().to_vec();
+                for line in std::iter::once(second).chain(lines) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(line.as_bytes());
+                }
+                HeaderValue::from_bytes(&joined).ok()
+            }
+            _ => None,
+        };
+        let v = self.value(name, joined.as_ref().or(first));
+        if let Some(v) = v {
             headers.insert(CACHE_STATUS.clone(), v);
         }
     }
@@ -209,5 +224,15 @@ mod tests {
         h.insert(&CACHE_STATUS, HeaderValue::from_static("origin; hit"));
         hit.write("edge", &mut h);
         assert_eq!(h[&CACHE_STATUS], "origin; hit, edge; hit; ttl=9");
+        // A list split over field lines keeps every member.
+        let mut h = http::HeaderMap::new();
+        h.append(&CACHE_STATUS, HeaderValue::from_static("cdn; hit"));
+        h.append(&CACHE_STATUS, HeaderValue::from_static("origin; fwd=miss"));
+        hit.write("edge", &mut h);
+        assert_eq!(h.get_all(&CACHE_STATUS).iter().count(), 1);
+        assert_eq!(
+            h[&CACHE_STATUS],
+            "cdn; hit, origin; fwd=miss, edge; hit; ttl=9"
+        );
     }
 }
