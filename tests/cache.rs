@@ -1715,3 +1715,94 @@ async fn request_directives_work_across_uri_forms() {
     );
     assert_eq!(seen.calls(), 2);
 }
+
+/// A background refresh that hangs is given up after `coalesce_wait`: it no longer holds the
+/// flight, so a later stale request starts another refresh and the entry is renewed.
+#[tokio::test(start_paused = true)]
+async fn a_hung_background_refresh_is_given_up() {
+    let seen = Seen::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=1, stale-while-revalidate=100")]),
+    );
+    // The second call (the first refresh) never answers.
+    let hanging = tower::service_fn(move |req: Request<()>| {
+        let hang = calls.fetch_add(1, Ordering::SeqCst) == 1;
+        let call = origin.clone().oneshot(req);
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            call.await
+        }
+    });
+    let svc = CacheLayer::new(memory())
+        .coalesce_wait(Duration::from_secs(5))
+        .layer(hanging);
+    send(&svc, get("/w")).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let a = send(&svc, get("/w")).await;
+    assert_eq!(a.cache.outcome, CacheOutcome::StaleWhileRevalidate);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let b = send(&svc, get("/w")).await;
+    assert_eq!(b.cache.outcome, CacheOutcome::StaleWhileRevalidate);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        seen.calls(),
+        2,
+        "a second refresh was started, and answered"
+    );
+    let c = send(&svc, get("/w")).await;
+    assert_eq!(
+        (c.cache.outcome, &c.body[..]),
+        (CacheOutcome::Hit, &b"v1"[..])
+    );
+}
+
+/// A request served stale while the entry is refreshed in the background counts once in
+/// `bulwark_cache_requests_total`: the refresh answers nobody.
+#[test]
+fn a_background_refresh_is_not_counted_as_a_request() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let seen = Seen::default();
+            let svc = CacheLayer::new(memory()).layer(origin(
+                &seen,
+                Duration::ZERO,
+                numbered(&[("cache-control", "max-age=1, stale-while-revalidate=30")]),
+            ));
+            send(&svc, get("/w")).await;
+            tokio::time::advance(Duration::from_secs(2)).await;
+            send(&svc, get("/w")).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(seen.calls(), 2, "the refresh ran");
+        });
+    });
+    let mut requests = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if let (DebugValue::Counter(n), "bulwark_cache_requests_total") = (value, key.key().name())
+        {
+            let outcome = key.key().labels().find(|l| l.key() == "outcome").unwrap();
+            requests.push((outcome.value().to_owned(), n));
+        }
+    }
+    requests.retain(|(_, n)| *n > 0);
+    requests.sort();
+    assert_eq!(
+        requests,
+        [
+            ("miss".to_owned(), 1),
+            ("stale_while_revalidate".to_owned(), 1)
+        ]
+    );
+}

@@ -295,7 +295,8 @@ impl Shared {
         }
     }
 
-    /// Writes `status` onto `headers` and the extensions, and reports it (metric and event).
+    /// Writes `status` onto `headers` and the extensions, and reports it (metric and event),
+    /// unless this is a background refresh (see [`QUIET`]).
     fn report(&self, status: CacheStatus, headers: &mut HeaderMap, key: Option<&str>) {
         if headers.contains_key(&CACHE_STATUS) {
             // The answer's own member comes first: nothing to reuse.
@@ -303,7 +304,9 @@ impl Shared {
         } else if let Some(value) = self.status_value(status) {
             headers.insert(CACHE_STATUS.clone(), value);
         }
-        self.count(status, key);
+        if !QUIET.try_with(|quiet| *quiet).unwrap_or(false) {
+            self.count(status, key);
+        }
     }
 
     /// `status`'s member as a whole `Cache-Status` value: the last one made if it was for the
@@ -327,6 +330,13 @@ impl Shared {
             "cache decision"
         );
     }
+}
+
+tokio::task_local! {
+    /// Set on a stale-while-revalidate refresh's task: the client's request was counted when
+    /// the stale answer was served, and the refresh answers nobody, so storing its answer
+    /// reports no second request. Read only by [`Shared::report`], never on a plain hit.
+    static QUIET: bool;
 }
 
 fn variant_key(base: &str, id: u64, vary_key: &str) -> String {
@@ -1016,6 +1026,7 @@ where
                         if !is_head && can_spawn {
                             if let Join::Lead(guard) = shared.join(&key) {
                                 let head = head_of(&parts);
+                                let key_for_log = key.clone();
                                 policy::take_client_validators(&mut parts.headers);
                                 let added = stored.add_validators(&mut parts.headers);
                                 let fut = inner.call(Request::from_parts(parts, body));
@@ -1028,13 +1039,29 @@ where
                                     outcome: CacheOutcome::Stale,
                                     stale: Some((entry.clone(), added)),
                                 };
-                                tokio::spawn(async move {
-                                    if let Ok(res) = fut.await {
-                                        let res = settle(&shared2, &head, res, fwd).await;
-                                        // Nobody reads the refreshed answer; what mattered was storing it.
-                                        drop(res);
+                                // Bounded like a coalesced wait: a refresh that hangs would
+                                // hold the flight (every later miss waiting on it, no other
+                                // refresh started) for as long as it hangs. Dropped, its guard
+                                // ends the flight. Its answer was counted when the stale one
+                                // was served, so storing it reports nothing (`QUIET`).
+                                let deadline = shared.cfg.coalesce_wait;
+                                tokio::spawn(QUIET.scope(true, async move {
+                                    let refresh = async {
+                                        if let Ok(res) = fut.await {
+                                            // Nobody reads the refreshed answer; what mattered
+                                            // was storing it.
+                                            drop(settle(&shared2, &head, res, fwd).await);
+                                        }
+                                    };
+                                    if tokio::time::timeout(deadline, refresh).await.is_err() {
+                                        tracing::warn!(
+                                            target: "bulwark::cache",
+                                            cache = shared2.name(),
+                                            key = &*Redactor::key(&key_for_log),
+                                            "stale-while-revalidate refresh timed out"
+                                        );
                                     }
-                                });
+                                }));
                             }
                         }
                         return Ok(res);
