@@ -126,7 +126,9 @@ impl CacheLayer {
 
     /// Serves a stale entry for up to `window` after it went stale while one background request
     /// refreshes it, for responses that do not set `stale-while-revalidate` themselves (never for
-    /// `must-revalidate`, `proxy-revalidate` or `no-cache`). Off by default.
+    /// `must-revalidate`, `proxy-revalidate` or `no-cache`). Off by default. A refresh that
+    /// takes longer than [`coalesce_wait`](Self::coalesce_wait) is given up (a `WARN` event),
+    /// so the next stale request starts another; refreshes are not counted as requests.
     pub fn stale_while_revalidate(self, window: Duration) -> Self {
         self.with(|c| c.stale_while_revalidate = window)
     }
