@@ -1806,3 +1806,33 @@ fn a_background_refresh_is_not_counted_as_a_request() {
         ]
     );
 }
+
+/// Purging a URL whose answers vary removes every variant from the store, not only the index
+/// that made them reachable.
+#[tokio::test(start_paused = true)]
+async fn purge_removes_every_variant() {
+    let store = Recording {
+        inner: Arc::new(MemoryStore::new(1 << 20)),
+        seen: Arc::default(),
+    };
+    let seen = Seen::default();
+    let layer = CacheLayer::new(CacheStore::custom(store.clone()));
+    let handle = layer.handle();
+    let svc = layer.layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60"), ("vary", "accept")]),
+    ));
+    for accept in ["text/html", "application/json"] {
+        send(&svc, get_with("/v", &[("accept", accept)])).await;
+    }
+    send(&svc, get("/other")).await;
+    // Per URL an index and its variants: two for /v, one for /other.
+    assert_eq!(store.inner.entry_count(), 5);
+    handle.purge("GET shop.test/v").await.unwrap();
+    assert_eq!(
+        store.inner.entry_count(),
+        2,
+        "/other's index and variant are left"
+    );
+}

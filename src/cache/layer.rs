@@ -224,13 +224,16 @@ impl CacheHandle {
         self.shared.make_key(parts)
     }
 
-    /// Removes the entry under `key` (all its `Vary` variants with it).
+    /// Removes the entry under `key`, and all its `Vary` variants with it (their keys start with
+    /// `key` and a NUL; for Redis that is a `SCAN`, as [`purge_prefix`](Self::purge_prefix)).
     ///
     /// # Errors
     ///
     /// [`StoreError`] if the store failed.
     pub async fn purge(&self, key: &str) -> Result<(), StoreError> {
-        self.shared.store.inner.remove(key).await
+        let store = &self.shared.store.inner;
+        store.remove(key).await?;
+        store.remove_prefix(&format!("{key}\0")).await.map(drop)
     }
 
     /// Removes every entry whose key starts with `prefix`; returns how many entries (variants

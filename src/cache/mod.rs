@@ -73,7 +73,9 @@
 //! header), or what your [`key`](CacheLayer::key) hook returns. A URL whose answers carry `Vary`
 //! gets an index under the base key (the varying header names) and one entry per variant, under
 //! `<base key>\0<index id>\0<the request's values of those headers>`; replacing the index
-//! (a purge, an invalidation, another `Vary`) makes all old variants unreachable at once. The
+//! (an invalidation, another `Vary`) makes all old variants unreachable at once; they stay in
+//! the store, unreachable, until their own expiry (the memory store's byte bound counts them;
+//! [`CacheHandle::purge`] removes them too). The
 //! values of credential headers (`Authorization`, `Cookie`, names containing `auth`, `token`,
 //! `key`, `session`, ...) are never part of a key or a stored entry: their SHA-256 digest is.
 //! Cache events (target `bulwark::cache`) name the key with the query's secret values redacted,
