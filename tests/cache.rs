@@ -1836,3 +1836,75 @@ async fn purge_removes_every_variant() {
         "/other's index and variant are left"
     );
 }
+
+/// A variant stored late in its index's life stays reachable for its own lifetime: the index
+/// is kept at least as long as the latest variant.
+#[tokio::test(start_paused = true)]
+async fn a_late_variant_outlives_the_first_one() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(CacheStore::custom(Expiring::default())).layer(origin(
+        &seen,
+        Duration::ZERO,
+        numbered(&[("cache-control", "max-age=60"), ("vary", "accept")]),
+    ));
+    send(&svc, get_with("/v", &[("accept", "text/html")])).await;
+    tokio::time::advance(Duration::from_secs(50)).await;
+    send(&svc, get_with("/v", &[("accept", "application/json")])).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let b = send(&svc, get_with("/v", &[("accept", "application/json")])).await;
+    assert_eq!(
+        (b.cache.outcome, &b.body[..]),
+        (CacheOutcome::Hit, &b"v1"[..])
+    );
+    assert_eq!(seen.calls(), 2);
+}
+
+/// A store whose entries expire in tokio's (virtual) time, after `Entry::time_to_keep`, as
+/// Redis's do in real time.
+#[derive(Default)]
+struct Expiring(
+    Mutex<std::collections::HashMap<String, (tokio::time::Instant, bulwark::cache::Entry)>>,
+);
+
+impl bulwark::cache::Store for Expiring {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> bulwark::cache::store::StoreFuture<'a, Option<bulwark::cache::Entry>> {
+        let mut map = self.0.lock().unwrap();
+        let found = match map.get(key) {
+            Some((until, _)) if *until <= tokio::time::Instant::now() => {
+                map.remove(key);
+                None
+            }
+            other => other.map(|(_, e)| e.clone()),
+        };
+        Box::pin(async move { Ok(found) })
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: bulwark::cache::Entry,
+    ) -> bulwark::cache::store::StoreFuture<'a, ()> {
+        let until = tokio::time::Instant::now() + entry.time_to_keep();
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), (until, entry));
+        Box::pin(async { Ok(()) })
+    }
+    fn remove<'a>(&'a self, key: &'a str) -> bulwark::cache::store::StoreFuture<'a, ()> {
+        self.0.lock().unwrap().remove(key);
+        Box::pin(async { Ok(()) })
+    }
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> bulwark::cache::store::StoreFuture<'a, u64> {
+        let mut map = self.0.lock().unwrap();
+        let before = map.len();
+        map.retain(|k, _| !k.starts_with(prefix));
+        let n = (before - map.len()) as u64;
+        Box::pin(async move { Ok(n) })
+    }
+    fn name(&self) -> &'static str {
+        "expiring"
+    }
+}

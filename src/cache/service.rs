@@ -236,22 +236,22 @@ impl Shared {
             entry = Entry::response(stored);
             self.store.inner.put(base, entry.clone()).await
         } else {
-            let (id, write) = match index {
-                // The same index, long enough for this variant: nothing to write.
-                Some((id, names, keep)) if *names == stored.vary && *keep >= stored.keep_for => {
-                    (*id, false)
+            let (id, keep) = match index {
+                // The same index: written again, to be kept at least as long as this variant.
+                // Retentions are durations from their own write, so the index read says nothing
+                // about how long it has left: not writing it when its retention was the longer
+                // one let it expire before variants stored later, which became unreachable.
+                Some((id, names, keep)) if *names == stored.vary => {
+                    (*id, (*keep).max(stored.keep_for))
                 }
-                // The same index, kept longer now.
-                Some((id, names, _)) if *names == stored.vary => (*id, true),
                 // No index, or one for other headers: a new one (old variants become unreachable).
-                _ => (self.next_index.fetch_add(1, Ordering::Relaxed), true),
+                _ => (
+                    self.next_index.fetch_add(1, Ordering::Relaxed),
+                    stored.keep_for,
+                ),
             };
-            let id = if write {
-                let index = Entry::index(id, stored.vary.clone(), stored.keep_for);
-                self.store.inner.put(base, index).await.map(|()| id)
-            } else {
-                Ok(id)
-            };
+            let index = Entry::index(id, stored.vary.clone(), keep);
+            let id = self.store.inner.put(base, index).await.map(|()| id);
             let key = id
                 .as_ref()
                 .ok()
