@@ -357,7 +357,15 @@ async fn off_answers_feature_disabled_404_problem_json() {
 #[tokio::test]
 async fn status_is_configurable() {
     let flags = Flags::new().with("f", FlagDefinition::off());
-    let app = app(FeatureFlagLayer::new(flags, "f").status(StatusCode::FORBIDDEN));
+    let app = app(FeatureFlagLayer::new(flags.clone(), "f")
+        .status(StatusCode::FORBIDDEN)
+        .unwrap());
+    for not_an_error in [StatusCode::CONTINUE, StatusCode::OK, StatusCode::FOUND] {
+        let err = FeatureFlagLayer::new(flags.clone(), "f")
+            .status(not_an_error)
+            .unwrap_err();
+        assert!(err.to_string().contains("not a 4xx or 5xx"), "{err}");
+    }
     assert_eq!(status(&app, &[]).await, StatusCode::FORBIDDEN);
 }
 
@@ -826,4 +834,27 @@ fn bad_env_override_values_apply_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("APP_FLAG_B"), "{err}");
     assert!(flags.is_enabled("a", &ctx(&[])));
+}
+
+/// A flag defined twice in a JSON file is an error naming the flag, not "the last one
+/// wins": a kill switch added at the top must not be undone by an older entry further down.
+#[test]
+fn a_flag_defined_twice_is_refused() {
+    let err = bulwark::flag::Format::Json
+        .parse(
+            r#"{
+  "legacy-export": { "enabled": false },
+  "other": {},
+  "legacy-export": { "enabled": true }
+}"#,
+        )
+        .unwrap_err();
+    assert!(err.contains("\"legacy-export\" is defined twice"), "{err}");
+    assert_eq!(
+        bulwark::flag::Format::Json
+            .parse(r#"{"a": {}, "b": {"enabled": false}}"#)
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -4,7 +4,7 @@ use http::StatusCode;
 use tower_layer::Layer;
 
 use super::{Flags, HeaderContext, service::FeatureFlag};
-use crate::{DefaultResponseForRejection, ResponseForRejection};
+use crate::{ConfigError, DefaultResponseForRejection, ResponseForRejection};
 
 /// Gates a service behind a feature flag: requests for which the flag is off get
 /// [`Rejection::FeatureDisabled`](crate::Rejection::FeatureDisabled) (404 by default) or go to
@@ -127,9 +127,21 @@ impl<X, O> FeatureFlagLayer<X, O> {
 impl<X, R> FeatureFlagLayer<X, Disabled<R>> {
     /// The status of the `FeatureDisabled` answer (404 by default; 403 or 503 are other
     /// common choices).
-    pub fn status(mut self, status: StatusCode) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for a status that is not `4xx` or `5xx`: servers cannot send a
+    /// `1xx` as a final answer (hyper sends a 500 instead), and a `2xx` or `3xx` would make the
+    /// rejection look like success to the fallback, circuit breaker and log layers.
+    pub fn status(mut self, status: StatusCode) -> Result<Self, ConfigError> {
+        if !(status.is_client_error() || status.is_server_error()) {
+            return Err(ConfigError::Invalid {
+                setting: "status",
+                reason: format!("{status} is not a 4xx or 5xx status"),
+            });
+        }
         self.off.status = status;
-        self
+        Ok(self)
     }
 
     /// Builds the `FeatureDisabled` answer with `hook` instead of the default problem+json

@@ -65,10 +65,45 @@ impl Format {
     /// What is wrong with the text, with its position.
     pub fn parse(self, text: &str) -> Result<BTreeMap<String, FlagDefinition>, String> {
         match self {
-            Self::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
+            Self::Json => serde_json::from_str::<UniqueNames>(text)
+                .map(|u| u.0)
+                .map_err(|e| e.to_string()),
             #[cfg(feature = "toml")]
             Self::Toml => toml::from_str(text).map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// A JSON object of flag definitions in which a name appears once. serde's map would keep the
+/// last of two entries with one name, so a kill switch added at the top of a long file could be
+/// silently overridden by an older entry further down; TOML refuses duplicate keys itself.
+struct UniqueNames(BTreeMap<String, FlagDefinition>);
+
+impl<'de> serde::Deserialize<'de> for UniqueNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of flag definitions")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut flags = BTreeMap::new();
+                while let Some((name, def)) = map.next_entry::<String, FlagDefinition>()? {
+                    if flags.contains_key(&name) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "flag {name:?} is defined twice"
+                        )));
+                    }
+                    flags.insert(name, def);
+                }
+                Ok(UniqueNames(flags))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
