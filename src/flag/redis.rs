@@ -70,6 +70,47 @@ struct Shared {
     interval: Duration,
     last_version: AtomicU64,
     down: AtomicBool,
+    /// Local writes ([`RedisFlags::set`], [`RedisFlags::remove`]) so far. A poll that began
+    /// before one may carry definitions read before it; it must not swap them in over the
+    /// write (the count moved), and leaves its version unseen so the next poll loads again.
+    /// Held only around applying a change locally, never across an `.await`.
+    local_writes: std::sync::Mutex<u64>,
+}
+
+impl Shared {
+    fn local_writes(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.local_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a write that Redis took to the local flags.
+    fn write_locally(&self, write: impl FnOnce(&Flags)) {
+        let mut writes = self.local_writes();
+        *writes += 1;
+        write(&self.flags);
+    }
+
+    /// Swaps in `defs`, read by a poll that began after `writes_before` local writes, and
+    /// remembers `version` as seen, unless a local write came in between (the poll then
+    /// changes nothing and the next one loads again). Returns whether the flags changed.
+    fn apply_poll(
+        &self,
+        writes_before: u64,
+        version: u64,
+        defs: BTreeMap<String, FlagDefinition>,
+    ) -> bool {
+        let writes = self.local_writes();
+        if *writes != writes_before {
+            return false;
+        }
+        self.last_version.store(version, Ordering::Relaxed);
+        if defs == self.flags.snapshot() {
+            return false;
+        }
+        self.flags.replace(defs);
+        true
+    }
 }
 
 impl fmt::Debug for RedisFlags {
@@ -101,6 +142,7 @@ impl RedisFlags {
                 interval: interval.max(Duration::from_millis(10)),
                 last_version: AtomicU64::new(UNSEEN),
                 down: AtomicBool::new(false),
+                local_writes: std::sync::Mutex::new(0),
             }),
         }
     }
@@ -137,7 +179,7 @@ impl RedisFlags {
                 pipe.query_async::<()>(&mut conn).await
             })
             .await?;
-        s.flags.set(name, definition);
+        s.write_locally(|flags| flags.set(name, definition));
         Ok(())
     }
 
@@ -163,7 +205,9 @@ impl RedisFlags {
                 async move { pipe.query_async(&mut conn).await },
             )
             .await?;
-        s.flags.remove(name);
+        s.write_locally(|flags| {
+            flags.remove(name);
+        });
         Ok(removed > 0)
     }
 
@@ -258,6 +302,7 @@ impl RedisFlags {
 
     async fn try_sync(&self) -> Result<bool, SourceError> {
         let s = &*self.shared;
+        let writes_before = *s.local_writes();
         let mut conn = s.redis.connection();
         let key = s.version_key.clone();
         let version: Option<String> = s
@@ -293,11 +338,10 @@ impl RedisFlags {
             })?;
             defs.insert(name, def);
         }
-        // Remember the version only once it is loaded, so a failure is retried next poll.
-        s.last_version.store(version, Ordering::Relaxed);
-        if defs != s.flags.snapshot() {
-            let n = defs.len();
-            s.flags.replace(defs);
+        // The version is remembered only once it is loaded (and applied), so a failure is
+        // retried next poll.
+        let n = defs.len();
+        if s.apply_poll(writes_before, version, defs) {
             tracing::info!(
                 target: "bulwark::flag",
                 source = "redis",
@@ -345,5 +389,31 @@ mod pause_tests {
         // Jittered: not one fixed pause.
         let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
         assert!(distinct.len() > 100, "{} distinct pauses", distinct.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A poll that read Redis before a local `set` must not swap its older definitions in over
+    /// it; its version stays unseen, so the next poll loads again.
+    #[tokio::test]
+    async fn a_poll_begun_before_a_local_write_does_not_undo_it() {
+        let redis = Redis::open("redis://127.0.0.1:1/").unwrap();
+        let source = RedisFlags::new(redis, Flags::new());
+        let s = &*source.shared;
+        let before = *s.local_writes();
+        // The poll read `on`; meanwhile the kill switch was set and applied locally.
+        let read = BTreeMap::from([("f".to_owned(), FlagDefinition::on())]);
+        s.write_locally(|flags| flags.set("f", FlagDefinition::off()));
+        assert!(!s.apply_poll(before, 7, read.clone()));
+        assert_eq!(s.flags.get("f"), Some(FlagDefinition::off()));
+        assert_eq!(s.last_version.load(Ordering::Relaxed), UNSEEN);
+        // A poll begun after the write applies what it read.
+        let after = *s.local_writes();
+        assert!(s.apply_poll(after, 8, read));
+        assert_eq!(s.flags.get("f"), Some(FlagDefinition::on()));
+        assert_eq!(s.last_version.load(Ordering::Relaxed), 8);
     }
 }
