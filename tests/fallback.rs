@@ -638,8 +638,14 @@ impl Service<Request<Full8>> for Upstream {
             res(503, "upstream down")
         } else {
             let mut res = Response::new(Full::new(Bytes::from(req.uri().to_string())));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+            h.insert(header::CACHE_CONTROL, "max-age=3600".parse().unwrap());
+            h.insert(
+                header::EXPIRES,
+                "Thu, 01 Jan 2099 00:00:00 GMT".parse().unwrap(),
+            );
+            h.insert(header::ETAG, "\"v1\"".parse().unwrap());
             res
         };
         std::future::ready(Ok(res))
@@ -664,6 +670,10 @@ async fn last_good_is_kept_and_replayed_per_key() {
         let res = svc.clone().oneshot(get(uri)).await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()[header::CONTENT_TYPE], "text/plain");
+        // An old answer: not to be kept downstream for the freshness it had when current.
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(!res.headers().contains_key(header::EXPIRES));
+        assert_eq!(res.headers()[header::ETAG], "\"v1\"");
         assert_eq!(reason_of(&res), Some(("status", FallbackReason::Status)));
         assert_eq!(text(res).await, uri);
     }

@@ -79,8 +79,10 @@ where
 ///
 /// Other methods get no key: replaying the answer of an earlier `POST` to a new one (a payment
 /// "accepted" for a payment that never ran) is worse than failing. Requests with
-/// `Authorization` get none either, so one user's answer is never replayed to another. If
-/// answers vary by a cookie or another header, use a key that includes it.
+/// `Authorization` get none either, so an answer for one bearer of credentials is not replayed
+/// to another. Cookies are not looked at (most browser requests carry some): if answers depend
+/// on a cookie (a session) or another header, use a key that includes it, or one user's answer
+/// may be replayed to another.
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct MethodAndUri;
@@ -140,6 +142,10 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// Memory is bounded: at most [`capacity`](LastGoodBuilder::capacity) entries (a moka cache with
 /// TinyLFU admission and LRU eviction), each at most `max_body_bytes` of body. The store is made
 /// here, once: every clone of it, of the layer, and every service the layer makes share it.
+///
+/// A replay carries `Cache-Control: no-store` in place of the kept `Cache-Control` and
+/// `Expires` (its validators stay): it is an old answer, and a CDN or browser must not keep it
+/// for the freshness the origin gave it when it was current, after the origin has recovered.
 ///
 /// With nothing kept for a request, it has no answer; chain a secondary fallback with
 /// [`or`](FallbackSource::or) for that case.
@@ -476,7 +482,13 @@ impl<X: LastGoodKey> Source for LastGood<X> {
     fn answer(&self, _: FallbackReason, memo: Option<X::Key>, _: Bytes) -> Answer {
         let found = memo.and_then(|key| self.cache.get(&key));
         Box::pin(std::future::ready(match found {
-            Some(stored) => Ok(stored.to_response()),
+            Some(stored) => {
+                let mut res = stored.to_response();
+                let headers = res.headers_mut();
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.remove(header::EXPIRES);
+                Ok(res)
+            }
             None => Err(NoAnswer::NothingStored.into()),
         }))
     }
