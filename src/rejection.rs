@@ -128,7 +128,8 @@ pub struct RateLimitInfo {
     pub policy: Arc<str>,
     /// Requests allowed per window (`q`).
     pub quota: u64,
-    /// The window (`w`), in whole seconds when formatted.
+    /// The window (`w`). Formatted in whole seconds, rounded up; when it is not whole seconds,
+    /// `q` is scaled to the rounded window (rounded down).
     pub window: Duration,
     /// Requests left in the current window (`r`).
     pub remaining: u64,
@@ -155,12 +156,27 @@ impl RateLimitInfo {
         }
     }
 
+    /// The quota and window as advertised: the window in whole seconds (rounded up, at least
+    /// 1), the quota scaled to it (rounded down) when the window is not whole seconds, so that
+    /// `10` per 500 ms is `q=20;w=1`, not `q=10;w=1` (half the real rate).
+    fn advertised(&self) -> (u64, u64) {
+        let w = ceil_secs(self.window).max(1);
+        let window = self.window.as_nanos();
+        let w_nanos = u128::from(w) * 1_000_000_000;
+        if window == 0 || window == w_nanos {
+            return (self.quota, w);
+        }
+        let q = u128::from(self.quota) * w_nanos / window;
+        (u64::try_from(q).unwrap_or(u64::MAX), w)
+    }
+
     /// Sets `RateLimit-Policy` and `RateLimit` on `headers`, replacing earlier values.
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let mut buf = String::with_capacity(48);
         write_sf_string(&mut buf, &self.policy);
         let name_len = buf.len();
-        let _ = write!(buf, ";q={};w={}", self.quota, ceil_secs(self.window));
+        let (q, w) = self.advertised();
+        let _ = write!(buf, ";q={q};w={w}");
         if let Ok(v) = HeaderValue::from_str(&buf) {
             headers.insert(RATELIMIT_POLICY.clone(), v);
         }
@@ -374,12 +390,8 @@ impl Rejection {
             } => {
                 out.push_str(",\"policy\":");
                 write_json_string(&mut out, &info.policy);
-                let _ = write!(
-                    out,
-                    ",\"quota\":{},\"window_seconds\":{}",
-                    info.quota,
-                    ceil_secs(info.window)
-                );
+                let (q, w) = info.advertised();
+                let _ = write!(out, ",\"quota\":{q},\"window_seconds\":{w}");
             }
             _ => {}
         }
@@ -541,6 +553,28 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
         assert_eq!(retry_after_secs(Duration::from_millis(2_001)), 3);
+    }
+
+    #[test]
+    fn ratelimit_policy_scales_the_quota_to_whole_seconds() {
+        let policy = |quota, window| {
+            let info = RateLimitInfo::new("p", quota, window, 0, Duration::ZERO);
+            let mut h = HeaderMap::new();
+            info.write_headers(&mut h);
+            let body = Rejection::rate_limited(Duration::ZERO, Some(info)).problem_json();
+            (h[&RATELIMIT_POLICY].to_str().unwrap().to_owned(), body)
+        };
+        assert_eq!(policy(5, Duration::from_secs(60)).0, r#""p";q=5;w=60"#);
+        // 10 per 500 ms is 20 per second.
+        let (header, body) = policy(10, Duration::from_millis(500));
+        assert_eq!(header, r#""p";q=20;w=1"#);
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert!(body.contains(r#""quota":20,"window_seconds":1"#), "{body}");
+        // 10 per 1.5 s: 13 in the 2 s advertised (rounded down).
+        assert_eq!(
+            policy(10, Duration::from_millis(1_500)).0,
+            r#""p";q=13;w=2"#
+        );
     }
 
     #[test]
