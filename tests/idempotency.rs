@@ -443,6 +443,68 @@ async fn cancelled_request_releases_its_claim_at_once_when_configured() {
     assert_eq!(text(res).await, "call 2");
 }
 
+/// A body that yields one chunk and then never ends (a stream the client stops reading).
+struct OneThenPending(bool);
+
+impl Body for OneThenPending {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"charged")))))
+    }
+}
+
+/// `release_on_cancel` frees the key only while the handler runs: once it has answered, its
+/// work is done, and a client that goes away while the body is read must not let a retry run
+/// it again.
+#[tokio::test(start_paused = true)]
+async fn a_request_cancelled_after_its_handler_answered_keeps_its_claim() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = IdempotencyConfig::builder()
+        .release_on_cancel(true)
+        .build()
+        .unwrap();
+    let counted = calls.clone();
+    let svc = layer().config(config).layer(service_fn(move |_req: In| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(201)
+                    .body(OneThenPending(false))
+                    .unwrap(),
+            )
+        }
+    }));
+    let cancelled = tokio::spawn(svc.clone().oneshot(post(Some("k"), "{}")));
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Let it reach the body.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    cancelled.abort();
+    let _ = cancelled.await;
+    // Bounded: a retry that ran the handler again would wait on its endless body.
+    let retry = tokio::time::timeout(Duration::from_secs(1), svc.oneshot(post(Some("k"), "{}")))
+        .await
+        .expect("the retry is answered at once, without running the handler")
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert!(matches!(
+        rejection(&retry),
+        Some(Rejection::IdempotencyInFlight { .. })
+    ));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn late_completion_never_overwrites_a_newer_claim() {
     let calls = Arc::new(AtomicUsize::new(0));

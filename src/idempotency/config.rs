@@ -194,7 +194,9 @@ impl IdempotencyConfigBuilder {
     /// once (default: no). By default the key stays claimed until the lease ends, since a
     /// handler cancelled half-way may already have done what must not happen twice (charged
     /// the card, say); `true` lets a retry run at once, for handlers whose effects are one
-    /// atomic step.
+    /// atomic step. Only while the handler runs: once it has answered, a client that goes away
+    /// while the answer's body is read leaves the key claimed until the lease ends, as without
+    /// this option.
     pub fn release_on_cancel(mut self, release: bool) -> Self {
         self.0.release_on_cancel = release;
         self

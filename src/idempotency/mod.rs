@@ -77,7 +77,10 @@
 //!    lease ended is never stored over a newer claim. A body over the response limit (1 MiB) is
 //!    sent, and the key recorded as "completed, too large to replay": retries get 409
 //!    [`IdempotencyNotReplayable`](crate::Rejection::IdempotencyNotReplayable), never a second
-//!    execution.
+//!    execution. The body is read before the response goes out (up to that limit; past it the
+//!    rest streams), so a keyed answer that streams slowly (server-sent events, a long
+//!    completion) reaches its client only once it ends or passes the limit: keep such routes
+//!    out of the layer's [`routes`](IdempotencyConfigBuilder::routes).
 //! 6. **Release.** A 5xx answer, a bulwark rejection or fallback answer from an inner layer,
 //!    or an inner `Err` frees the key so a retry runs (each configurable). A request dropped before its answer
 //!    (the client went away) and a crashed worker keep the key claimed until the lease ends:
@@ -91,7 +94,7 @@
 //! retry within the lease gets 409 instead of a second execution. For handlers whose effects
 //! are one atomic step (the shop's charge is),
 //! [`release_on_cancel(true)`](IdempotencyConfigBuilder::release_on_cancel) frees the key at
-//! once.
+//! once, if the handler had not answered yet.
 //!
 //! # Stores and their failure policy
 //!

@@ -339,7 +339,7 @@ where
 
     shared.stats.record(Outcome::New);
     tracing::debug!(target: TARGET, key = %store_key.short(), "idempotency key claimed");
-    let guard = ClaimGuard {
+    let mut guard = ClaimGuard {
         store: shared.store.clone(),
         key: store_key,
         token,
@@ -357,6 +357,10 @@ where
             return Err(err);
         }
     };
+    // The handler answered: whatever it does is done. A client that goes away while the body
+    // is read must not free the key for a retry to run it again (`release_on_cancel` is for
+    // handlers cancelled before they answered); the claim then ends with its lease.
+    guard.armed = false;
     // A rejection or a fallback answered instead of the handler (it failed, timed out, or its
     // circuit is open): storing that answer would replay a stand-in for the whole retention,
     // and the operation would never run for this key.
