@@ -120,7 +120,10 @@
 //! per request (one round trip), on the server's clock (`TIME`), so instances with skewed
 //! clocks agree. Keys are `<prefix>:ratelimit:{<limiter>:<client>}:<quota>`, expire when their
 //! bucket is full again, and never contain secrets: IPs appear as text, other keys (API keys,
-//! tokens) as a SHA-1 hash. Two layers with the same Redis prefix and limiter name share their
+//! tokens) as a SHA-1 hash: of the bytes for header values and strings, of the `Debug` text
+//! for your own key types, so such a type's `Debug` must tell keys apart and stay the same
+//! across instances (a redacting `Debug` that prints `***` puts every client in one bucket;
+//! return the key as a `String` instead). Two layers with the same Redis prefix and limiter name share their
 //! counts; that is how instances share a quota, and why each limiter of an application needs
 //! its own [`name`](RateLimitLayer::name).
 //!
