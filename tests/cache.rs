@@ -1204,28 +1204,19 @@ async fn existing_cache_status_is_appended_to() {
 
 #[test]
 fn decisions_are_counted() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let seen = Seen::default();
-            let svc = CacheLayer::new(memory())
-                .ttl(Duration::from_secs(60))
-                .layer(origin(&seen, Duration::ZERO, numbered(&[])));
-            send(&svc, get("/m")).await;
-            send(&svc, get("/m")).await;
-            send(&svc, get("/m")).await;
-            send(&svc, get_with("/m", &[("range", "bytes=0-1")])).await;
-        });
+    use metrics_util::debugging::DebugValue;
+    let recorded = support::recorded(true, async {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory())
+            .ttl(Duration::from_secs(60))
+            .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+        send(&svc, get("/m")).await;
+        send(&svc, get("/m")).await;
+        send(&svc, get("/m")).await;
+        send(&svc, get_with("/m", &[("range", "bytes=0-1")])).await;
     });
     let mut counts = std::collections::HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+    for (key, _, _, value) in recorded {
         let DebugValue::Counter(n) = value else {
             continue;
         };
@@ -1765,31 +1756,22 @@ async fn a_hung_background_refresh_is_given_up() {
 /// `bulwark_cache_requests_total`: the refresh answers nobody.
 #[test]
 fn a_background_refresh_is_not_counted_as_a_request() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let seen = Seen::default();
-            let svc = CacheLayer::new(memory()).layer(origin(
-                &seen,
-                Duration::ZERO,
-                numbered(&[("cache-control", "max-age=1, stale-while-revalidate=30")]),
-            ));
-            send(&svc, get("/w")).await;
-            tokio::time::advance(Duration::from_secs(2)).await;
-            send(&svc, get("/w")).await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            assert_eq!(seen.calls(), 2, "the refresh ran");
-        });
+    use metrics_util::debugging::DebugValue;
+    let recorded = support::recorded(true, async {
+        let seen = Seen::default();
+        let svc = CacheLayer::new(memory()).layer(origin(
+            &seen,
+            Duration::ZERO,
+            numbered(&[("cache-control", "max-age=1, stale-while-revalidate=30")]),
+        ));
+        send(&svc, get("/w")).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        send(&svc, get("/w")).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(seen.calls(), 2, "the refresh ran");
     });
     let mut requests = Vec::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+    for (key, _, _, value) in recorded {
         if let (DebugValue::Counter(n), "bulwark_cache_requests_total") = (value, key.key().name())
         {
             let outcome = key.key().labels().find(|l| l.key() == "outcome").unwrap();

@@ -549,37 +549,29 @@ async fn evaluations_emit_opentelemetry_fields() {
 
 #[test]
 fn evaluations_and_reloads_are_counted() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    use metrics_util::debugging::DebugValue;
     let dir = TempDir::new();
     let path = dir.file("flags.json");
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let flags = Flags::new().with(
-                "f",
-                FlagDefinition::on().with_rule(Rule::equals("tier", "premium")),
-            );
-            let app = app(FeatureFlagLayer::new(flags.clone(), "f"));
-            status(&app, &[("x-user-tier", "premium")]).await;
-            status(&app, &[("x-user-tier", "premium")]).await;
-            status(&app, &[("x-user-tier", "basic")]).await;
-            let unknown = self::app(FeatureFlagLayer::new(flags.clone(), "random-name"));
-            status(&unknown, &[]).await;
+    let recorded = support::recorded(false, async {
+        let flags = Flags::new().with(
+            "f",
+            FlagDefinition::on().with_rule(Rule::equals("tier", "premium")),
+        );
+        let app = app(FeatureFlagLayer::new(flags.clone(), "f"));
+        status(&app, &[("x-user-tier", "premium")]).await;
+        status(&app, &[("x-user-tier", "premium")]).await;
+        status(&app, &[("x-user-tier", "basic")]).await;
+        let unknown = self::app(FeatureFlagLayer::new(flags.clone(), "random-name"));
+        status(&unknown, &[]).await;
 
-            std::fs::write(&path, r#"{"f": {}}"#).unwrap();
-            let mut watcher = FileSource::new(&path).watcher(flags);
-            watcher.check().unwrap();
-            std::fs::write(&path, "{").unwrap();
-            watcher.check().unwrap_err();
-        });
+        std::fs::write(&path, r#"{"f": {}}"#).unwrap();
+        let mut watcher = FileSource::new(&path).watcher(flags);
+        watcher.check().unwrap();
+        std::fs::write(&path, "{").unwrap();
+        watcher.check().unwrap_err();
     });
     let mut counts = std::collections::BTreeMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+    for (key, _, _, value) in recorded {
         let labels: Vec<String> = key
             .key()
             .labels()

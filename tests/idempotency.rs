@@ -962,24 +962,14 @@ async fn a_failing_response_body_is_passed_on_and_not_stored() {
 
 #[test]
 fn outcomes_are_counted_in_metrics() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let svc = layer().layer(payments(Arc::default()));
-            for body in ["{}", "{}", "{}", "[]"] {
-                svc.clone().oneshot(post(Some("k"), body)).await.unwrap();
-            }
-        });
+    use metrics_util::debugging::DebugValue;
+    let recorded = support::recorded(false, async {
+        let svc = layer().layer(payments(Arc::default()));
+        for body in ["{}", "{}", "{}", "[]"] {
+            svc.clone().oneshot(post(Some("k"), body)).await.unwrap();
+        }
     });
-    let counts: std::collections::BTreeMap<String, u64> = snapshotter
-        .snapshot()
-        .into_vec()
+    let counts: std::collections::BTreeMap<String, u64> = recorded
         .into_iter()
         .filter(|(key, ..)| key.key().name() == "bulwark_idempotency_requests_total")
         .map(|(key, _, _, value)| {

@@ -370,22 +370,13 @@ async fn an_empty_body_dropped_unread_is_complete() {
 
 #[test]
 fn the_duration_histogram_is_recorded_with_bounded_labels() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            for id in 0..20 {
-                run(app(), request(&format!("/items/{id}"))).await;
-            }
-            run(app(), request("/broken")).await;
-        });
+    use metrics_util::debugging::DebugValue;
+    let snapshot = support::recorded(false, async {
+        for id in 0..20 {
+            run(app(), request(&format!("/items/{id}"))).await;
+        }
+        run(app(), request("/broken")).await;
     });
-    let snapshot = snapshotter.snapshot().into_vec();
     let histograms: Vec<_> = snapshot
         .iter()
         .filter(|(key, ..)| key.key().name() == "http_server_request_duration_seconds")
@@ -440,31 +431,22 @@ async fn a_request_cancelled_before_its_head_is_logged_as_cancelled() {
 /// duration histogram too, under `status_class="error"`.
 #[test]
 fn unanswered_requests_are_in_the_histogram_as_errors() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let failing = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
-                Err::<Response<Body>, _>(std::io::Error::other("reset"))
-            }));
-            assert!(failing.oneshot(request("/x")).await.is_err());
-            let hanging = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| {
-                std::future::pending::<Result<Response<Body>, Infallible>>()
-            }));
-            let call = hanging.oneshot(request("/x"));
-            assert!(
-                tokio::time::timeout(Duration::from_millis(10), call)
-                    .await
-                    .is_err()
-            );
-        });
+    use metrics_util::debugging::DebugValue;
+    let snapshot = support::recorded(false, async {
+        let failing = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+            Err::<Response<Body>, _>(std::io::Error::other("reset"))
+        }));
+        assert!(failing.oneshot(request("/x")).await.is_err());
+        let hanging = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| {
+            std::future::pending::<Result<Response<Body>, Infallible>>()
+        }));
+        let call = hanging.oneshot(request("/x"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), call)
+                .await
+                .is_err()
+        );
     });
-    let snapshot = snapshotter.snapshot().into_vec();
     let samples: Vec<_> = snapshot
         .iter()
         .filter(|(key, ..)| key.key().name() == "http_server_request_duration_seconds")

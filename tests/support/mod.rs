@@ -400,3 +400,25 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureLayer {
         });
     }
 }
+
+/// What a debugging `metrics` recorder saw while `test` ran on a fresh current-thread runtime
+/// (its clock paused when `paused`), recording for this thread only, so tests running in
+/// parallel never see each other's metrics.
+pub fn recorded(
+    paused: bool,
+    test: impl Future<Output = ()>,
+) -> Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+)> {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let mut runtime = tokio::runtime::Builder::new_current_thread();
+        runtime.enable_all().start_paused(paused);
+        runtime.build().unwrap().block_on(test);
+    });
+    snapshotter.snapshot().into_vec()
+}
