@@ -1098,17 +1098,16 @@ pub(crate) fn not_modified(status: StatusCode, headers: &HeaderMap, req: &reques
 }
 
 /// Takes the client's cache-validating conditionals (`If-None-Match`, `If-Modified-Since`) off
-/// a request the cache forwards to fill or refresh an entry, and says whether there were any.
+/// a request the cache forwards to fill or refresh an entry.
 ///
 /// Forwarded as they are, they make the origin answer `304`, which cannot be stored: the entry
 /// stays empty or stale for as long as clients revalidate, and every request waiting on this
 /// one calls the origin itself. Without them the origin sends the full answer (or, for a
 /// stale entry, a `304` to the cache's own validators), the cache stores it, and answers the
 /// client `304` itself when its conditional matches (RFC 9111 section 4.3.2).
-pub(crate) fn take_client_validators(headers: &mut HeaderMap) -> bool {
-    let inm = headers.remove(header::IF_NONE_MATCH).is_some();
-    let ims = headers.remove(header::IF_MODIFIED_SINCE).is_some();
-    inm || ims
+pub(crate) fn take_client_validators(headers: &mut HeaderMap) {
+    headers.remove(header::IF_NONE_MATCH);
+    headers.remove(header::IF_MODIFIED_SINCE);
 }
 
 /// Weak entity-tag comparison (RFC 9110 section 8.8.3.2).
