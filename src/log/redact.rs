@@ -147,8 +147,8 @@ impl Redactor {
             return key.into();
         };
         let (query, vary) = query.find('\0').map_or((query, ""), |i| query.split_at(i));
-        let redactor = Self::default();
-        match redactor.redacted_query(query) {
+        static DEFAULT: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(Redactor::default);
+        match DEFAULT.redacted_query(query) {
             Some(q) => format!("{target}?{q}{vary}").into(),
             None => key.into(),
         }
