@@ -68,11 +68,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Allowed { future, headers } => {
-                let mut res = ready!(future.poll(cx))?;
+                let (mut parts, body) = ready!(future.poll(cx))?.into_parts();
                 if let Some(info) = headers.take() {
-                    add_headers(res.headers_mut(), &info);
+                    add_headers(&mut parts.headers, &info);
                 }
-                Poll::Ready(Ok(res.map(ResponseBody::new)))
+                Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::new(body))))
             }
             KindProj::Rejected { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))

@@ -331,12 +331,19 @@ impl QuotaState {
         )
     }
 
-    /// Prunes if the table asked for it and no other thread is at it.
+    /// Prunes if the table asked for it and no other thread is at it. The check is one relaxed
+    /// load on every request; the rest is out of line.
+    #[inline]
     fn maybe_prune(&self, limiter: &QuotaSet) {
-        let table = &*self.table;
-        if !table.prune_wanted.load(Ordering::Relaxed) {
-            return;
+        if self.table.prune_wanted.load(Ordering::Relaxed) {
+            self.prune_wanted(limiter);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn prune_wanted(&self, limiter: &QuotaSet) {
+        let table = &*self.table;
         if table.pruning.swap(true, Ordering::Acquire) {
             return;
         }
