@@ -15,6 +15,7 @@
 //! | `bulwark_rate_limit_store_fallbacks_total` | counter | `limiter`, `policy` (`local`, `fail_open`, `fail_closed`) |
 //! | `bulwark_rate_limit_overflow_total` | counter | `limiter` |
 //! | `bulwark_circuit_breaker_state` | gauge | `breaker`; 0 closed, 1 open, 2 half-open, 3 forced open, 4 forced closed (not set by per-key breakers) |
+//! | `bulwark_circuit_breaker_rejections_total` | counter | `breaker` (a per-key breaker counts under its layer's name): calls refused while open, forced open, or half-open with every probe out |
 //! | `bulwark_circuit_breaker_transitions_total` | counter | `breaker` (a per-key breaker counts under its layer's name), `to` ([`CircuitState::as_str`](crate::circuit_breaker::CircuitState::as_str)) |
 //! | `bulwark_fallbacks_total` | counter | `reason` ([`FallbackReason`](crate::fallback::FallbackReason)), `outcome` (`answered`, `failed`) |
 //! | `bulwark_cache_requests_total` | counter | `cache` (its `Cache-Status` name), `outcome` ([`CacheOutcome::as_str`](crate::cache::CacheOutcome::as_str): `hit`, `miss`, `stale`, `bypass`, ...) |
@@ -108,6 +109,48 @@ pub(crate) fn breaker_transition(
     )
     .increment(1);
 }
+
+/// The rejection counter of one breaker (a per-key breaker's is its layer's), its key built
+/// once: an open breaker may refuse many requests a second.
+pub(crate) struct BreakerRejections {
+    #[cfg(feature = "metrics")]
+    key: metrics::Key,
+}
+
+impl BreakerRejections {
+    /// The counter of the breaker named `breaker`.
+    pub(crate) fn new(breaker: &std::sync::Arc<str>) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            Self {
+                key: retained(&metrics::Key::from_parts(
+                    "bulwark_circuit_breaker_rejections_total",
+                    vec![metrics::Label::new("breaker", breaker.clone())],
+                )),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = breaker;
+            Self {}
+        }
+    }
+
+    /// One call refused.
+    #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+    #[inline]
+    pub(crate) fn count(&self) {
+        #[cfg(feature = "metrics")]
+        metrics::with_recorder(|r| {
+            r.register_counter(&self.key, &BREAKER_METADATA)
+                .increment(1);
+        });
+    }
+}
+
+#[cfg(feature = "metrics")]
+static BREAKER_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// The counters of one rate limiter. Labels are the limiter's name and fixed words, never a
 /// request's key. The metric keys are built once per limiter (and on rename), so counting a

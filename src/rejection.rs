@@ -77,6 +77,9 @@ pub enum Rejection {
     CircuitOpen {
         /// Time left until the breaker lets a probe through.
         retry_after: Duration,
+        /// The name of the breaker that refused (`name[key]` for a per-key breaker), for logs:
+        /// never sent to the client. `None` when built with [`Rejection::circuit_open`].
+        breaker: Option<Arc<str>>,
     },
     /// The gate's feature flag is off for this request. 404 unless configured otherwise.
     #[non_exhaustive]
@@ -198,7 +201,18 @@ impl Rejection {
     /// [`Rejection::CircuitOpen`].
     #[must_use]
     pub fn circuit_open(retry_after: Duration) -> Self {
-        Self::CircuitOpen { retry_after }
+        Self::CircuitOpen {
+            retry_after,
+            breaker: None,
+        }
+    }
+
+    /// [`Rejection::CircuitOpen`] from the breaker named `breaker`.
+    pub(crate) fn circuit_open_by(breaker: Arc<str>, retry_after: Duration) -> Self {
+        Self::CircuitOpen {
+            retry_after,
+            breaker: Some(breaker),
+        }
     }
 
     /// [`Rejection::FeatureDisabled`] answering `status` (404 by default in the gate).
@@ -287,7 +301,7 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. }
-            | Self::CircuitOpen { retry_after }
+            | Self::CircuitOpen { retry_after, .. }
             | Self::IdempotencyInFlight { retry_after }
             | Self::BackendUnavailable { retry_after } => Some(*retry_after),
             _ => None,
@@ -463,7 +477,11 @@ where
     if matches!(rejection, Rejection::BackendUnavailable { .. }) {
         tracing::warn!(target: "bulwark::rejection", rejection = kind, status, "request rejected: shared store unavailable");
     } else {
-        tracing::debug!(target: "bulwark::rejection", rejection = kind, status, "request rejected");
+        let breaker = match &rejection {
+            Rejection::CircuitOpen { breaker, .. } => breaker.as_deref(),
+            _ => None,
+        };
+        tracing::debug!(target: "bulwark::rejection", rejection = kind, status, breaker, "request rejected");
     }
     crate::metrics::rejection(kind);
     res.extensions_mut().insert(rejection);

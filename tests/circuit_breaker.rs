@@ -606,6 +606,7 @@ async fn the_generic_breaker_fails_with_circuit_open() {
         .downcast_ref::<CircuitOpen>()
         .expect("a CircuitOpen error");
     assert_eq!(open.retry_after(), Duration::from_secs(2));
+    assert_eq!(open.breaker(), "default");
     assert_eq!(fails.load(Ordering::SeqCst), 2);
     advance(Duration::from_secs(2)).await;
     assert_eq!(svc.oneshot(5).await.unwrap(), 5);
@@ -894,4 +895,136 @@ async fn a_small_count_window_opens_with_the_default_minimum() {
             .unwrap();
     }
     assert_eq!(handle.state(), CircuitState::Open);
+}
+
+/// A per-key layer's hook hears every key's breaker, including keys whose breaker existed before
+/// the hook was set, and the breaker shared by requests without a key.
+#[tokio::test(start_paused = true)]
+async fn the_per_key_hook_hears_every_key() {
+    use std::num::NonZeroU64;
+    let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
+    let layer = CircuitBreakerLayer::per_key(
+        count_config(2, 2).build().unwrap(),
+        by_host,
+        NonZeroU64::new(8).unwrap(),
+    );
+    let up = Upstream::new();
+    let svc = layer.layer(up.service());
+    let get = |uri: &str| {
+        svc.clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+    };
+    // `early.example` gets its breaker before the hook exists.
+    get("http://early.example/").await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let _ = layer
+        .clone()
+        .on_state_change(move |c| log.lock().unwrap().push((c.name.to_string(), c.to)));
+    up.set(500);
+    for uri in ["http://early.example/", "http://late.example/", "/no-host"] {
+        get(uri).await.unwrap();
+        get(uri).await.unwrap();
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            ("test[\"early.example\"]".to_owned(), CircuitState::Open),
+            ("test[\"late.example\"]".to_owned(), CircuitState::Open),
+            ("test".to_owned(), CircuitState::Open),
+        ]
+    );
+}
+
+/// An open breaker's refusals say which breaker refused: in the response's `Rejection`, in the
+/// rejection event, and in a counter labelled with the breaker's name (a per-key breaker's
+/// layer name, never its key). The client's problem body does not name it.
+#[test]
+fn refusals_name_the_breaker() {
+    use std::num::NonZeroU64;
+    let (captured, _guard) = support::Captured::install();
+    let metrics = support::recorded(true, async {
+        let up = Upstream::new();
+        up.set(500);
+        let plain = CircuitBreakerLayer::new(count_config(2, 2).name("inventory").build().unwrap())
+            .layer(up.service());
+        let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
+        let keyed = CircuitBreakerLayer::per_key(
+            count_config(2, 2).name("upstreams").build().unwrap(),
+            by_host,
+            NonZeroU64::new(8).unwrap(),
+        )
+        .layer(up.service());
+        for _ in 0..2 {
+            hit(&plain).await;
+        }
+        let get = || {
+            keyed.clone().oneshot(
+                Request::get("http://a.example/")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        for _ in 0..2 {
+            get().await.unwrap();
+        }
+
+        let res = hit(&plain).await;
+        assert_eq!(res.status(), 503);
+        match res.extensions().get::<Rejection>() {
+            Some(Rejection::CircuitOpen { breaker, .. }) => {
+                assert_eq!(breaker.as_deref(), Some("inventory"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = axum::body::to_bytes(Body::new(res.into_body()), 4096)
+            .await
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("inventory"),
+            "the client is not told the dependency's name"
+        );
+        hit(&plain).await;
+        for _ in 0..3 {
+            let res = get().await.unwrap();
+            match res.extensions().get::<Rejection>() {
+                Some(Rejection::CircuitOpen { breaker, .. }) => {
+                    assert_eq!(breaker.as_deref(), Some("upstreams[\"a.example\"]"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    let refused = |breaker: &str| {
+        metrics
+            .iter()
+            .find(|(key, ..)| {
+                key.key().name() == "bulwark_circuit_breaker_rejections_total"
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "breaker" && l.value() == breaker)
+            })
+            .map(|(.., value)| match value {
+                metrics_util::debugging::DebugValue::Counter(n) => *n,
+                other => panic!("{other:?}"),
+            })
+    };
+    assert_eq!(refused("inventory"), Some(2));
+    assert_eq!(refused("upstreams"), Some(3), "the layer's name");
+    let named: Vec<_> = captured
+        .with_target("bulwark::rejection")
+        .iter()
+        .filter_map(|e| e.field("breaker").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "inventory",
+            "inventory",
+            "upstreams[\"a.example\"]",
+            "upstreams[\"a.example\"]",
+            "upstreams[\"a.example\"]"
+        ]
+    );
 }

@@ -51,9 +51,16 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct CircuitOpen {
     retry_after: Duration,
+    breaker: Arc<str>,
 }
 
 impl CircuitOpen {
+    /// The name of the breaker that refused the call.
+    #[must_use]
+    pub fn breaker(&self) -> &str {
+        &self.breaker
+    }
+
     /// When the breaker will let a probe through.
     #[must_use]
     pub fn retry_after(&self) -> Duration {
@@ -63,7 +70,11 @@ impl CircuitOpen {
 
 impl fmt::Display for CircuitOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit open; retry after {:?}", self.retry_after)
+        write!(
+            f,
+            "circuit breaker {:?} open; retry after {:?}",
+            self.breaker, self.retry_after
+        )
     }
 }
 
@@ -193,7 +204,10 @@ where
                 classifier: self.classifier.clone(),
             },
             Err(retry_after) => Kind::Rejected {
-                error: Some(CircuitOpen { retry_after }),
+                error: Some(CircuitOpen {
+                    retry_after,
+                    breaker: self.breaker.name().clone(),
+                }),
             },
         };
         ResponseFuture { kind }

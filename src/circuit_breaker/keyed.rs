@@ -67,7 +67,11 @@ impl Shared {
         map.get_with_by_ref(key, || {
             let mut config = self.config.clone();
             config.name = Arc::from(format!("{}[{key:?}]", self.config.name));
-            Arc::new(Breaker::keyed(config, self.config.name.clone()))
+            Arc::new(Breaker::keyed(
+                config,
+                self.config.name.clone(),
+                &self.default,
+            ))
         })
     }
 }
@@ -79,9 +83,11 @@ impl Shared {
 /// key starts again closed). Requests without a key share one more breaker, named `name`.
 ///
 /// Keys never reach metric labels, which would grow with every key ever seen: a key's
-/// transitions are counted in `bulwark_circuit_breaker_transitions_total` under the layer's
-/// `name`, and only the shared breaker sets the `bulwark_circuit_breaker_state` gauge. Log
-/// events and [`handle_for`](Self::handle_for) name a key's breaker `name[key]`.
+/// transitions and refusals are counted (`bulwark_circuit_breaker_transitions_total`,
+/// `bulwark_circuit_breaker_rejections_total`) under the layer's `name`, and only the shared
+/// breaker sets the `bulwark_circuit_breaker_state` gauge. Log events, the
+/// [`on_state_change`](Self::on_state_change) hook and [`handle_for`](Self::handle_for) name a
+/// key's breaker `name[key]`.
 #[must_use]
 pub struct KeyedCircuitBreakerLayer<K, C = ServerErrorsAsFailures, R = DefaultResponseForRejection>
 {
@@ -126,6 +132,18 @@ impl<K, C, R> KeyedCircuitBreakerLayer<K, C, R> {
             classifier: self.classifier,
             on_rejection: hook,
         }
+    }
+
+    /// Calls `hook` on every state change of any of this layer's breakers: every key's, and
+    /// the one shared by requests without a key. [`StateChange::name`](super::StateChange::name)
+    /// tells them apart (`name[key]`, or `name`). Replaces an earlier hook, for keys seen before
+    /// too. It runs on the thread that made the transition: keep it short.
+    pub fn on_state_change<F>(self, hook: F) -> Self
+    where
+        F: Fn(&super::StateChange) + Send + Sync + 'static,
+    {
+        self.shared.default.set_on_state_change(Arc::new(hook));
+        self
     }
 
     /// The handle of `key`'s breaker, if it exists (a key gets its breaker on its first request).
@@ -243,7 +261,8 @@ where
                 ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
             }
             Err(retry_after) => ResponseFuture::rejected(
-                Rejection::circuit_open(retry_after).into_response_with(&self.on_rejection),
+                Rejection::circuit_open_by(breaker.name().clone(), retry_after)
+                    .into_response_with(&self.on_rejection),
             ),
         }
     }

@@ -83,13 +83,20 @@
 //! `tracing` event (target `bulwark::circuit_breaker`, `WARN` when opening) and updates the
 //! `bulwark_circuit_breaker_state` gauge and `bulwark_circuit_breaker_transitions_total` counter.
 //!
+//! Every refused call counts in `bulwark_circuit_breaker_rejections_total{breaker}`, and its
+//! [`Rejection::CircuitOpen`](crate::Rejection::CircuitOpen) (in the 503's extensions and in
+//! the `bulwark::rejection` event) names the breaker, so with several breakers the logs and
+//! metrics say which one is refusing. The client's problem body does not name it.
+//!
 //! # Per-key breakers
 //!
 //! [`CircuitBreakerLayer::per_key`] keeps one breaker per key (an upstream host, a route, a
 //! tenant), so one failing upstream does not cut off the healthy ones behind the same layer.
 //! The number of keys is bounded; the least recently used are dropped past it. Keys never
-//! become metric labels: a key's transitions count under the layer's name, and only the
-//! breaker shared by requests without a key sets the state gauge.
+//! become metric labels: a key's transitions and refusals count under the layer's name, and
+//! only the breaker shared by requests without a key sets the state gauge. The layer's
+//! [`on_state_change`](KeyedCircuitBreakerLayer::on_state_change) hook hears every key's
+//! breaker, each named `name[key]`.
 //!
 //! # Non-HTTP services
 //!

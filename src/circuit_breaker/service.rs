@@ -64,7 +64,8 @@ where
                 ResponseFuture::called(self.inner.call(req), permit, self.classifier.clone())
             }
             Err(retry_after) => ResponseFuture::rejected(
-                Rejection::circuit_open(retry_after).into_response_with(&self.on_rejection),
+                Rejection::circuit_open_by(self.breaker.name().clone(), retry_after)
+                    .into_response_with(&self.on_rejection),
             ),
         }
     }

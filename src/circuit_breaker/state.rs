@@ -149,12 +149,19 @@ pub(crate) struct Breaker {
     consecutive_opens: AtomicU32,
     window: Window,
     rejected: AtomicU64,
-    /// Read on transitions only (rare), so a lock is fine here.
-    on_change: RwLock<Option<OnStateChange>>,
+    /// Its counter in `bulwark_circuit_breaker_rejections_total`.
+    rejections: crate::metrics::BreakerRejections,
+    /// Read on transitions only (rare), so a lock is fine here. A per-key layer's breakers
+    /// all share the cell of the layer's shared breaker, so one hook serves every key,
+    /// including keys seen before the hook was set.
+    on_change: HookCell,
     /// For a per-key breaker, its layer's name: metrics are labelled with it (never with a
     /// key), and no state gauge is set (one gauge cannot show a state per key).
     keyed_under: Option<Arc<str>>,
 }
+
+/// Where a breaker's `on_state_change` hook lives.
+pub(crate) type HookCell = Arc<RwLock<Option<OnStateChange>>>;
 
 impl fmt::Debug for Breaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -183,17 +190,22 @@ enum PermitKind {
 
 impl Breaker {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
-        let breaker = Self::build(config, None);
+        let breaker = Self::build(config, None, HookCell::default());
         crate::metrics::breaker_state(&breaker.config.name, CircuitState::Closed);
         breaker
     }
 
-    /// One key's breaker of the per-key layer named `layer`.
-    pub(crate) fn keyed(config: CircuitBreakerConfig, layer: Arc<str>) -> Self {
-        Self::build(config, Some(layer))
+    /// One key's breaker of the per-key layer named `layer`, whose shared breaker is `shared`
+    /// (its hook serves this one too).
+    pub(crate) fn keyed(config: CircuitBreakerConfig, layer: Arc<str>, shared: &Breaker) -> Self {
+        Self::build(config, Some(layer), shared.on_change.clone())
     }
 
-    fn build(config: CircuitBreakerConfig, keyed_under: Option<Arc<str>>) -> Self {
+    fn build(
+        config: CircuitBreakerConfig,
+        keyed_under: Option<Arc<str>>,
+        on_change: HookCell,
+    ) -> Self {
         let (window, bucket_nanos) = match config.window {
             SlidingWindow::Count { size } => (Window::Count(CountWindow::new(size)), 0),
             SlidingWindow::Time { size, bucket } => {
@@ -204,6 +216,8 @@ impl Breaker {
                 )
             }
         };
+        let rejections =
+            crate::metrics::BreakerRejections::new(keyed_under.as_ref().unwrap_or(&config.name));
         Self {
             config,
             base: Instant::now(),
@@ -215,7 +229,8 @@ impl Breaker {
             consecutive_opens: AtomicU32::new(0),
             window,
             rejected: AtomicU64::new(0),
-            on_change: RwLock::new(None),
+            rejections,
+            on_change,
             keyed_under,
         }
     }
@@ -235,7 +250,7 @@ impl Breaker {
         CircuitState::from_code(self.state.load(Ordering::Acquire) & 7)
     }
 
-    pub(crate) fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &Arc<str> {
         &self.config.name
     }
 
@@ -311,6 +326,7 @@ impl Breaker {
 
     fn reject(&self, retry_after: Duration) -> Duration {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejections.count();
         retry_after
     }
 
