@@ -43,6 +43,33 @@ fn only_event(captured: &Captured) -> CapturedEvent {
     events.into_iter().next().unwrap()
 }
 
+/// `server.address` is the host alone and `server.port` the port, from `Host` or else the URI's
+/// authority, on the completion event and on the event of a request that failed.
+#[tokio::test]
+async fn the_host_port_is_server_port() {
+    let (captured, _guard) = Captured::install();
+    let mut req = request("/items/1");
+    req.headers_mut()
+        .insert("host", http::HeaderValue::from_static("shop.example:8443"));
+    run(app(), req).await;
+    let e = only_event(&captured);
+    assert_eq!(e.field("server.address"), Some("shop.example"), "{e:?}");
+    assert_eq!(e.field("server.port"), Some("8443"), "{e:?}");
+
+    let (captured, _guard) = Captured::install();
+    let failing = tower::ServiceBuilder::new()
+        .layer(RequestLogLayer::new())
+        .service(tower::service_fn(|_req: Request<Body>| async {
+            Err::<Response<Body>, _>(std::io::Error::other("down"))
+        }));
+    let mut req = request("http://[2001:db8::1]:3000/items/1");
+    req.headers_mut().remove("host");
+    assert!(failing.oneshot(req).await.is_err());
+    let e = only_event(&captured);
+    assert_eq!(e.field("server.address"), Some("2001:db8::1"), "{e:?}");
+    assert_eq!(e.field("server.port"), Some("3000"), "{e:?}");
+}
+
 /// An axum app with a route template, so `http.route` and the span name can be checked.
 fn app() -> Router {
     Router::new()
@@ -77,6 +104,7 @@ async fn a_success_has_every_otel_field() {
     ] {
         assert_eq!(e.field(field), Some(value), "{field}: {e:?}");
     }
+    assert_eq!(e.field("server.port"), None, "the Host has no port");
     assert!(e.field("request_id").is_some_and(|id| id.len() == 36));
     let ttfb: f64 = e.field("time_to_first_byte_ms").unwrap().parse().unwrap();
     let total: f64 = e.field("duration_ms").unwrap().parse().unwrap();

@@ -50,11 +50,39 @@ impl LogInfo {
         self.redacted_query.as_deref().or_else(|| self.uri.query())
     }
 
-    fn server(&self) -> Option<&str> {
-        match &self.host {
+    /// `server.address` and `server.port`: the `Host` (or the URI's authority) split into the
+    /// name and the port, as OpenTelemetry has them.
+    fn server(&self) -> (Option<&str>, Option<u16>) {
+        let authority = match &self.host {
             Some(host) => host.to_str().ok(),
             None => self.uri.authority().map(http::uri::Authority::as_str),
+        };
+        authority.map_or((None, None), |a| {
+            let (address, port) = split_host_port(a);
+            (Some(address), port)
+        })
+    }
+}
+
+/// `host[:port]`, `[v6]` or `[v6]:port` as the name (an IPv6 address without its brackets)
+/// and the port. Anything else (a port that is not a number) is all name.
+fn split_host_port(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some((v6, after)) = rest.split_once(']') {
+            match after.strip_prefix(':').map(str::parse) {
+                None if after.is_empty() => return (v6, None),
+                Some(Ok(port)) => return (v6, Some(port)),
+                _ => {}
+            }
         }
+        return (authority, None);
+    }
+    match authority.split_once(':') {
+        Some((host, port)) => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (authority, None),
+        },
+        None => (authority, None),
     }
 }
 
@@ -296,6 +324,7 @@ impl Completion {
             _ => None,
         };
         let m = &logged.markers;
+        let server = log.server();
         // Not inside the request span: the line carries every field the span has (request id,
         // trace ids, method, route), and a subscriber that writes the current span and the span
         // list with each event (tracing-subscriber's JSON format does, by default) would write
@@ -310,7 +339,8 @@ impl Completion {
                 url.path = log.uri.path(),
                 url.query = log.query(),
                 http.route = log.route.as_ref().map(Route::as_str),
-                server.address = log.server(),
+                server.address = server.0,
+                server.port = server.1,
                 network.protocol.version = log.version,
                 http.response.status_code = self.status.as_u16(),
                 http.response.body.size = logged.bytes,
@@ -397,6 +427,7 @@ fn unanswered(
     text: &'static str,
 ) {
     let log = &logged.info;
+    let server = log.server();
     // Outside the request span, as the completion event (see `Completion::finish`).
     event_at!(
         level,
@@ -407,7 +438,8 @@ fn unanswered(
             url.path = log.uri.path(),
             url.query = log.query(),
             http.route = log.route.as_ref().map(Route::as_str),
-            server.address = log.server(),
+            server.address = server.0,
+            server.port = server.1,
             network.protocol.version = log.version,
             client.address = log.client.map(tracing::field::display),
             user_agent.original = opt_str(log.user_agent.as_ref()),
@@ -450,4 +482,35 @@ fn describe<E: fmt::Display + 'static>(err: &E) -> (&'static str, String) {
         "_OTHER"
     };
     (kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_and_port_are_split_as_opentelemetry_has_them() {
+        assert_eq!(split_host_port("shop.example"), ("shop.example", None));
+        assert_eq!(
+            split_host_port("shop.example:8443"),
+            ("shop.example", Some(8443))
+        );
+        assert_eq!(split_host_port("10.0.0.7:80"), ("10.0.0.7", Some(80)));
+        assert_eq!(split_host_port("[2001:db8::1]"), ("2001:db8::1", None));
+        assert_eq!(
+            split_host_port("[2001:db8::1]:3000"),
+            ("2001:db8::1", Some(3000))
+        );
+        // Not a port: logged as it came.
+        assert_eq!(
+            split_host_port("shop.example:http"),
+            ("shop.example:http", None)
+        );
+        assert_eq!(
+            split_host_port("shop.example:99999"),
+            ("shop.example:99999", None)
+        );
+        assert_eq!(split_host_port("[2001:db8::1]x"), ("[2001:db8::1]x", None));
+        assert_eq!(split_host_port("[2001:db8::1"), ("[2001:db8::1", None));
+    }
 }

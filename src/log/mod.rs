@@ -11,7 +11,7 @@
 //! | `url.scheme`, `url.path` | the request's scheme and path |
 //! | `url.query` | the query, with the values of secret-looking parameters redacted |
 //! | `http.route` | axum's `MatchedPath` (feature `axum`), e.g. `/payments/{id}` |
-//! | `server.address` | the `Host` (or the URI's authority) |
+//! | `server.address`, `server.port` | the `Host` (or the URI's authority): the name (an IPv6 address without brackets), and the port when it has one |
 //! | `network.protocol.version` | the HTTP version |
 //! | `http.response.status_code` | the response status |
 //! | `http.response.body.size`, `http.response.body.complete` | bytes sent, and whether the body ended |
