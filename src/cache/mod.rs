@@ -165,7 +165,9 @@
 //! # Time
 //!
 //! Freshness follows the wall clock as seen through tokio's clock, so tests can pause time and
-//! advance it (`tokio::time::advance`).
+//! advance it (`tokio::time::advance`). Outside a paused runtime the system's clock is read
+//! again once a second, so a clock set or stepped after start-up (NTP synchronised late) is
+//! followed within a second: entries written to a shared store carry absolute times.
 
 mod future;
 mod layer;

@@ -4,6 +4,7 @@
 
 use std::{
     borrow::Cow,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -68,23 +69,82 @@ impl Config {
 
 /// The cache's clock: wall-clock time that follows tokio's clock, so tests can pause and advance
 /// it (`tokio::time::pause`), while production sees ordinary `SystemTime`.
-#[derive(Debug, Clone, Copy)]
+///
+/// It is the wall time at a base instant plus tokio's time since then. While tokio's clock
+/// follows the real one (always, outside a paused runtime), the wall time at the base is read
+/// again from the system once a second, so a process that started before its clock was set
+/// (NTP not yet synchronised) or whose clock is stepped later follows the system within a
+/// second, instead of keeping the error for its whole life: entries it writes to a shared
+/// store carry absolute times. Once tokio's clock is seen running apart from the real one (a
+/// test advanced it), the base is left alone, so virtual time stays continuous.
+#[derive(Debug)]
 pub(crate) struct Clock {
-    wall: SystemTime,
-    mono: tokio::time::Instant,
+    base: tokio::time::Instant,
+    real_base: std::time::Instant,
+    /// The wall time at `base`, in nanoseconds since the Unix epoch.
+    wall_at_base: AtomicU64,
+    /// Nanoseconds of tokio time since `base` at which to read the system's clock again.
+    next_sync: AtomicU64,
+    /// The system's clock ([`system_nanos`]; a test's own in tests).
+    system: fn() -> u64,
 }
 
 impl Clock {
+    /// How often the wall time is read again.
+    const SYNC_EVERY: u64 = 1_000_000_000;
+    /// How far tokio's clock may be from the real one for it to count as the real one: far
+    /// above the time between two clock reads, far below any step a test makes.
+    const REAL_WITHIN: u64 = 20_000_000;
+
     pub(crate) fn new() -> Self {
+        Self::with_system(system_nanos)
+    }
+
+    fn with_system(system: fn() -> u64) -> Self {
+        let base = tokio::time::Instant::now();
+        let real_base = std::time::Instant::now();
         Self {
-            wall: SystemTime::now(),
-            mono: tokio::time::Instant::now(),
+            base,
+            real_base,
+            wall_at_base: AtomicU64::new(system()),
+            next_sync: AtomicU64::new(Self::SYNC_EVERY),
+            system,
         }
     }
 
+    #[inline]
     pub(crate) fn now(&self) -> SystemTime {
-        self.wall + self.mono.elapsed()
+        let since = nanos(self.base.elapsed());
+        if since >= self.next_sync.load(Ordering::Relaxed) {
+            self.sync(since);
+        }
+        let wall = self.wall_at_base.load(Ordering::Relaxed);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(wall.saturating_add(since))
     }
+
+    /// Reads the system's clock again if tokio's clock is the real one. Two threads may both
+    /// get here; each stores a whole value, so either result is right.
+    #[cold]
+    fn sync(&self, since: u64) {
+        self.next_sync
+            .store(since.saturating_add(Self::SYNC_EVERY), Ordering::Relaxed);
+        let real = nanos(self.real_base.elapsed());
+        if real.abs_diff(since) < Self::REAL_WITHIN {
+            let wall = (self.system)().saturating_sub(since);
+            self.wall_at_base.store(wall, Ordering::Relaxed);
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The system's wall time in nanoseconds since the Unix epoch (0 before it).
+fn system_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, nanos)
 }
 
 /// The `Cache-Control` directives the layer itself looks at.
@@ -1121,6 +1181,40 @@ fn weak_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: u64 = 3_600_000_000_000;
+    const T0: u64 = 1_800_000_000_000_000_000;
+
+    fn secs_since(t0: u64, t: SystemTime) -> f64 {
+        let t = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as f64;
+        (t - t0 as f64) / 1e9
+    }
+
+    /// A process whose system clock is stepped (NTP synchronised late) follows it within a
+    /// second instead of keeping its start-up error.
+    #[test]
+    fn the_clock_follows_a_stepped_system_clock() {
+        static SYSTEM: AtomicU64 = AtomicU64::new(T0);
+        let clock = Clock::with_system(|| SYSTEM.load(Ordering::Relaxed));
+        assert!(secs_since(T0, clock.now()) < 1.0);
+        SYSTEM.store(T0 + HOUR, Ordering::Relaxed);
+        // The next read past the sync interval (brought forward here, not waited for).
+        clock.next_sync.store(0, Ordering::Relaxed);
+        let after = secs_since(T0, clock.now());
+        assert!((3_600.0..3_601.0).contains(&after), "{after}");
+    }
+
+    /// Time a test advances is kept: the system's clock is not read back over it.
+    #[tokio::test(start_paused = true)]
+    async fn advanced_time_stays_continuous() {
+        static SYSTEM: AtomicU64 = AtomicU64::new(T0);
+        let clock = Clock::with_system(|| SYSTEM.load(Ordering::Relaxed));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        SYSTEM.store(T0 + HOUR, Ordering::Relaxed);
+        assert_eq!(secs_since(T0, clock.now()), 30.0);
+        clock.next_sync.store(0, Ordering::Relaxed);
+        assert_eq!(secs_since(T0, clock.now()), 30.0);
+    }
 
     #[test]
     fn plain_requests() {
