@@ -51,7 +51,9 @@ impl LogInfo {
     }
 
     /// `server.address` and `server.port`: the `Host` (or the URI's authority) split into the
-    /// name and the port, as OpenTelemetry has them.
+    /// name and the port, as OpenTelemetry has them. Called inside the event macros, which
+    /// evaluate fields only for an event a subscriber wants (an INFO line under a WARN filter
+    /// costs nothing here).
     fn server(&self) -> (Option<&str>, Option<u16>) {
         let authority = match &self.host {
             Some(host) => host.to_str().ok(),
@@ -324,7 +326,6 @@ impl Completion {
             _ => None,
         };
         let m = &logged.markers;
-        let server = log.server();
         // Not inside the request span: the line carries every field the span has (request id,
         // trace ids, method, route), and a subscriber that writes the current span and the span
         // list with each event (tracing-subscriber's JSON format does, by default) would write
@@ -339,8 +340,8 @@ impl Completion {
                 url.path = log.uri.path(),
                 url.query = log.query(),
                 http.route = log.route.as_ref().map(Route::as_str),
-                server.address = server.0,
-                server.port = server.1,
+                server.address = log.server().0,
+                server.port = log.server().1,
                 network.protocol.version = log.version,
                 http.response.status_code = self.status.as_u16(),
                 http.response.body.size = logged.bytes,
@@ -427,7 +428,6 @@ fn unanswered(
     text: &'static str,
 ) {
     let log = &logged.info;
-    let server = log.server();
     // Outside the request span, as the completion event (see `Completion::finish`).
     event_at!(
         level,
@@ -438,8 +438,8 @@ fn unanswered(
             url.path = log.uri.path(),
             url.query = log.query(),
             http.route = log.route.as_ref().map(Route::as_str),
-            server.address = server.0,
-            server.port = server.1,
+            server.address = log.server().0,
+            server.port = log.server().1,
             network.protocol.version = log.version,
             client.address = log.client.map(tracing::field::display),
             user_agent.original = opt_str(log.user_agent.as_ref()),
