@@ -15,7 +15,7 @@ use axum::body::Body;
 use bulwark::{
     Rejection,
     circuit_breaker::{
-        CircuitBreakerConfig, CircuitBreakerLayer, CircuitState,
+        CircuitBreakerConfig, CircuitBreakerLayer, CircuitState, KeyedCircuitBreakerLayer,
         generic::{self, CircuitOpen},
     },
     classify::{Classify, Outcome, ServerErrorsAsFailures},
@@ -82,7 +82,17 @@ fn count_config(size: u32, min: u32) -> bulwark::circuit_breaker::CircuitBreaker
         .half_open_probes(2)
 }
 
-async fn hit<S>(svc: &S) -> Response<bulwark::body::ResponseBody<Body>>
+/// A request's URI host, as a per-key breaker's key.
+type ByHost = fn(&Request<Body>) -> Option<String>;
+
+/// A per-key layer with one breaker per request URI host, at most 8.
+fn per_host(config: CircuitBreakerConfig) -> KeyedCircuitBreakerLayer<ByHost> {
+    let by_host: ByHost = |req| req.uri().host().map(str::to_owned);
+    CircuitBreakerLayer::per_key(config, by_host, std::num::NonZeroU64::new(8).unwrap())
+}
+
+/// A GET of `uri` through a clone of `svc`.
+async fn hit_at<S>(svc: &S, uri: &str) -> Response<bulwark::body::ResponseBody<Body>>
 where
     S: Service<
             Request<Body>,
@@ -91,7 +101,7 @@ where
         > + Clone,
 {
     svc.clone()
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap()
 }
@@ -105,14 +115,14 @@ async fn opens_at_the_threshold_only_after_the_minimum_calls() {
 
     up.set(500);
     for _ in 0..4 {
-        assert_eq!(hit(&svc).await.status(), 500);
+        assert_eq!(hit_at(&svc, "/").await.status(), 500);
     }
     assert_eq!(handle.state(), CircuitState::Closed, "4 calls < minimum 5");
     assert_eq!(handle.metrics().failure_rate, None);
-    assert_eq!(hit(&svc).await.status(), 500);
+    assert_eq!(hit_at(&svc, "/").await.status(), 500);
     assert_eq!(handle.state(), CircuitState::Open, "5 of 5 failed");
 
-    let res = hit(&svc).await;
+    let res = hit_at(&svc, "/").await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
     assert!(matches!(
@@ -123,12 +133,16 @@ async fn opens_at_the_threshold_only_after_the_minimum_calls() {
 
     advance(Duration::from_millis(3_500)).await;
     assert_eq!(
-        hit(&svc).await.headers()["retry-after"],
+        hit_at(&svc, "/").await.headers()["retry-after"],
         "2",
         "1.5 s left rounds up"
     );
     advance(Duration::from_millis(1_499)).await;
-    assert_eq!(hit(&svc).await.headers()["retry-after"], "1", "never 0");
+    assert_eq!(
+        hit_at(&svc, "/").await.headers()["retry-after"],
+        "1",
+        "never 0"
+    );
     assert_eq!(handle.metrics().rejected, 3);
 }
 
@@ -140,10 +154,10 @@ async fn below_the_threshold_stays_closed_and_a_success_can_cross_the_minimum() 
     let svc = layer.layer(up.service());
     // 1 failure in 4 = 25 %.
     up.set(502);
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     up.set(200);
     for _ in 0..3 {
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     assert_eq!(handle.state(), CircuitState::Closed);
     assert_eq!(handle.metrics().failure_rate, Some(25.0));
@@ -154,12 +168,12 @@ async fn below_the_threshold_stays_closed_and_a_success_can_cross_the_minimum() 
     let handle = layer.handle();
     let svc = layer.layer(up.service());
     up.set(503);
-    hit(&svc).await;
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
+    hit_at(&svc, "/").await;
     up.set(200);
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     assert_eq!(handle.state(), CircuitState::Closed);
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     assert_eq!(handle.state(), CircuitState::Open);
 }
 
@@ -170,10 +184,10 @@ async fn the_count_window_forgets_old_calls() {
     let handle = layer.handle();
     let svc = layer.layer(up.service());
     up.set(500);
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     up.set(200);
     for _ in 0..6 {
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     let m = handle.metrics();
     assert_eq!((m.calls, m.failures), (4, 0));
@@ -192,19 +206,19 @@ async fn the_time_window_forgets_old_seconds() {
     let svc = layer.layer(up.service());
     up.set(500);
     for _ in 0..3 {
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     assert_eq!(handle.metrics().calls, 3);
     advance(Duration::from_secs(11)).await;
     assert_eq!(handle.metrics().calls, 0, "older than the window");
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     assert_eq!(
         handle.state(),
         CircuitState::Closed,
         "the old failures no longer count"
     );
     for _ in 0..3 {
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     assert_eq!(handle.state(), CircuitState::Open);
 }
@@ -221,11 +235,11 @@ async fn slow_calls_open_the_breaker() {
     let handle = layer.handle();
     let svc = layer.layer(up.service());
     for _ in 0..3 {
-        assert_eq!(hit(&svc).await.status(), 200);
+        assert_eq!(hit_at(&svc, "/").await.status(), 200);
     }
     assert_eq!(handle.metrics().slow_calls, 3);
     assert_eq!(handle.state(), CircuitState::Closed);
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     assert_eq!(handle.state(), CircuitState::Open, "4 of 4 slow ≥ 75 %");
 }
 
@@ -235,7 +249,7 @@ async fn opened(up: &Upstream, config: CircuitBreakerConfig, n: usize) -> Circui
     let svc = layer.layer(up.service());
     up.set(500);
     for _ in 0..n {
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     assert_eq!(layer.handle().state(), CircuitState::Open);
     layer
@@ -251,19 +265,19 @@ async fn half_open_successes_close_and_a_failure_reopens_with_a_longer_wait() {
     // Open time over: the first call is a probe. One failure of two probes = 50 %: reopens
     // at once, for 2 × 5 s.
     advance(Duration::from_secs(5)).await;
-    assert_eq!(hit(&svc).await.status(), 500);
+    assert_eq!(hit_at(&svc, "/").await.status(), 500);
     assert_eq!(handle.state(), CircuitState::Open);
-    assert_eq!(hit(&svc).await.headers()["retry-after"], "10");
+    assert_eq!(hit_at(&svc, "/").await.headers()["retry-after"], "10");
 
     advance(Duration::from_secs(10)).await;
     up.set(200);
-    assert_eq!(hit(&svc).await.status(), 200);
+    assert_eq!(hit_at(&svc, "/").await.status(), 200);
     assert_eq!(
         handle.state(),
         CircuitState::HalfOpen,
         "one of two probes done"
     );
-    assert_eq!(hit(&svc).await.status(), 200);
+    assert_eq!(hit_at(&svc, "/").await.status(), 200);
     assert_eq!(handle.state(), CircuitState::Closed);
     assert_eq!(
         handle.metrics().calls,
@@ -273,9 +287,9 @@ async fn half_open_successes_close_and_a_failure_reopens_with_a_longer_wait() {
 
     // The open time is back to its base after closing.
     up.set(500);
-    hit(&svc).await;
-    hit(&svc).await;
-    assert_eq!(hit(&svc).await.headers()["retry-after"], "5");
+    hit_at(&svc, "/").await;
+    hit_at(&svc, "/").await;
+    assert_eq!(hit_at(&svc, "/").await.headers()["retry-after"], "5");
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,8 +304,8 @@ async fn the_open_time_grows_to_its_cap() {
     let svc = layer.layer(up.service());
     for expected in ["15", "20", "20"] {
         advance(Duration::from_secs(20)).await;
-        assert_eq!(hit(&svc).await.status(), 500, "the probe");
-        assert_eq!(hit(&svc).await.headers()["retry-after"], expected);
+        assert_eq!(hit_at(&svc, "/").await.status(), 500, "the probe");
+        assert_eq!(hit_at(&svc, "/").await.headers()["retry-after"], expected);
     }
 }
 
@@ -320,7 +334,7 @@ async fn half_open_lets_only_the_probes_through_and_dropped_probes_free_their_sl
         2,
         "both probes reached the upstream"
     );
-    let extra = hit(&svc).await;
+    let extra = hit_at(&svc, "/").await;
     assert_eq!(
         extra.status(),
         503,
@@ -349,7 +363,7 @@ where
             Error = Infallible,
         > + Clone,
 {
-    hit(&svc).await
+    hit_at(&svc, "/").await
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,9 +382,9 @@ async fn hung_probes_reopen_after_the_half_open_bound() {
     let _hung = tokio::spawn(hit_owned(svc.clone()));
     tokio::task::yield_now().await;
     assert_eq!(handle.state(), CircuitState::HalfOpen);
-    assert_eq!(hit(&svc).await.status(), 503);
+    assert_eq!(hit_at(&svc, "/").await.status(), 503);
     advance(Duration::from_secs(30)).await;
-    let res = hit(&svc).await;
+    let res = hit_at(&svc, "/").await;
     assert_eq!(res.status(), 503);
     assert_eq!(
         handle.state(),
@@ -394,13 +408,13 @@ async fn a_quiet_half_open_phase_keeps_probing() {
     up.set(200);
     let svc = layer.layer(up.service());
     advance(Duration::from_secs(5)).await;
-    assert_eq!(hit(&svc).await.status(), 200);
+    assert_eq!(hit_at(&svc, "/").await.status(), 200);
     assert_eq!(handle.state(), CircuitState::HalfOpen);
     // One call every 31 s: each after the bound, none with a probe out.
     for _ in 0..2 {
         advance(Duration::from_secs(31)).await;
         assert_eq!(
-            hit(&svc).await.status(),
+            hit_at(&svc, "/").await.status(),
             200,
             "a quiet phase is not cut short"
         );
@@ -421,10 +435,10 @@ async fn forced_states_and_reset() {
 
     handle.force_open();
     assert_eq!(handle.state(), CircuitState::ForcedOpen);
-    assert_eq!(hit(&svc).await.status(), 503);
+    assert_eq!(hit_at(&svc, "/").await.status(), 503);
     advance(Duration::from_secs(3_600)).await;
     assert_eq!(
-        hit(&svc).await.status(),
+        hit_at(&svc, "/").await.status(),
         503,
         "forced open does not time out"
     );
@@ -433,7 +447,7 @@ async fn forced_states_and_reset() {
     handle.force_closed();
     up.set(500);
     for _ in 0..10 {
-        assert_eq!(hit(&svc).await.status(), 500);
+        assert_eq!(hit_at(&svc, "/").await.status(), 500);
     }
     assert_eq!(
         handle.state(),
@@ -444,8 +458,8 @@ async fn forced_states_and_reset() {
 
     handle.reset();
     assert_eq!(handle.state(), CircuitState::Closed);
-    hit(&svc).await;
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
+    hit_at(&svc, "/").await;
     assert_eq!(
         handle.state(),
         CircuitState::Open,
@@ -503,12 +517,12 @@ async fn a_custom_classifier_fails_429_and_ignores_404() {
     let svc = layer.layer(up.service());
     up.set(404);
     for _ in 0..3 {
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     assert_eq!(handle.metrics().calls, 0);
     up.set(429);
-    hit(&svc).await;
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
+    hit_at(&svc, "/").await;
     assert_eq!(handle.state(), CircuitState::Open);
 }
 
@@ -521,11 +535,11 @@ async fn the_hook_sees_every_transition_once() {
         .on_state_change(move |c| log.lock().unwrap().push((c.from, c.to)));
     let svc = layer.layer(up.service());
     up.set(500);
-    hit(&svc).await;
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
+    hit_at(&svc, "/").await;
     advance(Duration::from_secs(5)).await;
     up.set(200);
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
     layer.handle().force_open();
     use CircuitState::*;
     assert_eq!(
@@ -646,8 +660,8 @@ async fn concurrent_callers_get_exactly_the_probe_slots() {
         })
     };
     let svc = layer.layer(upstream);
-    hit(&svc).await;
-    hit(&svc).await;
+    hit_at(&svc, "/").await;
+    hit_at(&svc, "/").await;
     assert_eq!(handle.state(), CircuitState::Open);
     failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -659,7 +673,7 @@ async fn concurrent_callers_get_exactly_the_probe_slots() {
         let (svc, barrier) = (svc.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            hit(&svc).await.status().as_u16()
+            hit_at(&svc, "/").await.status().as_u16()
         }));
     }
     // Wait (bounded) until every non-probe caller has been answered.
@@ -729,7 +743,7 @@ async fn hammering_from_many_tasks_keeps_transitions_consistent() {
         let svc = svc.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..300 {
-                let status = hit(&svc).await.status().as_u16();
+                let status = hit_at(&svc, "/").await.status().as_u16();
                 assert!(matches!(status, 200 | 500 | 503));
                 if i % 25 == 0 {
                     tokio::time::sleep(Duration::from_millis(3)).await;
@@ -748,7 +762,7 @@ async fn hammering_from_many_tasks_keeps_transitions_consistent() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(6)).await;
-        hit(&svc).await;
+        hit_at(&svc, "/").await;
     }
     assert_eq!(handle.state(), CircuitState::Closed);
     // Hooks run on whichever thread made the transition, so put them back in order by
@@ -775,31 +789,21 @@ async fn hammering_from_many_tasks_keeps_transitions_consistent() {
 
 #[tokio::test(start_paused = true)]
 async fn per_key_breakers_are_isolated_and_bounded() {
-    use std::num::NonZeroU64;
-    let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
-    let layer = CircuitBreakerLayer::per_key(
-        count_config(2, 2).build().unwrap(),
-        by_host,
-        NonZeroU64::new(8).unwrap(),
-    );
+    let layer = per_host(count_config(2, 2).build().unwrap());
     let up = Upstream::new();
     let svc = layer.layer(up.service());
-    let get = |uri: &str| {
-        svc.clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-    };
     up.set(500);
-    get("http://bad.example/").await.unwrap();
-    get("http://bad.example/").await.unwrap();
-    assert_eq!(get("http://bad.example/").await.unwrap().status(), 503);
+    hit_at(&svc, "http://bad.example/").await;
+    hit_at(&svc, "http://bad.example/").await;
+    assert_eq!(hit_at(&svc, "http://bad.example/").await.status(), 503);
     up.set(200);
     assert_eq!(
-        get("http://good.example/").await.unwrap().status(),
+        hit_at(&svc, "http://good.example/").await.status(),
         200,
         "other keys unaffected"
     );
     assert_eq!(
-        get("/no-host").await.unwrap().status(),
+        hit_at(&svc, "/no-host").await.status(),
         200,
         "no key: the shared breaker"
     );
@@ -818,7 +822,7 @@ async fn per_key_breakers_are_isolated_and_bounded() {
 
     // A thousand distinct keys keep at most 8 breakers.
     for i in 0..1_000 {
-        get(&format!("http://host{i}.example/")).await.unwrap();
+        hit_at(&svc, &format!("http://host{i}.example/")).await;
     }
     let live = (0..1_000)
         .filter(|i| layer.handle_for(&format!("host{i}.example")).is_some())
@@ -829,17 +833,11 @@ async fn per_key_breakers_are_isolated_and_bounded() {
 /// Per-key breakers never put their keys in metric labels: a thousand keys, one label value.
 #[tokio::test(start_paused = true)]
 async fn per_key_metrics_are_labelled_by_the_layer() {
-    use std::num::NonZeroU64;
     // One thread (a current-thread runtime): the local recorder sees every call.
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _recorder = metrics::set_default_local_recorder(&recorder);
-    let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
-    let layer = CircuitBreakerLayer::per_key(
-        count_config(1, 1).build().unwrap(),
-        by_host,
-        NonZeroU64::new(8).unwrap(),
-    );
+    let layer = per_host(count_config(1, 1).build().unwrap());
     let up = Upstream::new();
     up.set(500);
     let svc = layer.layer(up.service());
@@ -901,21 +899,11 @@ async fn a_small_count_window_opens_with_the_default_minimum() {
 /// the hook was set, and the breaker shared by requests without a key.
 #[tokio::test(start_paused = true)]
 async fn the_per_key_hook_hears_every_key() {
-    use std::num::NonZeroU64;
-    let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
-    let layer = CircuitBreakerLayer::per_key(
-        count_config(2, 2).build().unwrap(),
-        by_host,
-        NonZeroU64::new(8).unwrap(),
-    );
+    let layer = per_host(count_config(2, 2).build().unwrap());
     let up = Upstream::new();
     let svc = layer.layer(up.service());
-    let get = |uri: &str| {
-        svc.clone()
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-    };
     // `early.example` gets its breaker before the hook exists.
-    get("http://early.example/").await.unwrap();
+    hit_at(&svc, "http://early.example/").await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let _ = layer
@@ -923,8 +911,8 @@ async fn the_per_key_hook_hears_every_key() {
         .on_state_change(move |c| log.lock().unwrap().push((c.name.to_string(), c.to)));
     up.set(500);
     for uri in ["http://early.example/", "http://late.example/", "/no-host"] {
-        get(uri).await.unwrap();
-        get(uri).await.unwrap();
+        hit_at(&svc, uri).await;
+        hit_at(&svc, uri).await;
     }
     assert_eq!(
         *seen.lock().unwrap(),
@@ -941,35 +929,22 @@ async fn the_per_key_hook_hears_every_key() {
 /// layer name, never its key). The client's problem body does not name it.
 #[test]
 fn refusals_name_the_breaker() {
-    use std::num::NonZeroU64;
     let (captured, _guard) = support::Captured::install();
     let metrics = support::recorded(true, async {
         let up = Upstream::new();
         up.set(500);
         let plain = CircuitBreakerLayer::new(count_config(2, 2).name("inventory").build().unwrap())
             .layer(up.service());
-        let by_host = |req: &Request<Body>| req.uri().host().map(str::to_owned);
-        let keyed = CircuitBreakerLayer::per_key(
-            count_config(2, 2).name("upstreams").build().unwrap(),
-            by_host,
-            NonZeroU64::new(8).unwrap(),
-        )
-        .layer(up.service());
+        let keyed =
+            per_host(count_config(2, 2).name("upstreams").build().unwrap()).layer(up.service());
         for _ in 0..2 {
-            hit(&plain).await;
+            hit_at(&plain, "/").await;
         }
-        let get = || {
-            keyed.clone().oneshot(
-                Request::get("http://a.example/")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-        };
         for _ in 0..2 {
-            get().await.unwrap();
+            hit_at(&keyed, "http://a.example/").await;
         }
 
-        let res = hit(&plain).await;
+        let res = hit_at(&plain, "/").await;
         assert_eq!(res.status(), 503);
         match res.extensions().get::<Rejection>() {
             Some(Rejection::CircuitOpen { breaker, .. }) => {
@@ -984,9 +959,9 @@ fn refusals_name_the_breaker() {
             !String::from_utf8_lossy(&body).contains("inventory"),
             "the client is not told the dependency's name"
         );
-        hit(&plain).await;
+        hit_at(&plain, "/").await;
         for _ in 0..3 {
-            let res = get().await.unwrap();
+            let res = hit_at(&keyed, "http://a.example/").await;
             match res.extensions().get::<Rejection>() {
                 Some(Rejection::CircuitOpen { breaker, .. }) => {
                     assert_eq!(breaker.as_deref(), Some("upstreams[\"a.example\"]"));
