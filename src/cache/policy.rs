@@ -141,7 +141,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// The system's wall time in nanoseconds since the Unix epoch (0 before it).
-fn system_nanos() -> u64 {
+pub(crate) fn system_nanos() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, nanos)

@@ -101,10 +101,7 @@ impl Shared {
     pub(crate) fn new(cfg: Config, store: CacheStore, key: KeyFn) -> Self {
         // Index ids only need to differ between successive indexes of one URL, also across
         // instances sharing a store: start from the wall clock.
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+        let seed = policy::system_nanos();
         let label: Arc<str> = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
         let outcomes = CacheOutcome::ALL.map(CacheOutcome::as_str);
         Self {
