@@ -110,11 +110,12 @@ pub(crate) fn breaker_transition(
     .increment(1);
 }
 
-/// The rejection counter of one breaker (a per-key breaker's is its layer's), its key built
-/// once: an open breaker may refuse many requests a second.
+/// The rejection counter of one breaker, its key built once: an open breaker may refuse many
+/// requests a second. A per-key layer's breakers share their layer's (a clone).
+#[derive(Clone)]
 pub(crate) struct BreakerRejections {
     #[cfg(feature = "metrics")]
-    key: metrics::Key,
+    key: std::sync::Arc<metrics::Key>,
 }
 
 impl BreakerRejections {
@@ -123,10 +124,10 @@ impl BreakerRejections {
         #[cfg(feature = "metrics")]
         {
             Self {
-                key: retained(&metrics::Key::from_parts(
+                key: std::sync::Arc::new(retained(&metrics::Key::from_parts(
                     "bulwark_circuit_breaker_rejections_total",
                     vec![metrics::Label::new("breaker", breaker.clone())],
-                )),
+                ))),
             }
         }
         #[cfg(not(feature = "metrics"))]

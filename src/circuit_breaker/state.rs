@@ -190,21 +190,28 @@ enum PermitKind {
 
 impl Breaker {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
-        let breaker = Self::build(config, None, HookCell::default());
+        let rejections = crate::metrics::BreakerRejections::new(&config.name);
+        let breaker = Self::build(config, None, HookCell::default(), rejections);
         crate::metrics::breaker_state(&breaker.config.name, CircuitState::Closed);
         breaker
     }
 
     /// One key's breaker of the per-key layer named `layer`, whose shared breaker is `shared`
-    /// (its hook serves this one too).
+    /// (its hook and its rejection counter serve this one too).
     pub(crate) fn keyed(config: CircuitBreakerConfig, layer: Arc<str>, shared: &Breaker) -> Self {
-        Self::build(config, Some(layer), shared.on_change.clone())
+        Self::build(
+            config,
+            Some(layer),
+            shared.on_change.clone(),
+            shared.rejections.clone(),
+        )
     }
 
     fn build(
         config: CircuitBreakerConfig,
         keyed_under: Option<Arc<str>>,
         on_change: HookCell,
+        rejections: crate::metrics::BreakerRejections,
     ) -> Self {
         let (window, bucket_nanos) = match config.window {
             SlidingWindow::Count { size } => (Window::Count(CountWindow::new(size)), 0),
@@ -216,8 +223,6 @@ impl Breaker {
                 )
             }
         };
-        let rejections =
-            crate::metrics::BreakerRejections::new(keyed_under.as_ref().unwrap_or(&config.name));
         Self {
             config,
             base: Instant::now(),
