@@ -545,6 +545,74 @@ async fn conditional_requests_refresh_stale_entries() {
     assert_eq!(seen.calls(), 2);
 }
 
+/// An origin in the middle of a deploy: the first answer comes from an old server, without an
+/// `ETag`; every later one from a new server that sends `"v2"` for the same bytes and honours
+/// `If-Modified-Since`.
+fn mid_deploy(req: &Request<()>, n: usize) -> Res {
+    let mut headers = vec![
+        ("cache-control", "max-age=10"),
+        ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+    ];
+    if n > 0 {
+        headers.push(("etag", "\"v2\""));
+    }
+    if req.headers().contains_key("if-modified-since") {
+        res(304, &headers, String::new())
+    } else {
+        res(200, &headers, "same bytes".into())
+    }
+}
+
+/// The stale entry is revalidated with `If-Modified-Since`, and the origin's `304` names a
+/// representation the cache does not hold (its `ETag`). It refreshes nothing (RFC 9111, section
+/// 4.3.4), and a client that asked without conditionals gets the whole stored answer, never a
+/// bare `304`; the entry is dropped, so the next request fetches and stores the answer whole.
+#[tokio::test(start_paused = true)]
+async fn a_304_for_another_representation_is_not_passed_on() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, mid_deploy));
+    send(&svc, get("/d")).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let a = send(&svc, get("/d")).await;
+    assert!(seen.last("if-modified-since").is_some());
+    assert_eq!(
+        (a.status, &a.body[..]),
+        (StatusCode::OK, &b"same bytes"[..])
+    );
+    assert!(
+        !a.headers.contains_key("etag"),
+        "the stored answer, untouched"
+    );
+    assert_eq!(
+        a.cs(),
+        "bulwark; fwd=stale; fwd-status=304; detail=validator-mismatch"
+    );
+    // Dropped: fetched whole (no conditionals) and stored with the origin's current validator.
+    let b = send(&svc, get("/d")).await;
+    assert_eq!(seen.calls(), 3);
+    assert_eq!(seen.last("if-modified-since"), None);
+    assert_eq!(
+        (b.cache.outcome, b.cache.stored),
+        (CacheOutcome::Miss, true)
+    );
+    assert_eq!(b.headers["etag"], "\"v2\"");
+    assert_eq!(send(&svc, get("/d")).await.cache.outcome, CacheOutcome::Hit);
+}
+
+/// The same `304`, for a client that holds the representation it names: it is the client's.
+#[tokio::test(start_paused = true)]
+async fn a_304_for_the_clients_representation_is_passed_on() {
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory()).layer(origin(&seen, Duration::ZERO, mid_deploy));
+    send(&svc, get("/d")).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let a = send(&svc, get_with("/d", &[("if-none-match", "\"v2\"")])).await;
+    assert_eq!(seen.calls(), 2);
+    assert_eq!(a.status, StatusCode::NOT_MODIFIED, "{}", a.cs());
+    assert!(a.body.is_empty());
+    assert_eq!(a.headers["etag"], "\"v2\"");
+}
+
 #[tokio::test(start_paused = true)]
 async fn request_directives() {
     let seen = Seen::default();

@@ -9,7 +9,9 @@
 //!   [`http-cache-semantics`](https://docs.rs/http-cache-semantics). Heuristic freshness is off
 //!   unless [`heuristic_freshness`](CacheLayer::heuristic_freshness) turns it on. Stale entries
 //!   with a validator are revalidated with `If-None-Match` / `If-Modified-Since`; a `304` turns
-//!   the stored answer fresh again. A client's own `If-None-Match` / `If-Modified-Since` is
+//!   the stored answer fresh again. A `304` whose `ETag` is not the stored one's refreshes
+//!   nothing (RFC 9111 section 4.3.4): the entry is dropped, and a client whose own conditionals
+//!   it does not satisfy gets the stored answer whole (`detail=validator-mismatch`). A client's own `If-None-Match` / `If-Modified-Since` is
 //!   answered by the cache (`304` when it matches the stored or fetched answer) and never
 //!   forwarded with a miss or a revalidation, so a revalidating client still fills the cache.
 //!   `stale-while-revalidate` and `stale-if-error` (RFC 5861) are
@@ -137,6 +139,7 @@
 //! | miss, not stored | `bulwark; fwd=miss; fwd-status=200; detail=set-cookie` |
 //! | other variant | `bulwark; fwd=vary-miss; ...` |
 //! | stale, revalidated with `304` | `bulwark; fwd=stale; fwd-status=304; stored` |
+//! | stale, the origin's `304` names another `ETag` | `bulwark; fwd=stale; fwd-status=304; detail=validator-mismatch` |
 //! | stale, inner failed, served stale | `bulwark; fwd=stale; fwd-status=503; ttl=-2; detail=stale-if-error` |
 //! | client asked for a fresh answer | `bulwark; fwd=request; ...` |
 //! | unsafe method | `bulwark; fwd=method; fwd-status=201` |

@@ -810,6 +810,32 @@ struct Forwarded {
     stale: Option<(Entry, bool)>,
 }
 
+/// The origin answered the stale entry's conditional request with a `304` whose `ETag` is not
+/// the stored one's: a stored answer without an `ETag`, revalidated by `If-Modified-Since` on a
+/// server that now sends one (a deploy, or servers behind a load balancer that differ), or an
+/// origin that matches `If-None-Match` loosely. That `304` must not refresh the entry (RFC 9111,
+/// section 4.3.4), and the client, whose own conditionals it does not satisfy, must not get it:
+/// it asked for the whole answer, and the conditional fields were the cache's. The request's
+/// body is gone, so the cache cannot ask again without them; the origin has said that nothing
+/// changed since what the cache holds, so the client gets that, marked
+/// `fwd=stale; fwd-status=304; detail=validator-mismatch`. The entry is dropped, so the next
+/// request fetches the whole answer and stores it with the origin's current validator.
+async fn not_modified_elsewhere<B>(
+    shared: &Shared,
+    head: &request::Parts,
+    stored: &Stored,
+    key: &str,
+    now: SystemTime,
+) -> Response<ResponseBody<B>> {
+    if let Err(e) = shared.store.inner.remove(key).await {
+        shared.store_failed(&e);
+    }
+    let mut status = CacheStatus::new(CacheOutcome::Stale);
+    status.fwd_status = Some(304);
+    status.detail = Some("validator-mismatch");
+    serve(shared, stored, head, status, now, key)
+}
+
 /// Turns the inner answer into the client's: stores it when it may (buffering its body), serves
 /// the stale entry on errors where allowed, refreshes it on `304`.
 async fn settle<B>(
@@ -855,6 +881,12 @@ where
                     serve(shared, &served, head, status, now, &fwd.key)
                 }
             };
+        }
+        if parts.status == StatusCode::NOT_MODIFIED
+            && *added
+            && !policy::not_modified(StatusCode::OK, &parts.headers, head)
+        {
+            return not_modified_elsewhere(shared, head, stored, &fwd.key, now).await;
         }
         if parts.status.is_server_error() && stored.may_serve_on_error(now) {
             let mut status = CacheStatus::new(CacheOutcome::StaleIfError);
