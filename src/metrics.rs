@@ -2,6 +2,15 @@
 //! (feature `metrics`, on by default; without it nothing is recorded and nothing is paid).
 //! Install any `metrics` recorder (e.g. `metrics-exporter-prometheus`) to collect them.
 //!
+//! The metrics recorded per request keep their handles from the **global** recorder
+//! (`metrics::set_global_recorder`, which exporters' `install` calls) instead of registering
+//! on every request, which cost more than some layers. A layer built before the recorder was
+//! installed records into it all the same; a thread-local recorder (`with_local_recorder`, as
+//! in tests) gets everything recorded under it, registered per use. A kept handle is registered
+//! again once it is a second old, so an exporter's idle timeout (which drops a metric that has
+//! not changed for that long) never leaves a layer counting into a dropped metric, as long as
+//! that timeout is over a second.
+//!
 //! Every label has a bounded set of values: layer and breaker names are configuration, kinds
 //! and reasons are fixed vocabularies, and routes are templates (axum's `MatchedPath`), never raw
 //! paths, keys or client addresses.
@@ -32,39 +41,46 @@
 
 /// One rejection answered.
 ///
-/// Rejections are what an attacker makes us produce, so their counter's keys are built once
-/// (in shared form, see [`retained`]) for every kind, not per rejection as `counter!` would.
+/// Rejections are what an attacker makes us produce, so their counters are [`Held`] for every
+/// kind, not registered per rejection as `counter!` would.
 #[inline]
 pub(crate) fn rejection(kind: &'static str) {
     #[cfg(feature = "metrics")]
     {
-        static KEYS: std::sync::LazyLock<Vec<(&'static str, metrics::Key)>> =
-            std::sync::LazyLock::new(|| {
-                crate::Rejection::KINDS
-                    .iter()
-                    .map(|&kind| (kind, rejection_key(kind)))
-                    .collect()
-            });
-        static METADATA: metrics::Metadata<'static> =
-            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-        let count = |key: &metrics::Key| {
-            metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
-        };
-        match KEYS.iter().find(|(k, _)| *k == kind) {
-            Some((_, key)) => count(key),
-            None => count(&rejection_key(kind)),
-        }
+        static COUNTERS: std::sync::LazyLock<Vocabulary<&str>> = std::sync::LazyLock::new(|| {
+            Vocabulary::new(crate::Rejection::KINDS, |kind| {
+                metrics::Key::from_parts(
+                    "bulwark_rejections_total",
+                    vec![metrics::Label::from_static_parts("rejection", kind)],
+                )
+            })
+        });
+        COUNTERS.increment(kind, || {
+            metrics::counter!("bulwark_rejections_total", "rejection" => kind).increment(1);
+        });
     }
     #[cfg(not(feature = "metrics"))]
     let _ = kind;
 }
 
+/// The counters of one metric over a fixed vocabulary of label values (`T`), each [`Held`].
 #[cfg(feature = "metrics")]
-fn rejection_key(kind: &'static str) -> metrics::Key {
-    retained(&metrics::Key::from_parts(
-        "bulwark_rejections_total",
-        vec![metrics::Label::from_static_parts("rejection", kind)],
-    ))
+struct Vocabulary<T>(Vec<(T, Held<metrics::Counter>)>);
+
+#[cfg(feature = "metrics")]
+impl<T: Copy + PartialEq> Vocabulary<T> {
+    fn new(words: impl IntoIterator<Item = T>, key: impl Fn(T) -> metrics::Key) -> Self {
+        Self(words.into_iter().map(|w| (w, Held::new(&key(w)))).collect())
+    }
+
+    /// Counts one for `word`; `otherwise` if it is not in the vocabulary.
+    #[inline]
+    fn increment(&self, word: T, otherwise: impl FnOnce()) {
+        match self.0.iter().find(|(w, _)| *w == word) {
+            Some((_, counter)) => counter.increment(1),
+            None => otherwise(),
+        }
+    }
 }
 
 /// One store operation failed.
@@ -115,7 +131,7 @@ pub(crate) fn breaker_transition(
 #[derive(Clone)]
 pub(crate) struct BreakerRejections {
     #[cfg(feature = "metrics")]
-    key: std::sync::Arc<metrics::Key>,
+    counter: std::sync::Arc<Held<metrics::Counter>>,
 }
 
 impl BreakerRejections {
@@ -124,7 +140,7 @@ impl BreakerRejections {
         #[cfg(feature = "metrics")]
         {
             Self {
-                key: std::sync::Arc::new(retained(&metrics::Key::from_parts(
+                counter: std::sync::Arc::new(Held::new(&metrics::Key::from_parts(
                     "bulwark_circuit_breaker_rejections_total",
                     vec![metrics::Label::new("breaker", breaker.clone())],
                 ))),
@@ -142,28 +158,17 @@ impl BreakerRejections {
     #[inline]
     pub(crate) fn count(&self) {
         #[cfg(feature = "metrics")]
-        metrics::with_recorder(|r| {
-            r.register_counter(&self.key, &BREAKER_METADATA)
-                .increment(1);
-        });
+        self.counter.increment(1);
     }
 }
-
-#[cfg(feature = "metrics")]
-static BREAKER_METADATA: metrics::Metadata<'static> =
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// The counters of one rate limiter. Labels are the limiter's name and fixed words, never a
 /// request's key. The metric keys are built once per limiter (and on rename), so counting a
 /// decision allocates nothing.
 pub(crate) struct RateLimitMetrics {
     #[cfg(feature = "metrics")]
-    keys: Box<[metrics::Key; 6]>,
+    counters: Box<[Held<metrics::Counter>; 6]>,
 }
-
-#[cfg(feature = "metrics")]
-static RATE_LIMIT_METADATA: metrics::Metadata<'static> =
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 impl RateLimitMetrics {
     const ALLOWED: usize = 0;
@@ -180,7 +185,7 @@ impl RateLimitMetrics {
             use metrics::{Key, Label};
             let label = || Label::new("limiter", limiter.clone());
             let with = |name: &'static str, k: &'static str, v: &'static str| {
-                retained(&Key::from_parts(
+                Held::new(&Key::from_parts(
                     name,
                     vec![label(), Label::from_static_parts(k, v)],
                 ))
@@ -188,13 +193,13 @@ impl RateLimitMetrics {
             let requests = "bulwark_rate_limit_requests_total";
             let fallbacks = "bulwark_rate_limit_store_fallbacks_total";
             Self {
-                keys: Box::new([
+                counters: Box::new([
                     with(requests, "decision", "allowed"),
                     with(requests, "decision", "rejected"),
                     with(fallbacks, "policy", "local"),
                     with(fallbacks, "policy", "fail_open"),
                     with(fallbacks, "policy", "fail_closed"),
-                    retained(&Key::from_parts(
+                    Held::new(&Key::from_parts(
                         "bulwark_rate_limit_overflow_total",
                         vec![label()],
                     )),
@@ -213,10 +218,7 @@ impl RateLimitMetrics {
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     fn count(&self, which: usize, n: u64) {
         #[cfg(feature = "metrics")]
-        metrics::with_recorder(|r| {
-            r.register_counter(&self.keys[which], &RATE_LIMIT_METADATA)
-                .increment(n);
-        });
+        self.counters[which].increment(n);
         #[cfg(not(feature = "metrics"))]
         let _ = (which, n);
     }
@@ -274,15 +276,11 @@ pub(crate) fn http_request(
 ) {
     #[cfg(feature = "metrics")]
     {
-        static METADATA: metrics::Metadata<'static> =
-            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
         let class = status.map_or(STATUS_CLASSES.len() - 1, |s| {
             usize::from((s.as_u16() / 100).clamp(1, 5) - 1)
         });
-        let record = |key: &metrics::Key| {
-            metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
-                .record(elapsed.as_secs_f64());
-        };
+        let seconds = elapsed.as_secs_f64();
+        let held = || Held::new(&http_key(method, route, class));
         let slot = HTTP_METHODS
             .iter()
             .position(|m| *m == method)
@@ -291,12 +289,15 @@ pub(crate) fn http_request(
             + class;
         // The common case: the route is known; no reference count is touched.
         if let Some(slots) = keys.routes.load().get(route) {
-            record(slots[slot].get_or_init(|| http_key(method, route, class)));
+            slots[slot].get_or_init(held).record(seconds);
             return;
         }
         match keys.add(route) {
-            Some(slots) => record(slots[slot].get_or_init(|| http_key(method, route, class))),
-            None => record(&http_key(method, route, class)),
+            Some(slots) => slots[slot].get_or_init(held).record(seconds),
+            None => metrics::with_recorder(|r| {
+                <metrics::Histogram as Handle>::register(r, &http_key(method, route, class))
+                    .record(seconds);
+            }),
         }
     }
     #[cfg(not(feature = "metrics"))]
@@ -313,18 +314,18 @@ const HTTP_METHODS: [&str; 9] = [
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 #[cfg(feature = "metrics")]
-type HttpSlots = std::sync::Arc<[std::sync::OnceLock<metrics::Key>]>;
+type HttpSlots = std::sync::Arc<[std::sync::OnceLock<Held<metrics::Histogram>>]>;
 
 #[cfg(feature = "metrics")]
 fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
-    retained(&metrics::Key::from_parts(
+    metrics::Key::from_parts(
         "http_server_request_duration_seconds",
         vec![
             metrics::Label::new("method", method),
             metrics::Label::new("route", route.to_owned()),
             metrics::Label::new("status_class", STATUS_CLASSES[class]),
         ],
-    ))
+    )
 }
 
 /// `key` in the form a recorder can keep without copying it: recorders that store keys
@@ -334,6 +335,167 @@ fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
 #[cfg(feature = "metrics")]
 fn retained(key: &metrics::Key) -> metrics::Key {
     key.to_retained()
+}
+
+/// A metric's key with its handle, kept between requests.
+///
+/// Registering a metric with a recorder on every request costs a registry lookup: with
+/// metrics-exporter-prometheus about 400 instructions for a counter and 800 for the
+/// three-label request histogram (its `Key` comparison sorts the labels), more than the rest of
+/// some layers. So the handle the **global** recorder gives is kept and reused, as the `metrics`
+/// documentation recommends; only handles of the global recorder, because it lives for the
+/// whole process while a thread-local one (tests) may be dropped and another made at its address.
+/// A kept handle is registered again once it is a second old: an exporter may drop a metric that
+/// has not changed for its idle timeout, and a handle kept past that would count into nothing.
+/// Any metric that was idle that long is at least a second old, so its first use after the gap
+/// registers it again (an idle timeout under one second could lose up to a second of counts).
+#[cfg(feature = "metrics")]
+pub(crate) struct Held<H> {
+    key: metrics::Key,
+    handle: arc_swap::ArcSwapOption<Registration<H>>,
+}
+
+#[cfg(feature = "metrics")]
+struct Registration<H> {
+    handle: H,
+    at: std::time::Instant,
+}
+
+/// What a [`Held`] keeps: a counter or a histogram handle.
+#[cfg(feature = "metrics")]
+pub(crate) trait Handle: Sized {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self;
+}
+
+#[cfg(feature = "metrics")]
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+#[cfg(feature = "metrics")]
+impl Handle for metrics::Counter {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self {
+        recorder.register_counter(key, &METADATA)
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Handle for metrics::Histogram {
+    fn register(recorder: &dyn metrics::Recorder, key: &metrics::Key) -> Self {
+        recorder.register_histogram(key, &METADATA)
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl<H: Handle> Held<H> {
+    /// A kept handle is registered again once it is this old.
+    const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub(crate) fn new(key: &metrics::Key) -> Self {
+        Self {
+            key: retained(key),
+            handle: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// Runs `f` with the current recorder's handle for this metric.
+    #[inline]
+    fn with(&self, f: impl FnOnce(&H)) {
+        metrics::with_recorder(|recorder| {
+            if !global::is(recorder) {
+                return f(&H::register(recorder, &self.key));
+            }
+            let now = std::time::Instant::now();
+            if let Some(kept) = &*self.handle.load() {
+                if now.saturating_duration_since(kept.at) < Self::REFRESH {
+                    return f(&kept.handle);
+                }
+            }
+            let handle = H::register(recorder, &self.key);
+            f(&handle);
+            self.handle
+                .store(Some(std::sync::Arc::new(Registration { handle, at: now })));
+        });
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Held<metrics::Counter> {
+    #[inline]
+    pub(crate) fn increment(&self, n: u64) {
+        self.with(|c| c.increment(n));
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Held<metrics::Histogram> {
+    #[inline]
+    pub(crate) fn record(&self, value: f64) {
+        self.with(|h| h.record(value));
+    }
+}
+
+/// Which recorder is the global one.
+///
+/// `metrics` says which recorder is current, not whether it is the global one. A thread that
+/// never set a local recorder sees the global one (or the no-op recorder, which is zero-sized,
+/// until one is installed), so a thread of our own is asked, once it is installed: the global
+/// recorder is set once and lives until the process ends, so its address names it for good.
+#[cfg(feature = "metrics")]
+mod global {
+    use std::sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    static ADDRESS: OnceLock<usize> = OnceLock::new();
+    /// When the next look may be taken, in milliseconds from [`START`] (at most one a second).
+    static NEXT_LOOK: AtomicU64 = AtomicU64::new(0);
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+
+    fn address(recorder: &dyn metrics::Recorder) -> usize {
+        std::ptr::from_ref(recorder).cast::<()>() as usize
+    }
+
+    /// Whether `recorder` is the global recorder. A zero-sized recorder (the no-op one) never
+    /// is: zero-sized values need not have addresses of their own.
+    #[inline]
+    pub(super) fn is(recorder: &dyn metrics::Recorder) -> bool {
+        if let Some(global) = ADDRESS.get() {
+            return *global == address(recorder) && std::mem::size_of_val(recorder) > 0;
+        }
+        if std::mem::size_of_val(recorder) == 0 {
+            return false;
+        }
+        look();
+        ADDRESS.get() == Some(&address(recorder))
+    }
+
+    /// Asks a new thread (which has no local recorder) for the global recorder, at most once a
+    /// second: until it is installed, a non-zero-sized recorder seen here is a local one.
+    #[cold]
+    fn look() {
+        let start = START.get_or_init(std::time::Instant::now);
+        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = NEXT_LOOK.load(Ordering::Relaxed);
+        if now < next
+            || NEXT_LOOK
+                .compare_exchange(next, now + 1_000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let found = std::thread::Builder::new()
+            .name("bulwark-metrics".into())
+            .spawn(|| {
+                metrics::with_recorder(|r| (std::mem::size_of_val(r) > 0).then(|| address(r)))
+            })
+            .ok()
+            .and_then(|t| t.join().ok())
+            .flatten();
+        if let Some(found) = found {
+            let _ = ADDRESS.set(found);
+        }
+    }
 }
 
 /// The request-duration histogram's keys by route, one per method and status class, built on
@@ -385,12 +547,40 @@ impl std::fmt::Debug for HttpKeys {
 
 /// One fallback ran: `outcome` is `answered`, or `failed` when the original result went out.
 #[inline]
-pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
+pub(crate) fn fallback(reason: crate::fallback::FallbackReason, answered: bool) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_fallbacks_total", "reason" => reason, "outcome" => outcome)
-        .increment(1);
+    {
+        use crate::fallback::FallbackReason;
+        fn outcome(answered: bool) -> &'static str {
+            if answered { "answered" } else { "failed" }
+        }
+        // A failing dependency makes every request a fallback: held, like rejections.
+        static COUNTERS: std::sync::LazyLock<Vocabulary<(FallbackReason, bool)>> =
+            std::sync::LazyLock::new(|| {
+                let all = FallbackReason::ALL
+                    .iter()
+                    .flat_map(|&r| [(r, true), (r, false)]);
+                Vocabulary::new(all, |(reason, answered)| {
+                    metrics::Key::from_parts(
+                        "bulwark_fallbacks_total",
+                        vec![
+                            metrics::Label::from_static_parts("reason", reason.as_str()),
+                            metrics::Label::from_static_parts("outcome", outcome(answered)),
+                        ],
+                    )
+                })
+            });
+        COUNTERS.increment((reason, answered), || {
+            metrics::counter!(
+                "bulwark_fallbacks_total",
+                "reason" => reason.as_str(),
+                "outcome" => outcome(answered)
+            )
+            .increment(1);
+        });
+    }
     #[cfg(not(feature = "metrics"))]
-    let _ = (reason, outcome);
+    let _ = (reason, answered);
 }
 
 /// The counters of one cache layer: `bulwark_cache_requests_total` per outcome and
@@ -398,12 +588,8 @@ pub(crate) fn fallback(reason: &'static str, outcome: &'static str) {
 /// per layer, so counting a request allocates nothing.
 pub(crate) struct CacheMetrics {
     #[cfg(feature = "metrics")]
-    keys: Box<[metrics::Key]>,
+    counters: Box<[Held<metrics::Counter>]>,
 }
-
-#[cfg(feature = "metrics")]
-static CACHE_METADATA: metrics::Metadata<'static> =
-    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 impl CacheMetrics {
     /// The counters of the cache named `cache`; `outcomes` are the `outcome` label values, in the
@@ -413,21 +599,21 @@ impl CacheMetrics {
         {
             use metrics::{Key, Label};
             let label = || Label::new("cache", cache.clone());
-            let mut keys: Vec<Key> = outcomes
+            let mut counters: Vec<_> = outcomes
                 .iter()
                 .map(|o| {
-                    retained(&Key::from_parts(
+                    Held::new(&Key::from_parts(
                         "bulwark_cache_requests_total",
                         vec![label(), Label::from_static_parts("outcome", o)],
                     ))
                 })
                 .collect();
-            keys.push(retained(&Key::from_parts(
+            counters.push(Held::new(&Key::from_parts(
                 "bulwark_cache_stored_total",
                 vec![label()],
             )));
             Self {
-                keys: keys.into_boxed_slice(),
+                counters: counters.into_boxed_slice(),
             }
         }
         #[cfg(not(feature = "metrics"))]
@@ -441,8 +627,8 @@ impl CacheMetrics {
     #[inline]
     fn count(&self, which: usize) {
         #[cfg(feature = "metrics")]
-        if let Some(key) = self.keys.get(which) {
-            metrics::with_recorder(|r| r.register_counter(key, &CACHE_METADATA).increment(1));
+        if let Some(counter) = self.counters.get(which) {
+            counter.increment(1);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = which;
@@ -460,7 +646,7 @@ impl CacheMetrics {
     #[inline]
     pub(crate) fn stored(&self) {
         #[cfg(feature = "metrics")]
-        self.count(self.keys.len() - 1);
+        self.count(self.counters.len() - 1);
     }
 }
 
@@ -476,9 +662,30 @@ pub(crate) fn cache_evicted(store: &'static str, cause: &'static str) {
 
 /// One keyed request's outcome in the idempotency layer.
 #[inline]
-pub(crate) fn idempotency(outcome: &'static str) {
+pub(crate) fn idempotency(outcome: crate::idempotency::Outcome) {
     #[cfg(feature = "metrics")]
-    metrics::counter!("bulwark_idempotency_requests_total", "outcome" => outcome).increment(1);
+    {
+        use crate::idempotency::Outcome;
+        static COUNTERS: std::sync::LazyLock<Vocabulary<Outcome>> =
+            std::sync::LazyLock::new(|| {
+                Vocabulary::new(Outcome::ALL, |outcome| {
+                    metrics::Key::from_parts(
+                        "bulwark_idempotency_requests_total",
+                        vec![metrics::Label::from_static_parts(
+                            "outcome",
+                            outcome.as_str(),
+                        )],
+                    )
+                })
+            });
+        COUNTERS.increment(outcome, || {
+            metrics::counter!(
+                "bulwark_idempotency_requests_total",
+                "outcome" => outcome.as_str()
+            )
+            .increment(1);
+        });
+    }
     #[cfg(not(feature = "metrics"))]
     let _ = outcome;
 }
@@ -488,7 +695,7 @@ pub(crate) fn idempotency(outcome: &'static str) {
 /// evaluation, so a recorder installed after the flags were defined still sees them.
 pub(crate) struct FlagCounters {
     #[cfg(feature = "metrics")]
-    keys: Box<[metrics::Key]>,
+    counters: Box<[Held<metrics::Counter>]>,
 }
 
 #[cfg(feature = "metrics")]
@@ -510,10 +717,10 @@ impl FlagCounters {
     pub(crate) fn new(label: &std::sync::Arc<str>) -> Self {
         #[cfg(feature = "metrics")]
         {
-            let keys = FLAG_RESULTS
+            let counters = FLAG_RESULTS
                 .iter()
                 .map(|&(enabled, reason)| {
-                    retained(&metrics::Key::from_parts(
+                    Held::new(&metrics::Key::from_parts(
                         "bulwark_flag_evaluations_total",
                         vec![
                             metrics::Label::new("flag", label.clone()),
@@ -523,7 +730,7 @@ impl FlagCounters {
                     ))
                 })
                 .collect();
-            Self { keys }
+            Self { counters }
         }
         #[cfg(not(feature = "metrics"))]
         {
@@ -537,14 +744,9 @@ impl FlagCounters {
     #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
     pub(crate) fn record(&self, enabled: bool, reason: crate::flag::Reason) {
         #[cfg(feature = "metrics")]
-        {
-            static METADATA: metrics::Metadata<'static> =
-                metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
-            match FLAG_RESULTS.iter().position(|&r| r == (enabled, reason)) {
-                Some(i) => metrics::with_recorder(|r| r.register_counter(&self.keys[i], &METADATA))
-                    .increment(1),
-                None => flag_evaluation(None, enabled, reason.otel_value()),
-            }
+        match FLAG_RESULTS.iter().position(|&r| r == (enabled, reason)) {
+            Some(i) => self.counters[i].increment(1),
+            None => flag_evaluation(None, enabled, reason.otel_value()),
         }
         #[cfg(not(feature = "metrics"))]
         let _ = (enabled, reason);

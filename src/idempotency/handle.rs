@@ -33,6 +33,18 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order.
+    pub(crate) const ALL: [Self; 8] = [
+        Self::New,
+        Self::Replayed,
+        Self::InFlight,
+        Self::Mismatch,
+        Self::NotReplayable,
+        Self::Released,
+        Self::LeaseLost,
+        Self::StoreError,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::New => "new",
@@ -60,7 +72,7 @@ impl Stats {
             Outcome::StoreError => &self.store_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::idempotency(outcome.as_str());
+        crate::metrics::idempotency(outcome);
     }
 }
 

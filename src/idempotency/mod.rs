@@ -125,6 +125,7 @@ mod config;
 pub(crate) mod fingerprint;
 mod future;
 mod handle;
+pub(crate) use handle::Outcome;
 mod key;
 mod layer;
 mod scope;
