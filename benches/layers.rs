@@ -431,6 +431,42 @@ fn feature_flag(c: &mut Criterion) {
     group.finish();
 }
 
+/// Metrics recorded into a Prometheus recorder: per-request metrics keep their handles from the
+/// global recorder, and register on every request with a thread-local one. Last of the groups,
+/// since the global recorder it installs stays for the rest of the process.
+fn prometheus(c: &mut Criterion) {
+    use std::num::NonZeroU32;
+
+    use bulwark::rate_limit::{Quota, RateLimitLayer};
+    let mut group = c.benchmark_group("prometheus");
+    let mut bare = support::bare();
+    group.bench_function("baseline", |b| {
+        b.iter(|| black_box(support::call(&mut bare, support::request())));
+    });
+    let mut log = RequestLogLayer::new().layer(support::bare());
+    let plenty = Quota::per_second(NonZeroU32::MAX).burst(NonZeroU32::MAX);
+    let mut limiter = RateLimitLayer::new(plenty).layer(support::bare());
+    let local = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&local, || {
+        group.bench_function("log/local_recorder", |b| {
+            b.iter(|| black_box(support::call(&mut log, support::request())));
+        });
+        group.bench_function("rate_limit_allowed/local_recorder", |b| {
+            b.iter(|| black_box(support::call(&mut limiter, support::request())));
+        });
+    });
+    let global = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    if metrics::set_global_recorder(global).is_ok() {
+        group.bench_function("log/global_recorder", |b| {
+            b.iter(|| black_box(support::call(&mut log, support::request())));
+        });
+        group.bench_function("rate_limit_allowed/global_recorder", |b| {
+            b.iter(|| black_box(support::call(&mut limiter, support::request())));
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     log,
@@ -441,6 +477,7 @@ criterion_group!(
     cache,
     idempotency,
     feature_flag,
-    stack
+    stack,
+    prometheus
 );
 criterion_main!(benches);
