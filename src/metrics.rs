@@ -358,7 +358,8 @@ pub(crate) struct Held<H> {
 #[cfg(feature = "metrics")]
 struct Registration<H> {
     handle: H,
-    at: std::time::Instant,
+    /// When it is to be registered again (a comparison per use, not a subtraction).
+    until: std::time::Instant,
 }
 
 /// What a [`Held`] keeps: a counter or a histogram handle.
@@ -406,14 +407,15 @@ impl<H: Handle> Held<H> {
             }
             let now = std::time::Instant::now();
             if let Some(kept) = &*self.handle.load() {
-                if now.saturating_duration_since(kept.at) < Self::REFRESH {
+                if now < kept.until {
                     return f(&kept.handle);
                 }
             }
             let handle = H::register(recorder, &self.key);
             f(&handle);
+            let until = now + Self::REFRESH;
             self.handle
-                .store(Some(std::sync::Arc::new(Registration { handle, at: now })));
+                .store(Some(std::sync::Arc::new(Registration { handle, until })));
         });
     }
 }
