@@ -692,9 +692,9 @@ pub(crate) fn idempotency(outcome: crate::idempotency::Outcome) {
     let _ = outcome;
 }
 
-/// The evaluation counters of one defined flag, keyed in advance (when the flags snapshot is
-/// built), so counting an evaluation allocates nothing. The recorder is looked up at each
-/// evaluation, so a recorder installed after the flags were defined still sees them.
+/// The evaluation counters of one defined flag, [`Held`] from when the flags snapshot is built,
+/// so counting an evaluation allocates nothing; a recorder installed after the flags were
+/// defined still sees them.
 pub(crate) struct FlagCounters {
     #[cfg(feature = "metrics")]
     counters: Box<[Held<metrics::Counter>]>,

@@ -32,6 +32,8 @@ pub(crate) enum Outcome {
     StoreError,
 }
 
+// Used for the metric's labels only.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 impl Outcome {
     /// Every outcome, in declaration order.
     pub(crate) const ALL: [Self; 8] = [
