@@ -264,7 +264,7 @@ pub(crate) enum StoreFallback {
 /// One HTTP request served, for the `http_server_request_duration_seconds` histogram;
 /// `status` is `None` when the request ended without a response (status class `error`).
 ///
-/// `keys` caches the metric keys of the routes seen, so a request builds no label set and
+/// `keys` keeps the [`Held`] histograms of the routes seen, so a request builds no label set and
 /// allocates nothing once its route, method and status class have been seen.
 #[inline]
 pub(crate) fn http_request(
@@ -502,8 +502,8 @@ mod global {
     }
 }
 
-/// The request-duration histogram's keys by route, one per method and status class, built on
-/// first use. Read without a lock (a copy-on-write map swapped whole when a route is first
+/// The request-duration histograms by route ([`Held`]), one per method and status class, made
+/// on first use. Read without a lock (a copy-on-write map swapped whole when a route is first
 /// seen); bounded at [`HttpKeys::MAX_ROUTES`] routes, past which keys are built per request.
 #[derive(Default)]
 pub(crate) struct HttpKeys {

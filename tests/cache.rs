@@ -464,16 +464,22 @@ fn etag_origin(
 {
     origin(seen, Duration::from_millis(100), |req, _| {
         let headers = [("cache-control", "max-age=60"), ("etag", "\"v1\"")];
-        if req
+        let matched = req
             .headers()
             .get("if-none-match")
-            .is_some_and(|v| v == "\"v1\"")
-        {
-            res(304, &headers, String::new())
-        } else {
-            res(200, &headers, "payload".into())
-        }
+            .is_some_and(|v| v == "\"v1\"");
+        full_or_304(matched, &headers, "payload")
     })
+}
+
+/// `304 Not Modified` with `headers` if the origin found the conditional request `matched`,
+/// else `200` with `headers` and `body`.
+fn full_or_304(matched: bool, headers: &[(&str, &str)], body: &str) -> Res {
+    if matched {
+        res(304, headers, String::new())
+    } else {
+        res(200, headers, body.into())
+    }
 }
 
 /// Clients revalidating a URL the cache does not hold (purged, or expired past retention):
@@ -556,11 +562,8 @@ fn mid_deploy(req: &Request<()>, n: usize) -> Res {
     if n > 0 {
         headers.push(("etag", "\"v2\""));
     }
-    if req.headers().contains_key("if-modified-since") {
-        res(304, &headers, String::new())
-    } else {
-        res(200, &headers, "same bytes".into())
-    }
+    let matched = req.headers().contains_key("if-modified-since");
+    full_or_304(matched, &headers, "same bytes")
 }
 
 /// The stale entry is revalidated with `If-Modified-Since`, and the origin's `304` names a

@@ -882,6 +882,8 @@ where
                 }
             };
         }
+        // Not the stored representation: the client's own conditionals are checked against the
+        // one the `304` names (as if it were a full answer with those fields).
         if parts.status == StatusCode::NOT_MODIFIED
             && *added
             && !policy::not_modified(StatusCode::OK, &parts.headers, head)
