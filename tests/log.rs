@@ -365,6 +365,58 @@ async fn traceparent_ids_are_recorded_when_valid() {
     assert_eq!(events[1].field("trace_id"), None);
 }
 
+/// A repeated field is logged by its first value, as `HeaderMap::get` would give it, and a valid
+/// sent id is kept; with a subscriber listening, as without one.
+#[tokio::test]
+async fn repeated_fields_are_logged_by_their_first_value() {
+    let svc = RequestLogLayer::new().layer(service_fn(|req: Request<Body>| async move {
+        let id = req.headers().get("x-request-id").cloned();
+        Ok::<_, Infallible>(Response::new(Body::from(
+            id.map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default(),
+        )))
+    }));
+    let repeated = || {
+        Request::get("/")
+            .header("accept", "*/*")
+            .header("user-agent", "first/1")
+            .header("x-request-id", "sent-1")
+            .header("host", "first.example")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .header("user-agent", "second/2")
+            .header("x-request-id", "sent-2")
+            .header("host", "second.example")
+            .header(
+                "traceparent",
+                "00-11111111111111111111111111111111-2222222222222222-01",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (captured, guard) = Captured::install();
+    let res = run(svc.clone(), repeated()).await;
+    assert_eq!(res.headers()["x-request-id"], "sent-1");
+    assert_eq!(res.body(), "sent-1", "the inner service sees the sent id");
+    let e = only_event(&captured);
+    for (field, value) in [
+        ("request_id", "sent-1"),
+        ("user_agent.original", "first/1"),
+        ("server.address", "first.example"),
+        ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+    ] {
+        assert_eq!(e.field(field), Some(value), "{field}: {e:?}");
+    }
+    drop(guard);
+
+    // Nobody listening: the id alone is read, the same way.
+    let res = run(svc, repeated()).await;
+    assert_eq!(res.headers()["x-request-id"], "sent-1");
+    assert_eq!(res.body(), "sent-1");
+}
+
 #[tokio::test]
 async fn a_body_dropped_early_is_logged_as_incomplete() {
     let (captured, _guard) = Captured::install();

@@ -4,7 +4,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Method, Request, Response, StatusCode, header::USER_AGENT};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
+    header::{HOST, USER_AGENT},
+};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Level;
@@ -47,7 +50,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let id = match req.headers().get(&X_REQUEST_ID).and_then(RequestId::parse) {
+        let log = tracing::enabled!(target: "bulwark::log", Level::ERROR);
+        let metrics = cfg!(feature = "metrics") && self.config.metrics;
+        let (sent_id, fields) = {
+            let seen = Seen::of(req.headers(), log);
+            (
+                seen.id.and_then(RequestId::parse),
+                log.then(|| seen.into_fields()),
+            )
+        };
+        let id = match sent_id {
             Some(id) => id,
             None => {
                 let id = self.make_id.make_request_id(&req);
@@ -58,17 +70,15 @@ where
         };
         req.extensions_mut().insert(id.clone());
 
-        let log = tracing::enabled!(target: "bulwark::log", Level::ERROR);
-        let metrics = cfg!(feature = "metrics") && self.config.metrics;
         if !log && !metrics {
             // Nobody listens: no clock read, no span, nothing shared with the layer.
             return ResponseFuture::new(self.inner.call(req), id, None);
         }
         let start = Instant::now();
         let route = route(&req);
-        let log = log.then(|| {
+        let log = fields.map(|fields| {
             Box::new(Logged::new(
-                log_info(&req, &id, route.as_ref(), &self.config),
+                log_info(&req, fields, &id, route.as_ref(), &self.config),
                 id.clone(),
             ))
         });
@@ -91,6 +101,64 @@ where
     }
 }
 
+/// The request fields the layer reads: the first value of each.
+#[derive(Default)]
+struct Seen<'a> {
+    id: Option<&'a HeaderValue>,
+    traceparent: Option<&'a HeaderValue>,
+    host: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+}
+
+/// What the log line keeps of [`Seen`]'s fields.
+struct Fields {
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    trace: Option<(String, String)>,
+}
+
+impl<'a> Seen<'a> {
+    /// `x-request-id` alone, by one lookup, unless `all`: then every field, found in one walk
+    /// over the headers. Four hashed lookups (two of them hashing a custom name's bytes) cost
+    /// more than the walk for any request with fewer than a few dozen fields.
+    fn of(headers: &'a HeaderMap, all: bool) -> Self {
+        if !all {
+            return Self {
+                id: headers.get(&X_REQUEST_ID),
+                ..Self::default()
+            };
+        }
+        let mut seen = Self::default();
+        for (name, value) in headers {
+            let slot = if name == HOST {
+                &mut seen.host
+            } else if name == USER_AGENT {
+                &mut seen.user_agent
+            } else if name == X_REQUEST_ID {
+                &mut seen.id
+            } else if name == TRACEPARENT {
+                &mut seen.traceparent
+            } else {
+                continue;
+            };
+            // Later values of a repeated field do not replace the first.
+            slot.get_or_insert(value);
+        }
+        seen
+    }
+
+    fn into_fields(self) -> Fields {
+        Fields {
+            host: self.host.cloned(),
+            user_agent: self.user_agent.cloned(),
+            trace: self
+                .traceparent
+                .and_then(|v| traceparent(v.as_bytes()))
+                .map(|(t, s)| (t.to_owned(), s.to_owned())),
+        }
+    }
+}
+
 /// The OpenTelemetry method value: the method if it is a standard one, `_OTHER` otherwise.
 pub(super) fn method_label(m: &Method) -> &'static str {
     match *m {
@@ -109,6 +177,7 @@ pub(super) fn method_label(m: &Method) -> &'static str {
 
 fn log_info<B>(
     req: &Request<B>,
+    fields: Fields,
     id: &RequestId,
     route: Option<&Route>,
     config: &Config,
@@ -116,11 +185,11 @@ fn log_info<B>(
     let method = method_label(req.method());
     let uri = req.uri();
     let route_str = route.map(Route::as_str);
-    let trace = req
-        .headers()
-        .get(&TRACEPARENT)
-        .and_then(|v| traceparent(v.as_bytes()))
-        .map(|(t, s)| (t.to_owned(), s.to_owned()));
+    let Fields {
+        host,
+        user_agent,
+        trace,
+    } = fields;
     // The span carries what the inner service's events need to be grouped and found: its
     // OpenTelemetry name (method and route), the request id and the trace ids. It is kept this
     // small because a subscriber formats span fields when the span opens and may write them
@@ -146,11 +215,11 @@ fn log_info<B>(
         } else {
             "http"
         },
-        host: req.headers().get(http::header::HOST).cloned(),
+        host,
         version: version(req.version()),
         route: route.cloned(),
         client: crate::key::peer_ip(req),
-        user_agent: req.headers().get(USER_AGENT).cloned(),
+        user_agent,
         headers: config
             .log_headers
             .then(|| config.redactor.headers(req.headers())),
