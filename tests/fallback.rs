@@ -968,6 +968,11 @@ async fn last_good_refreshes_at_most_once_per_interval() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(text(call(5).await.unwrap()).await, "v5");
     replayed("v5").await;
+
+    // Cleared inside an interval: the next good answer is kept at once.
+    store.clear();
+    assert_eq!(text(call(6).await.unwrap()).await, "v6");
+    replayed("v6").await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::{
     hash::Hash,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -17,6 +17,7 @@ use http::{
     request,
 };
 use http_body::Body;
+use arc_swap::ArcSwapOption;
 use moka::sync::Cache;
 
 use super::{
@@ -160,7 +161,12 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// # Ok::<_, bulwark::ConfigError>(())
 /// ```
 pub struct LastGood<X: LastGoodKey = MethodAndUri> {
-    cache: Cache<X::Key, Arc<Kept>>,
+    cache: Cache<Arc<X::Key>, Arc<Kept>>,
+    /// With `refresh_after`: the key whose answer was last kept or found unchanged, and that
+    /// answer. A busy route's requests between refreshes find their answer's age here, by a
+    /// key comparison, instead of by a cache lookup (hashing the key, and recording the read
+    /// for eviction). Shared by every clone, as the cache is.
+    recent: Arc<ArcSwapOption<(Arc<X::Key>, Arc<Kept>)>>,
     key: X,
     max_body: usize,
     /// [`LastGoodBuilder::refresh_after`], in nanoseconds (0: offer every good response).
@@ -175,6 +181,9 @@ struct Kept {
     /// Nanoseconds from the store's origin: when this answer was kept, or last seen again
     /// unchanged.
     at: AtomicU64,
+    /// Set once the cache no longer holds it (evicted, replaced or invalidated), so that
+    /// `LastGood::recent` does not speak for it any more.
+    gone: AtomicBool,
 }
 
 impl std::ops::Deref for Kept {
@@ -216,6 +225,8 @@ impl<X: LastGoodKey> LastGood<X> {
 
     /// Forgets every kept response.
     pub fn clear(&self) {
+        // The cache tells its eviction listener later, in its maintenance.
+        self.recent.store(None);
         self.cache.invalidate_all();
     }
 }
@@ -225,6 +236,7 @@ impl<X: LastGoodKey> Clone for LastGood<X> {
     fn clone(&self) -> Self {
         Self {
             cache: self.cache.clone(),
+            recent: self.recent.clone(),
             key: self.key.clone(),
             max_body: self.max_body,
             refresh: self.refresh,
@@ -319,7 +331,11 @@ impl<X: LastGoodKey> LastGoodBuilder<X> {
             cache: Cache::builder()
                 .name("bulwark-fallback-last-good")
                 .max_capacity(self.capacity)
+                .eviction_listener(|_, kept: Arc<Kept>, _| {
+                    kept.gone.store(true, Ordering::Relaxed);
+                })
                 .build(),
+            recent: Arc::default(),
             key: self.key,
             max_body: self.max_body,
             refresh: u64::try_from(self.refresh.as_nanos()).unwrap_or(u64::MAX),
@@ -431,15 +447,21 @@ impl<X: LastGoodKey> Source for LastGood<X> {
 
     fn store_limit(&self, memo: &Option<X::Key>) -> Option<usize> {
         let key = memo.as_ref()?;
-        if self.refresh != 0 {
-            if let Some(kept) = self.cache.get(key) {
-                let at = kept.at.load(Ordering::Relaxed);
-                if self.now() < at.saturating_add(self.refresh) {
-                    return None;
-                }
-            }
+        if self.refresh == 0 {
+            return Some(self.max_body);
         }
-        Some(self.max_body)
+        let current = |kept: &Kept| {
+            let at = kept.at.load(Ordering::Relaxed);
+            self.now() < at.saturating_add(self.refresh)
+        };
+        let recent = self.recent.load();
+        let kept_current = match recent.as_deref() {
+            Some((recent, kept)) if **recent == *key && !kept.gone.load(Ordering::Relaxed) => {
+                current(kept)
+            }
+            _ => self.cache.get(key).is_some_and(|kept| current(&kept)),
+        };
+        (!kept_current).then_some(self.max_body)
     }
 
     fn remember(&self, memo: Option<X::Key>, head: &http::response::Parts, body: &Bytes) {
@@ -452,31 +474,40 @@ impl<X: LastGoodKey> Source for LastGood<X> {
         // (with the old entry's deferred drop) per request; the lookup also marks the entry as
         // used, for eviction, as the write would.
         let now = if self.refresh == 0 { 0 } else { self.now() };
-        if let Some(kept) = self.cache.get(&key) {
-            if kept.status == head.status
-                && kept.version == head.version
-                && kept.body == *body
-                && same_kept_headers(&kept.headers, &head.headers)
+        let kept = match self.cache.get(&key) {
+            Some(kept)
+                if kept.status == head.status
+                    && kept.version == head.version
+                    && kept.body == *body
+                    && same_kept_headers(&kept.headers, &head.headers) =>
             {
-                if self.refresh != 0 {
-                    kept.at.store(now, Ordering::Relaxed);
+                if self.refresh == 0 {
+                    return;
                 }
+                kept.at.store(now, Ordering::Relaxed);
+                kept
+            }
+            _ => {
+                let kept = Arc::new(Kept {
+                    stored: Stored {
+                        status: head.status,
+                        version: head.version,
+                        headers: kept_headers(&head.headers),
+                        body: body.clone(),
+                    },
+                    at: AtomicU64::new(now),
+                    gone: AtomicBool::new(false),
+                });
+                let key = Arc::new(key);
+                if self.refresh != 0 {
+                    self.recent.store(Some(Arc::new((key.clone(), kept.clone()))));
+                }
+                self.cache.insert(key, kept);
                 return;
             }
-        }
-        let headers = kept_headers(&head.headers);
-        self.cache.insert(
-            key,
-            Arc::new(Kept {
-                stored: Stored {
-                    status: head.status,
-                    version: head.version,
-                    headers,
-                    body: body.clone(),
-                },
-                at: AtomicU64::new(now),
-            }),
-        );
+        };
+        // Offered at most once per `refresh_after` for this key.
+        self.recent.store(Some(Arc::new((Arc::new(key), kept))));
     }
 
     fn answer(&self, _: FallbackReason, memo: Option<X::Key>, _: Bytes) -> Answer {
@@ -621,9 +652,34 @@ mod tests {
         }
         lg.remember(lg.memo(&head, false), &parts, &Bytes::from_static(b"hi"));
         assert_eq!(lg.entry_count(), 1);
-        let stored = lg.cache.get("GET /").unwrap();
+        let stored = lg.cache.get(&"GET /".to_owned()).unwrap();
         let names: Vec<_> = stored.headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["content-type"]);
+    }
+
+    /// With `refresh_after`, the most recently kept answer is checked without a cache lookup;
+    /// once the cache drops it (here invalidated, as eviction would), it no longer counts as
+    /// kept, so the key's next good answer is offered again.
+    #[test]
+    fn the_recent_answer_stops_counting_once_the_cache_drops_it() {
+        let lg = LastGood::builder()
+            .refresh_after(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let head = http::Request::get("/").body(()).unwrap().into_parts().0;
+        let (parts, ()) = Response::new(()).into_parts();
+        assert_eq!(lg.store_limit(&lg.memo(&head, false)), Some(lg.max_body));
+        lg.remember(lg.memo(&head, false), &parts, &Bytes::from_static(b"[1]"));
+        assert_eq!(lg.store_limit(&lg.memo(&head, false)), None, "kept just now");
+        let other = http::Request::get("/other").body(()).unwrap().into_parts().0;
+        assert_eq!(lg.store_limit(&lg.memo(&other, false)), Some(lg.max_body));
+
+        lg.cache.invalidate(&"GET /".to_owned());
+        lg.cache.run_pending_tasks();
+        assert_eq!(lg.store_limit(&lg.memo(&head, false)), Some(lg.max_body));
+        lg.remember(lg.memo(&head, false), &parts, &Bytes::from_static(b"[2]"));
+        assert_eq!(lg.cache.get(&"GET /".to_owned()).unwrap().body, "[2]");
+        assert_eq!(lg.store_limit(&lg.memo(&head, false)), None);
     }
 
     #[test]
@@ -645,7 +701,7 @@ mod tests {
                 p,
                 &Bytes::from_static(body.as_bytes()),
             );
-            lg.cache.get(key).unwrap()
+            lg.cache.get(&key.to_owned()).unwrap()
         };
         let base = [
             ("content-type", "application/json"),
