@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, Method, Response,
@@ -17,7 +18,6 @@ use http::{
     request,
 };
 use http_body::Body;
-use arc_swap::ArcSwapOption;
 use moka::sync::Cache;
 
 use super::{
@@ -166,7 +166,7 @@ pub struct LastGood<X: LastGoodKey = MethodAndUri> {
     /// answer. A busy route's requests between refreshes find their answer's age here, by a
     /// key comparison, instead of by a cache lookup (hashing the key, and recording the read
     /// for eviction). Shared by every clone, as the cache is.
-    recent: Arc<ArcSwapOption<(Arc<X::Key>, Arc<Kept>)>>,
+    recent: Arc<ArcSwapOption<Recent<X::Key>>>,
     key: X,
     max_body: usize,
     /// [`LastGoodBuilder::refresh_after`], in nanoseconds (0: offer every good response).
@@ -174,6 +174,9 @@ pub struct LastGood<X: LastGoodKey = MethodAndUri> {
     /// What `Kept::at` counts from.
     origin: tokio::time::Instant,
 }
+
+/// A key and the answer kept for it: [`LastGood`]'s most recently kept.
+type Recent<K> = (Arc<K>, Arc<Kept>);
 
 /// A kept response, and when it was last found current.
 struct Kept {
@@ -296,10 +299,12 @@ impl<X: LastGoodKey> LastGoodBuilder<X> {
     /// after that is offered again, and an unchanged answer then starts a new interval without a
     /// write. Default zero: every good response is offered.
     ///
-    /// A busy route's answers then cost one lookup each instead of being buffered whole before
-    /// their first byte goes out, and the answer replayed on a failure lags the newest good one
-    /// by at most `interval` (plus however long ago the route last answered well). The clock is
-    /// tokio's, so tests with paused time drive it.
+    /// A busy route's answers then cost a comparison with the key most recently kept (a cache
+    /// lookup for other keys) instead of being buffered whole before their first byte goes
+    /// out, and the answer replayed on a failure lags the newest good one by at most `interval`
+    /// (plus however long ago the route last answered well). Its entry is then marked as used,
+    /// for eviction, once per interval rather than once per request. The clock is tokio's, so
+    /// tests with paused time drive it.
     pub fn refresh_after(mut self, interval: Duration) -> Self {
         self.refresh = interval;
         self
@@ -500,7 +505,8 @@ impl<X: LastGoodKey> Source for LastGood<X> {
                 });
                 let key = Arc::new(key);
                 if self.refresh != 0 {
-                    self.recent.store(Some(Arc::new((key.clone(), kept.clone()))));
+                    self.recent
+                        .store(Some(Arc::new((key.clone(), kept.clone()))));
                 }
                 self.cache.insert(key, kept);
                 return;
@@ -670,8 +676,16 @@ mod tests {
         let (parts, ()) = Response::new(()).into_parts();
         assert_eq!(lg.store_limit(&lg.memo(&head, false)), Some(lg.max_body));
         lg.remember(lg.memo(&head, false), &parts, &Bytes::from_static(b"[1]"));
-        assert_eq!(lg.store_limit(&lg.memo(&head, false)), None, "kept just now");
-        let other = http::Request::get("/other").body(()).unwrap().into_parts().0;
+        assert_eq!(
+            lg.store_limit(&lg.memo(&head, false)),
+            None,
+            "kept just now"
+        );
+        let other = http::Request::get("/other")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
         assert_eq!(lg.store_limit(&lg.memo(&other, false)), Some(lg.max_body));
 
         lg.cache.invalidate(&"GET /".to_owned());
