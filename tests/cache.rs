@@ -170,6 +170,35 @@ async fn forced_ttl_miss_hit_expiry() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hit_carries_none_of_the_requests_extensions() {
+    // A hit answers with the request's emptied extension map (its allocation reused): what the
+    // request carried must not leak into the answer, and the answer still says it is a hit.
+    #[derive(Clone)]
+    struct Marker;
+    let seen = Seen::default();
+    let svc = CacheLayer::new(memory())
+        .ttl(Duration::from_secs(10))
+        .layer(origin(&seen, Duration::ZERO, numbered(&[])));
+    let marked = || {
+        let mut req = get("/products");
+        req.extensions_mut().insert(Marker);
+        req.extensions_mut().insert(7u32);
+        req
+    };
+    let miss = svc.clone().oneshot(marked()).await.unwrap();
+    assert!(miss.extensions().get::<Marker>().is_none());
+    let hit = svc.clone().oneshot(marked()).await.unwrap();
+    assert_eq!(seen.calls(), 1);
+    assert_eq!(
+        hit.extensions().get::<CacheStatus>().map(|s| s.outcome),
+        Some(CacheOutcome::Hit)
+    );
+    assert!(hit.extensions().get::<Marker>().is_none());
+    assert!(hit.extensions().get::<u32>().is_none());
+    assert_eq!(hit.extensions().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn hits_of_one_entry_follow_the_clock() {
     // Hits within a second reuse their headers; later ones carry the new Age and ttl, and a
     // second cache sharing the store writes its own name.

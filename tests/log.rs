@@ -485,6 +485,62 @@ fn the_duration_histogram_is_recorded_with_bounded_labels() {
     }
 }
 
+/// Each method (unknown ones as `_OTHER`) and the requests no route matched have their own
+/// label sets: the handles kept per method and route never mix them.
+#[test]
+fn methods_and_unrouted_requests_have_their_own_label_sets() {
+    use metrics_util::debugging::DebugValue;
+    let snapshot = support::recorded(false, async {
+        let plain = RequestLogLayer::new().layer(service_fn(|_: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }));
+        for (method, times) in [("GET", 3), ("POST", 2), ("PURGE", 1), ("DELETE", 4)] {
+            for _ in 0..times {
+                let mut req = request("/anything");
+                *req.method_mut() = method.parse().unwrap();
+                run(plain.clone(), req).await;
+            }
+        }
+        for _ in 0..5 {
+            run(app(), request("/items/1")).await;
+        }
+    });
+    let mut sets: Vec<(String, String, String, usize)> = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "http_server_request_duration_seconds")
+        .map(|(key, _, _, value)| {
+            let label = |name: &str| {
+                key.key()
+                    .labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap()
+            };
+            let DebugValue::Histogram(samples) = value else {
+                panic!("not a histogram");
+            };
+            (
+                label("method"),
+                label("route"),
+                label("status_class"),
+                samples.len(),
+            )
+        })
+        .collect();
+    sets.sort();
+    let expected: Vec<(String, String, String, usize)> = [
+        ("DELETE", "", 4),
+        ("GET", "", 3),
+        ("GET", "/items/{id}", 5),
+        ("POST", "", 2),
+        ("_OTHER", "", 1),
+    ]
+    .into_iter()
+    .map(|(m, r, n)| (m.to_owned(), r.to_owned(), "2xx".to_owned(), n))
+    .collect();
+    assert_eq!(sets, expected);
+}
+
 #[tokio::test]
 async fn a_request_cancelled_before_its_head_is_logged_as_cancelled() {
     let (captured, _guard) = Captured::install();

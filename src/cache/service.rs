@@ -149,7 +149,11 @@ impl Shared {
     /// ([`Store::get_now`](super::Store::get_now)) is served without boxing a future. Anything
     /// else (a range request, no entry found at once, a stale or unusable one) goes on to
     /// [`cached`] with the base key if it was made: the same decisions, in the same order.
-    fn hit_now<B>(&self, parts: &request::Parts) -> Result<Response<ResponseBody<B>>, BaseKey> {
+    ///
+    /// A hit answers with the request's own extension map, emptied: the request ends here, and
+    /// its map's allocations (a box and a table) then carry the answer's `CacheStatus` instead
+    /// of two new ones.
+    fn hit_now<B>(&self, parts: &mut request::Parts) -> Result<Response<ResponseBody<B>>, BaseKey> {
         let plain = policy::plain(&parts.headers);
         if !plain && parts.headers.contains_key(header::RANGE) {
             return Err(BaseKey::NotMade);
@@ -186,7 +190,7 @@ impl Shared {
         let key = variant.as_deref().unwrap_or(&base);
         // A plain request has no conditional fields: never a 304.
         let not_modified = !plain && stored.not_modified_for(parts);
-        Ok(serve_as(
+        let (mut res, status) = serve_as(
             self,
             stored,
             parts,
@@ -194,7 +198,12 @@ impl Shared {
             now,
             key,
             not_modified,
-        ))
+        );
+        let mut extensions = std::mem::take(&mut parts.extensions);
+        extensions.clear();
+        extensions.insert(status);
+        *res.extensions_mut() = extensions;
+        Ok(res)
     }
 
     async fn lookup(&self, base: &str, headers: &HeaderMap) -> Result<Lookup, StoreError> {
@@ -472,8 +481,8 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let method = req.method().clone();
         if method == Method::GET || method == Method::HEAD {
-            let (parts, body) = req.into_parts();
-            let base = match self.shared.hit_now(&parts) {
+            let (mut parts, body) = req.into_parts();
+            let base = match self.shared.hit_now(&mut parts) {
                 Ok(res) => return ResponseFuture::ready(res),
                 Err(BaseKey::Made(None)) => {
                     // The key hook declined: nothing to look up or store.
@@ -618,10 +627,13 @@ fn serve<B>(
     key: &str,
 ) -> Response<ResponseBody<B>> {
     let not_modified = stored.not_modified_for(req);
-    serve_as(shared, stored, req, status, now, key, not_modified)
+    let (mut res, status) = serve_as(shared, stored, req, status, now, key, not_modified);
+    res.extensions_mut().insert(status);
+    res
 }
 
-/// [`serve`], told whether the answer is `304`.
+/// [`serve`], told whether the answer is `304`; the answer's `CacheStatus` is returned beside
+/// it for the caller to attach (into an extension map it may already have).
 fn serve_as<B>(
     shared: &Shared,
     stored: &Stored,
@@ -630,7 +642,7 @@ fn serve_as<B>(
     now: SystemTime,
     key: &str,
     not_modified: bool,
-) -> Response<ResponseBody<B>> {
+) -> (Response<ResponseBody<B>>, CacheStatus) {
     let (code, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, ResponseBody::empty())
     } else if req.method == Method::HEAD {
@@ -669,8 +681,7 @@ fn serve_as<B>(
     let mut res = Response::new(body);
     *res.status_mut() = code;
     *res.headers_mut() = headers;
-    res.extensions_mut().insert(status);
-    res
+    (res, status)
 }
 
 /// Passes an inner answer through, with `Cache-Status`.
