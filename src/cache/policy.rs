@@ -113,13 +113,16 @@ impl Clock {
     }
 
     #[inline]
-    pub(crate) fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> Wall {
         let since = nanos(self.base.elapsed());
         if since >= self.next_sync.load(Ordering::Relaxed) {
             self.sync(since);
         }
-        let wall = self.wall_at_base.load(Ordering::Relaxed);
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(wall.saturating_add(since))
+        Wall(
+            self.wall_at_base
+                .load(Ordering::Relaxed)
+                .saturating_add(since),
+        )
     }
 
     /// Reads the system's clock again if tokio's clock is the real one. Two threads may both
@@ -138,6 +141,46 @@ impl Clock {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A wall-clock time in nanoseconds since the Unix epoch (0 before it, saturating far after
+/// it): what the clock gives and entries keep, so that a hit's freshness, `Age` and TTL are
+/// integer arithmetic. (A `SystemTime` difference normalises two `timespec`s and returns a
+/// `Result`: with the addition that made `now`, about 30 ns of every hit.) Converted to a
+/// `SystemTime` only for RFC 9111 policy calls, on the policy mode's paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Wall(u64);
+
+impl Wall {
+    /// The time `t` is.
+    pub(crate) fn of(t: SystemTime) -> Self {
+        Self(t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, nanos))
+    }
+
+    /// The time `d` after the Unix epoch.
+    pub(crate) fn from_epoch(d: Duration) -> Self {
+        Self(nanos(d))
+    }
+
+    /// How long after the Unix epoch this is.
+    pub(crate) fn since_epoch(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+
+    /// This time as the standard library's type (for RFC 9111 policy calls).
+    pub(crate) fn system(self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + self.since_epoch()
+    }
+
+    /// The time `d` later.
+    pub(crate) fn after(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(nanos(d)))
+    }
+
+    /// Nanoseconds from `earlier` to this time; zero if `earlier` is later.
+    fn nanos_since(self, earlier: Self) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
 }
 
 /// The system's wall time in nanoseconds since the Unix epoch (0 before it).
@@ -469,10 +512,10 @@ pub(crate) struct Stored {
     /// The RFC 9111 policy (policy mode). Entries read back from bytes rebuild it on use.
     pub(crate) policy: Option<Box<CachePolicy>>,
     pub(crate) policy_mode: bool,
-    pub(crate) response_time: SystemTime,
+    pub(crate) response_time: Wall,
     /// The `Age` the response arrived with, in seconds (read once, not on every hit).
     pub(crate) initial_age: u64,
-    pub(crate) fresh_until: SystemTime,
+    pub(crate) fresh_until: Wall,
     pub(crate) keep_for: Duration,
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
@@ -612,8 +655,8 @@ impl Decision {
             req: self.req,
             policy_mode: self.policy.is_some(),
             policy: self.policy,
-            response_time: self.response_time,
-            fresh_until: self.fresh_until,
+            response_time: Wall::of(self.response_time),
+            fresh_until: Wall::of(self.fresh_until),
             keep_for: self.keep_for,
             stale_while_revalidate: self.swr,
             stale_if_error: self.sie,
@@ -952,50 +995,43 @@ impl Stored {
         self.keep_for
     }
 
-    pub(crate) fn keep_until(&self) -> SystemTime {
-        self.response_time + self.keep_for
+    pub(crate) fn keep_until(&self) -> Wall {
+        self.response_time.after(self.keep_for)
     }
 
     /// The response's age now, in whole seconds (RFC 9111 section 4.2.3): the `Age` it arrived
     /// with plus the time it has been stored.
-    pub(crate) fn age(&self, now: SystemTime) -> u64 {
-        let initial = self.initial_age;
-        let resident = now
-            .duration_since(self.response_time)
-            .unwrap_or_default()
-            .as_secs();
-        initial.saturating_add(resident)
+    pub(crate) fn age(&self, now: Wall) -> u64 {
+        let resident = now.nanos_since(self.response_time) / 1_000_000_000;
+        self.initial_age.saturating_add(resident)
     }
 
-    /// Seconds of freshness left; negative once stale.
-    pub(crate) fn ttl(&self, now: SystemTime) -> i64 {
-        match self.fresh_until.duration_since(now) {
-            Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    /// Seconds of freshness left (whole seconds, rounded toward zero); negative once stale.
+    pub(crate) fn ttl(&self, now: Wall) -> i64 {
+        let secs = |nanos: u64| i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX);
+        if self.fresh_until >= now {
+            secs(self.fresh_until.nanos_since(now))
+        } else {
+            -secs(now.nanos_since(self.fresh_until))
         }
     }
 
     /// How long it has been stale; zero while fresh.
-    pub(crate) fn staleness(&self, now: SystemTime) -> Duration {
-        now.duration_since(self.fresh_until).unwrap_or_default()
+    pub(crate) fn staleness(&self, now: Wall) -> Duration {
+        Duration::from_nanos(now.nanos_since(self.fresh_until))
     }
 
     /// Whether it may be served while a refresh runs in the background.
-    pub(crate) fn may_serve_while_revalidating(&self, now: SystemTime) -> bool {
+    pub(crate) fn may_serve_while_revalidating(&self, now: Wall) -> bool {
         !self.stale_while_revalidate.is_zero() && self.staleness(now) < self.stale_while_revalidate
     }
 
     /// Whether it may be served because the inner service failed.
-    pub(crate) fn may_serve_on_error(&self, now: SystemTime) -> bool {
+    pub(crate) fn may_serve_on_error(&self, now: Wall) -> bool {
         !self.stale_if_error.is_zero() && self.staleness(now) < self.stale_if_error
     }
 
-    pub(crate) fn freshness(
-        &self,
-        cfg: &Config,
-        req: &request::Parts,
-        now: SystemTime,
-    ) -> Freshness {
+    pub(crate) fn freshness(&self, cfg: &Config, req: &request::Parts, now: Wall) -> Freshness {
         self.freshness_for(cfg, req, now, false)
     }
 
@@ -1017,7 +1053,7 @@ impl Stored {
         &self,
         cfg: &Config,
         req: &request::Parts,
-        now: SystemTime,
+        now: Wall,
         plain: bool,
     ) -> Freshness {
         if now >= self.keep_until() {
@@ -1037,7 +1073,7 @@ impl Stored {
                 &self.req,
                 self.status,
                 &self.headers,
-                self.response_time,
+                self.response_time.system(),
             ))),
             None => None,
         };
@@ -1056,19 +1092,21 @@ impl Stored {
                     || !req.headers.contains_key(header::CACHE_CONTROL)
                         && !req.headers.contains_key(header::PRAGMA) =>
             {
-                if policy.time_to_live(now).is_zero() {
+                if policy.time_to_live(now.system()).is_zero() {
                     Freshness::Stale { by_request: false }
                 } else {
                     Freshness::Fresh
                 }
             }
-            Some(policy) => match policy.before_request(&Presented::new(&self.req, req), now) {
-                BeforeRequest::Fresh(_) => Freshness::Fresh,
-                BeforeRequest::Stale { matches: false, .. } => Freshness::Unusable,
-                BeforeRequest::Stale { matches: true, .. } => Freshness::Stale {
-                    by_request: now < self.fresh_until,
-                },
-            },
+            Some(policy) => {
+                match policy.before_request(&Presented::new(&self.req, req), now.system()) {
+                    BeforeRequest::Fresh(_) => Freshness::Fresh,
+                    BeforeRequest::Stale { matches: false, .. } => Freshness::Unusable,
+                    BeforeRequest::Stale { matches: true, .. } => Freshness::Stale {
+                        by_request: now < self.fresh_until,
+                    },
+                }
+            }
         }
     }
 
@@ -1208,11 +1246,11 @@ mod tests {
     fn the_clock_follows_a_stepped_system_clock() {
         static SYSTEM: AtomicU64 = AtomicU64::new(T0);
         let clock = Clock::with_system(|| SYSTEM.load(Ordering::Relaxed));
-        assert!(secs_since(T0, clock.now()) < 1.0);
+        assert!(secs_since(T0, clock.now().system()) < 1.0);
         SYSTEM.store(T0 + HOUR, Ordering::Relaxed);
         // The next read past the sync interval (brought forward here, not waited for).
         clock.next_sync.store(0, Ordering::Relaxed);
-        let after = secs_since(T0, clock.now());
+        let after = secs_since(T0, clock.now().system());
         assert!((3_600.0..3_601.0).contains(&after), "{after}");
     }
 
@@ -1223,9 +1261,9 @@ mod tests {
         let clock = Clock::with_system(|| SYSTEM.load(Ordering::Relaxed));
         tokio::time::advance(Duration::from_secs(30)).await;
         SYSTEM.store(T0 + HOUR, Ordering::Relaxed);
-        assert_eq!(secs_since(T0, clock.now()), 30.0);
+        assert_eq!(secs_since(T0, clock.now().system()), 30.0);
         clock.next_sync.store(0, Ordering::Relaxed);
-        assert_eq!(secs_since(T0, clock.now()), 30.0);
+        assert_eq!(secs_since(T0, clock.now().system()), 30.0);
     }
 
     #[test]
@@ -1421,5 +1459,32 @@ mod tests {
         let mut damaged = stored(&[("cache-control", "max-age=5")]);
         damaged.vary_key = "\u{1}de".into();
         assert!(damaged.varies_from(&req(&[]).headers));
+    }
+
+    /// `Age` counts whole seconds stored (plus the age the response arrived with); the TTL
+    /// is whole seconds left, rounded toward zero on both sides of the freshness lifetime.
+    #[test]
+    fn age_and_ttl_are_whole_seconds() {
+        let r = res(200, &[("cache-control", "max-age=5"), ("age", "3")]);
+        let mut s = decide(&policy(), &req(&[]), &r, SystemTime::now())
+            .ok()
+            .unwrap()
+            .into_stored(&r, Bytes::new());
+        let t0 = Wall::from_epoch(Duration::from_secs(1_800_000_000));
+        s.response_time = t0;
+        s.fresh_until = t0.after(Duration::from_secs(10));
+        let at = |ms: u64| t0.after(Duration::from_millis(ms));
+        assert_eq!(s.age(at(0)), 3);
+        assert_eq!(s.age(at(1_999)), 4);
+        assert_eq!(s.age(Wall::from_epoch(Duration::from_secs(1))), 3);
+        assert_eq!(s.ttl(at(0)), 10);
+        assert_eq!(s.ttl(at(8_500)), 1);
+        assert_eq!(s.ttl(at(10_000)), 0);
+        assert_eq!(s.ttl(at(10_999)), 0);
+        assert_eq!(s.ttl(at(12_500)), -2);
+        assert_eq!(s.staleness(at(9_000)), Duration::ZERO);
+        assert_eq!(s.staleness(at(12_500)), Duration::from_millis(2_500));
+        s.keep_for = Duration::from_secs(20);
+        assert_eq!(s.keep_until(), at(20_000));
     }
 }

@@ -6,7 +6,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    time::SystemTime,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -20,7 +19,7 @@ use tower_service::Service;
 
 use super::{
     future::ResponseFuture,
-    policy::{self, Clock, Config, Decision, Directives, Freshness, LastValue, Stored},
+    policy::{self, Clock, Config, Decision, Directives, Freshness, LastValue, Stored, Wall},
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
@@ -623,7 +622,7 @@ fn serve<B>(
     stored: &Stored,
     req: &request::Parts,
     status: CacheStatus,
-    now: SystemTime,
+    now: Wall,
     key: &str,
 ) -> Response<ResponseBody<B>> {
     let not_modified = stored.not_modified_for(req);
@@ -639,7 +638,7 @@ fn serve_as<B>(
     stored: &Stored,
     req: &request::Parts,
     mut status: CacheStatus,
-    now: SystemTime,
+    now: Wall,
     key: &str,
     not_modified: bool,
 ) -> (Response<ResponseBody<B>>, CacheStatus) {
@@ -836,7 +835,7 @@ async fn not_modified_elsewhere<B>(
     head: &request::Parts,
     stored: &Stored,
     key: &str,
-    now: SystemTime,
+    now: Wall,
 ) -> Response<ResponseBody<B>> {
     if let Err(e) = shared.store.inner.remove(key).await {
         shared.store_failed(&e);
@@ -868,7 +867,7 @@ where
             let refreshed = stored.refreshed_head(&parts);
             let mut status = CacheStatus::new(CacheOutcome::Stale);
             status.fwd_status = Some(304);
-            return match policy::decide(&shared.cfg, head, &refreshed, now) {
+            return match policy::decide(&shared.cfg, head, &refreshed, now.system()) {
                 Ok(decision) => {
                     let new = decision.into_stored(&refreshed, stored.body.clone());
                     let (entry, ok) = shared.put(&fwd.base, fwd.index.as_ref(), new).await;
@@ -909,7 +908,7 @@ where
     }
     let mut status = CacheStatus::new(fwd.outcome);
     status.fwd_status = Some(fwd_status);
-    let decision: Decision = match policy::decide(&shared.cfg, head, &parts, now) {
+    let decision: Decision = match policy::decide(&shared.cfg, head, &parts, now.system()) {
         Ok(d) => d,
         Err(why) => {
             status.detail = Some(why.as_str());

@@ -2,13 +2,16 @@
 //! no dependencies; a reader rejects anything it does not understand with
 //! [`StoreError::Malformed`].
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 use super::{Entry, EntryKind};
-use crate::{StoreError, cache::policy::Stored};
+use crate::{
+    StoreError,
+    cache::policy::{Stored, Wall},
+};
 
 const MAGIC: &[u8; 4] = b"BWC2";
 
@@ -34,16 +37,8 @@ pub(super) fn encode(entry: &Entry) -> Vec<u8> {
             out.push(1);
             out.extend_from_slice(&s.status.as_u16().to_be_bytes());
             out.push(u8::from(s.policy_mode) | (u8::from(s.allows_authorized) << 1));
-            millis(
-                &mut out,
-                s.response_time
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default(),
-            );
-            millis(
-                &mut out,
-                s.fresh_until.duration_since(UNIX_EPOCH).unwrap_or_default(),
-            );
+            millis(&mut out, s.response_time.since_epoch());
+            millis(&mut out, s.fresh_until.since_epoch());
             millis(&mut out, s.keep_for);
             millis(&mut out, s.stale_while_revalidate);
             millis(&mut out, s.stale_if_error);
@@ -171,8 +166,8 @@ pub(super) fn decode(input: &[u8]) -> Result<Entry, StoreError> {
         1 => {
             let status = StatusCode::from_u16(r.u16()?).map_err(|_| bad("invalid status code"))?;
             let flags = r.u8()?;
-            let response_time = UNIX_EPOCH + r.millis()?;
-            let fresh_until = UNIX_EPOCH + r.millis()?;
+            let response_time = Wall::from_epoch(r.millis()?);
+            let fresh_until = Wall::from_epoch(r.millis()?);
             let keep_for = r.millis()?;
             let swr = r.millis()?;
             let sie = r.millis()?;
