@@ -27,8 +27,10 @@ pin_project! {
             future: F,
             headers: Option<RateLimitInfo>,
         },
+        // Boxed: the allowed path's future (moved through every outer layer) is then the
+        // inner future and the headers, not the size of a whole response.
         Rejected {
-            response: Option<Response<ResponseBody<B>>>,
+            response: Option<Box<Response<ResponseBody<B>>>>,
         },
     }
 }
@@ -43,7 +45,7 @@ impl<F, B> ResponseFuture<F, B> {
     pub(super) fn rejected(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Rejected {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -75,7 +77,7 @@ where
                 Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::new(body))))
             }
             KindProj::Rejected { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
+                Poll::Ready(Ok(*response.take().expect("polled after completion")))
             }
         }
     }
@@ -243,5 +245,23 @@ mod redis {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allowed path's future is the inner future and the headers (it is moved through
+    /// every outer layer's future); a 429 is boxed rather than making every future its size.
+    #[test]
+    fn the_future_is_not_the_size_of_a_response() {
+        type Inner = std::future::Pending<Result<Response<String>, std::convert::Infallible>>;
+        let allowed = size_of::<Inner>() + size_of::<Option<RateLimitInfo>>();
+        assert!(
+            size_of::<ResponseFuture<Inner, String>>() <= allowed + 8,
+            "{} > {allowed} + 8",
+            size_of::<ResponseFuture<Inner, String>>()
+        );
     }
 }
