@@ -185,9 +185,7 @@ impl Wall {
 
 /// The system's wall time in nanoseconds since the Unix epoch (0 before it).
 pub(crate) fn system_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, nanos)
+    Wall::of(SystemTime::now()).0
 }
 
 /// The `Cache-Control` directives the layer itself looks at.
