@@ -6,6 +6,7 @@
 #   DURATION=5s CONNECTIONS=16 bash benches/http-load.sh
 #   RUST_LOG=info bash benches/http-load.sh   # with one JSON log line per request
 #   ROUTES="/healthz /ai/summary" bash benches/http-load.sh   # only these routes
+#   PIN=1 bash benches/http-load.sh      # shops on core 0, the load generator on core 1
 #
 # The shop's global per-IP limit is raised for the run (`SHOP_GLOBAL_RPS`), so the limiter
 # still checks every request but the load generator's one address is not refused. The log
@@ -17,7 +18,8 @@
 # variant, with the server's CPU time per request (user + system from /proc, so it does not
 # depend on how the load generator was scheduled), then two ratios: requests/s with the stack
 # to without it, and bare to stack CPU per request (the throughput the stack would keep on a
-# server whose cores it had to itself).
+# server whose cores it had to itself); then, sorted, the requests/s ratio of each stack run
+# to the bare run that followed it, which shows how much one pair of runs can mislead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,14 +34,22 @@ PORT_BARE="${PORT_BARE:-3902}"
 cargo build --release --locked --example shop --example load >/dev/null 2>&1
 SHOP=target/release/examples/shop
 LOAD=target/release/examples/load
+# `PIN=1`: the shops on the first core and the load generator on the second, so that neither
+# takes the other's core (needs `taskset` and two cores).
+PIN_SHOP=()
+PIN_LOAD=()
+if [ "${PIN:-0}" = 1 ]; then
+  PIN_SHOP=(taskset -c 0)
+  PIN_LOAD=(taskset -c 1)
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-SHOP_GLOBAL_RPS=1000000000 SHOP_ADDR="127.0.0.1:${PORT_STACK}" "$SHOP" >/dev/null 2>&1 &
+SHOP_GLOBAL_RPS=1000000000 SHOP_ADDR="127.0.0.1:${PORT_STACK}" "${PIN_SHOP[@]}" "$SHOP" >/dev/null 2>&1 &
 pids+=($!)
-SHOP_ADDR="127.0.0.1:${PORT_BARE}" "$SHOP" --bare >/dev/null 2>&1 &
+SHOP_ADDR="127.0.0.1:${PORT_BARE}" "${PIN_SHOP[@]}" "$SHOP" --bare >/dev/null 2>&1 &
 pids+=($!)
 
 for port in "$PORT_STACK" "$PORT_BARE"; do
@@ -74,7 +84,7 @@ for entry in "${routes[@]}"; do
       args=(--url "http://127.0.0.1:${port}${path}" --connections "$CONNECTIONS" --duration "$DURATION" --warm-up "$WARM_UP")
       [ -n "$header" ] && args+=(--header "$header")
       before="$(cpu_ticks "$pid")"
-      out="$("$LOAD" "${args[@]}")"
+      out="$("${PIN_LOAD[@]}" "$LOAD" "${args[@]}")"
       after="$(cpu_ticks "$pid")"
       runs+=("${variant}|$((after - before))|${out}")
     done
@@ -90,6 +100,7 @@ for r in runs:
     # same small overcount for both variants.
     out["cpu_us"] = int(ticks) / tck * 1e6 / max(out["requests"], 1)
     by[variant].append(out)
+pairs = list(zip(by["stack"], by["bare"]))
 med = {}
 for variant, outs in by.items():
     outs.sort(key=lambda o: o["requests_per_second"])
@@ -100,5 +111,10 @@ for variant, outs in by.items():
     print(f"{path:<18} {variant:<6} {m['requests_per_second']:>10.0f} {m['p50_us']:>8} {m['p99_us']:>8} {m['errors']:>8} {cpu:>12.2f} {classes}")
 (s_rps, s_cpu), (b_rps, b_cpu) = med["stack"], med["bare"]
 print(f"{path:<18} stack/bare = {s_rps / b_rps:.2f} req/s, {b_cpu / s_cpu:.2f} by server CPU per request")
+if len(pairs) > 1:
+    # Each stack run against the bare run right after it: how far one pair can stray from the
+    # medians' ratio on a shared machine.
+    ratios = sorted(s["requests_per_second"] / b["requests_per_second"] for s, b in pairs)
+    print(f"{path:<18} pairs, stack/bare req/s: {' '.join(f'{r:.2f}' for r in ratios)}")
 EOF2
 done
