@@ -269,7 +269,7 @@ pub(crate) enum StoreFallback {
 #[inline]
 pub(crate) fn http_request(
     keys: &HttpKeys,
-    method: &'static str,
+    method: HttpMethod,
     route: &str,
     status: Option<http::StatusCode>,
     elapsed: std::time::Duration,
@@ -281,7 +281,7 @@ pub(crate) fn http_request(
         });
         let seconds = elapsed.as_secs_f64();
         let held = || Held::new(&http_key(method, route, class));
-        let slot = method_slot(method) * STATUS_CLASSES.len() + class;
+        let slot = method.slot() * STATUS_CLASSES.len() + class;
         // A request no route matched (a 404 flood, say) has its own slots: no map lookup, and
         // no comparison of empty strings, whose `memcmp` reads through a dangling pointer
         // (an assisted masked load on x86, ~90 ns).
@@ -308,25 +308,47 @@ pub(crate) fn http_request(
     let _ = (keys, method, route, status, elapsed);
 }
 
-/// The methods with a slot in [`HttpKeys`]; any other (`_OTHER`) takes the last one.
-#[cfg(feature = "metrics")]
-const HTTP_METHODS: usize = 9;
+/// A request's method as OpenTelemetry reports it: one of the nine standard methods, or
+/// `_OTHER`. The request log's `http.request.method` field and the duration histogram's
+/// `method` label and slot all come from this one table, so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HttpMethod(u8);
 
-/// The slot of a method name (as the log reports it): a `match`, which compares short
-/// literals as integers instead of calling `memcmp` once per method.
-#[cfg(feature = "metrics")]
-fn method_slot(method: &str) -> usize {
-    match method {
-        "GET" => 0,
-        "HEAD" => 1,
-        "POST" => 2,
-        "PUT" => 3,
-        "DELETE" => 4,
-        "CONNECT" => 5,
-        "OPTIONS" => 6,
-        "TRACE" => 7,
-        "PATCH" => 8,
-        _ => HTTP_METHODS,
+impl HttpMethod {
+    /// The labels, by index; `_OTHER` last.
+    const LABELS: [&'static str; 10] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+    ];
+
+    /// `_OTHER`: a method that is not one of the standard nine.
+    pub(crate) const OTHER: Self = Self(9);
+
+    /// The method of a request.
+    pub(crate) fn of(m: &http::Method) -> Self {
+        use http::Method;
+        Self(match *m {
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::POST => 2,
+            Method::PUT => 3,
+            Method::DELETE => 4,
+            Method::CONNECT => 5,
+            Method::OPTIONS => 6,
+            Method::TRACE => 7,
+            Method::PATCH => 8,
+            _ => return Self::OTHER,
+        })
+    }
+
+    /// The OpenTelemetry value: the method's name, or `_OTHER`.
+    pub(crate) fn label(self) -> &'static str {
+        Self::LABELS[usize::from(self.0)]
+    }
+
+    /// Its index among [`HttpKeys`]' slots.
+    #[cfg(feature = "metrics")]
+    fn slot(self) -> usize {
+        usize::from(self.0)
     }
 }
 
@@ -337,11 +359,11 @@ const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 type HttpSlots = std::sync::Arc<[std::sync::OnceLock<Held<metrics::Histogram>>]>;
 
 #[cfg(feature = "metrics")]
-fn http_key(method: &'static str, route: &str, class: usize) -> metrics::Key {
+fn http_key(method: HttpMethod, route: &str, class: usize) -> metrics::Key {
     metrics::Key::from_parts(
         "http_server_request_duration_seconds",
         vec![
-            metrics::Label::new("method", method),
+            metrics::Label::new("method", method.label()),
             metrics::Label::new("route", route.to_owned()),
             metrics::Label::new("status_class", STATUS_CLASSES[class]),
         ],
@@ -549,7 +571,7 @@ impl HttpKeys {
     /// registered on first use.
     #[cfg(feature = "metrics")]
     fn slots() -> HttpSlots {
-        (0..(HTTP_METHODS + 1) * STATUS_CLASSES.len())
+        (0..HttpMethod::LABELS.len() * STATUS_CLASSES.len())
             .map(|_| std::sync::OnceLock::new())
             .collect()
     }
@@ -824,4 +846,32 @@ pub(crate) fn flag_reload(source: &'static str, ok: bool) {
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (source, ok);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpMethod;
+    use http::Method;
+
+    /// Each standard method's index names that method; anything else is `_OTHER`.
+    #[test]
+    fn a_method_is_labelled_by_its_own_name() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::CONNECT,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PATCH,
+        ] {
+            assert_eq!(HttpMethod::of(&m).label(), m.as_str());
+            assert_ne!(HttpMethod::of(&m), HttpMethod::OTHER);
+        }
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(HttpMethod::of(&purge), HttpMethod::OTHER);
+        assert_eq!(HttpMethod::OTHER.label(), "_OTHER");
+    }
 }

@@ -90,7 +90,7 @@ fn split_host_port(authority: &str) -> (&str, Option<u16>) {
 
 /// What the request-duration histogram needs.
 pub(super) struct MetricInfo {
-    pub(super) method: &'static str,
+    pub(super) method: crate::metrics::HttpMethod,
     pub(super) route: Option<Route>,
 }
 

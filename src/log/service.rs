@@ -5,7 +5,7 @@ use std::{
 };
 
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
     header::{HOST, USER_AGENT},
 };
 use tokio::time::Instant;
@@ -19,6 +19,7 @@ use super::{
     layer::Config,
     redact::traceparent,
 };
+use crate::metrics::HttpMethod;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -83,7 +84,7 @@ where
             ))
         });
         let metrics = metrics.then(|| MetricInfo {
-            method: method_label(req.method()),
+            method: HttpMethod::of(req.method()),
             route: route.clone(),
         });
         let future = match &log {
@@ -159,22 +160,6 @@ impl<'a> Seen<'a> {
     }
 }
 
-/// The OpenTelemetry method value: the method if it is a standard one, `_OTHER` otherwise.
-pub(super) fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => "_OTHER",
-    }
-}
-
 fn log_info<B>(
     req: &Request<B>,
     fields: Fields,
@@ -182,7 +167,8 @@ fn log_info<B>(
     route: Option<&Route>,
     config: &Config,
 ) -> LogInfo {
-    let method = method_label(req.method());
+    let method = HttpMethod::of(req.method());
+    let label = method.label();
     let uri = req.uri();
     let route_str = route.map(Route::as_str);
     let Fields {
@@ -198,7 +184,7 @@ fn log_info<B>(
     let span = tracing::info_span!(
         target: "bulwark::log",
         "request",
-        otel.name = %SpanName(method, route_str),
+        otel.name = %SpanName(label, route_str),
         otel.kind = "server",
         request_id = id.as_str(),
         trace_id = trace.as_ref().map(|t| t.0.as_str()),
@@ -206,8 +192,8 @@ fn log_info<B>(
     );
     LogInfo {
         span,
-        method,
-        method_original: (method == "_OTHER").then(|| req.method().as_str().to_owned()),
+        method: label,
+        method_original: (method == HttpMethod::OTHER).then(|| req.method().as_str().to_owned()),
         uri: uri.clone(),
         redacted_query: uri.query().and_then(|q| config.redactor.redacted_query(q)),
         scheme: if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
