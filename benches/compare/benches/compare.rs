@@ -142,6 +142,15 @@ fn rate_limit(c: &mut Criterion) {
         group.bench_function("floor/governor_keyed_check", |b| {
             b.iter(|| black_box(keyed.check_key(&ip).is_ok()));
         });
+        // bulwark's limiter reads the monotonic clock (through tokio's `Instant`, so that tests
+        // can pause it), governor the TSC (through quanta): each read alone, as floors.
+        group.bench_function("floor/clock_read/monotonic", |b| {
+            b.iter(|| black_box(std::time::Instant::now()));
+        });
+        let quanta = governor::clock::QuantaClock::default();
+        group.bench_function("floor/clock_read/governor_quanta", |b| {
+            b.iter(|| black_box(governor::clock::Clock::now(&quanta)));
+        });
 
         // bulwark: a quota no run can exhaust, and one that refuses everything after its
         // first request.
@@ -177,15 +186,6 @@ fn rate_limit(c: &mut Criterion) {
             "tower_governor/allowed/global",
             tower_governor!(global).layer(axum_bare())
         );
-        // bulwark's limiter reads the monotonic clock (through tokio's `Instant`, so that tests
-        // can pause it), governor the TSC (through quanta): each read alone, as floors.
-        group.bench_function("floor/clock_read/monotonic", |b| {
-            b.iter(|| black_box(std::time::Instant::now()));
-        });
-        let quanta = governor::clock::QuantaClock::default();
-        group.bench_function("floor/clock_read/governor_quanta", |b| {
-            b.iter(|| black_box(governor::clock::Clock::now(&quanta)));
-        });
         axum_case!(
             group,
             "tower_governor/allowed/ip",
