@@ -7,6 +7,7 @@
 #   RUST_LOG=info bash benches/http-load.sh   # with one JSON log line per request
 #   ROUTES="/healthz /ai/summary" bash benches/http-load.sh   # only these routes
 #   PIN=1 bash benches/http-load.sh      # shops on core 0, the load generator on core 1
+#   SHOP_WORKERS=1 bash benches/http-load.sh  # each shop on one tokio worker thread
 #
 # The shop's global per-IP limit is raised for the run (`SHOP_GLOBAL_RPS`), so the limiter
 # still checks every request but the load generator's one address is not refused. The log
@@ -35,21 +36,29 @@ cargo build --release --locked --example shop --example load >/dev/null 2>&1
 SHOP=target/release/examples/shop
 LOAD=target/release/examples/load
 # `PIN=1`: the shops on the first core and the load generator on the second, so that neither
-# takes the other's core (needs `taskset` and two cores).
+# takes the other's core (needs `taskset` and two cores). `SHOP_WORKERS=N`: the shops run N
+# tokio worker threads (`TOKIO_WORKER_THREADS`; tokio's default is one per core); the load
+# generator keeps its own. The CPU column is followed by its user part: the stack makes no
+# system call of its own, so its cost is user time, and a change of system time per request
+# comes from how often the processes sleep and wake.
 PIN_SHOP=()
 PIN_LOAD=()
 if [ "${PIN:-0}" = 1 ]; then
   PIN_SHOP=(taskset -c 0)
   PIN_LOAD=(taskset -c 1)
 fi
+SHOP_ENV=()
+if [ -n "${SHOP_WORKERS:-}" ]; then
+  SHOP_ENV=(env "TOKIO_WORKER_THREADS=${SHOP_WORKERS}")
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-SHOP_GLOBAL_RPS=1000000000 SHOP_ADDR="127.0.0.1:${PORT_STACK}" "${PIN_SHOP[@]}" "$SHOP" >/dev/null 2>&1 &
+SHOP_GLOBAL_RPS=1000000000 SHOP_ADDR="127.0.0.1:${PORT_STACK}" "${SHOP_ENV[@]}" "${PIN_SHOP[@]}" "$SHOP" >/dev/null 2>&1 &
 pids+=($!)
-SHOP_ADDR="127.0.0.1:${PORT_BARE}" "${PIN_SHOP[@]}" "$SHOP" --bare >/dev/null 2>&1 &
+SHOP_ADDR="127.0.0.1:${PORT_BARE}" "${SHOP_ENV[@]}" "${PIN_SHOP[@]}" "$SHOP" --bare >/dev/null 2>&1 &
 pids+=($!)
 
 for port in "$PORT_STACK" "$PORT_BARE"; do
@@ -67,11 +76,11 @@ routes=(
   "/ai/summary|x-user-tier: premium"
 )
 
-# Server CPU time (user + system, in clock ticks) of a process, from /proc.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Server CPU time of a process, user and system, in clock ticks, from /proc.
+cpu_ticks() { awk '{print $14 "," $15}' "/proc/$1/stat"; }
 
 echo "RUST_LOG=${RUST_LOG}, ${CONNECTIONS} connections, ${DURATION} per run, ${REPEAT} runs per variant (alternating, medians)"
-printf '%-18s %-6s %10s %8s %8s %8s %12s %s\n' route stack "req/s" "p50 µs" "p99 µs" "errors" "cpu µs/req" "status classes"
+printf '%-18s %-6s %10s %8s %8s %8s %12s %9s %s\n' route stack "req/s" "p50 µs" "p99 µs" "errors" "cpu µs/req" "of it user" "status classes"
 for entry in "${routes[@]}"; do
   path="${entry%%|*}"
   header="${entry#*|}"
@@ -86,7 +95,7 @@ for entry in "${routes[@]}"; do
       before="$(cpu_ticks "$pid")"
       out="$("${PIN_LOAD[@]}" "$LOAD" "${args[@]}")"
       after="$(cpu_ticks "$pid")"
-      runs+=("${variant}|$((after - before))|${out}")
+      runs+=("${variant}|$((${after%,*} - ${before%,*})),$((${after#*,} - ${before#*,}))|${out}")
     done
   done
   python3 - "$path" "$(getconf CLK_TCK)" "${runs[@]}" <<'EOF2'
@@ -95,10 +104,13 @@ path, tck, runs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 by = {"stack": [], "bare": []}
 for r in runs:
     variant, ticks, out = r.split("|", 2)
+    user, system = (int(t) for t in ticks.split(","))
     out = json.loads(out)
     # CPU over the whole run (warm-up included) per request counted after the warm-up: the
     # same small overcount for both variants.
-    out["cpu_us"] = int(ticks) / tck * 1e6 / max(out["requests"], 1)
+    per_request = 1e6 / tck / max(out["requests"], 1)
+    out["cpu_us"] = (user + system) * per_request
+    out["user_us"] = user * per_request
     by[variant].append(out)
 pairs = list(zip(by["stack"], by["bare"]))
 med = {}
@@ -106,9 +118,10 @@ for variant, outs in by.items():
     outs.sort(key=lambda o: o["requests_per_second"])
     m = outs[len(outs) // 2]
     cpu = statistics.median(o["cpu_us"] for o in outs)
+    user = statistics.median(o["user_us"] for o in outs)
     med[variant] = (m["requests_per_second"], cpu)
     classes = " ".join(f"{k}={m[k]}" for k in ("2xx", "3xx", "4xx", "5xx") if m[k])
-    print(f"{path:<18} {variant:<6} {m['requests_per_second']:>10.0f} {m['p50_us']:>8} {m['p99_us']:>8} {m['errors']:>8} {cpu:>12.2f} {classes}")
+    print(f"{path:<18} {variant:<6} {m['requests_per_second']:>10.0f} {m['p50_us']:>8} {m['p99_us']:>8} {m['errors']:>8} {cpu:>12.2f} {user:>9.2f} {classes}")
 (s_rps, s_cpu), (b_rps, b_cpu) = med["stack"], med["bare"]
 print(f"{path:<18} stack/bare = {s_rps / b_rps:.2f} req/s, {b_cpu / s_cpu:.2f} by server CPU per request")
 if len(pairs) > 1:
