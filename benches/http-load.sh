@@ -17,7 +17,9 @@
 # lines go to /dev/null). Each route is run REPEAT times per variant, alternating stack and
 # bare so that a slow spell of the shared machine hits both; prints the median run per route and
 # variant, with the server's CPU time per request (user + system from /proc, so it does not
-# depend on how the load generator was scheduled), then two ratios: requests/s with the stack
+# depend on how the load generator was scheduled) and its user part (the stack makes no system
+# call of its own, so its cost is user time; system time per request changes with how often
+# the processes sleep and wake), then two ratios: requests/s with the stack
 # to without it, and bare to stack CPU per request (the throughput the stack would keep on a
 # server whose cores it had to itself); then, sorted, the requests/s ratio of each stack run
 # to the bare run that followed it, which shows how much one pair of runs can mislead.
@@ -38,9 +40,7 @@ LOAD=target/release/examples/load
 # `PIN=1`: the shops on the first core and the load generator on the second, so that neither
 # takes the other's core (needs `taskset` and two cores). `SHOP_WORKERS=N`: the shops run N
 # tokio worker threads (`TOKIO_WORKER_THREADS`; tokio's default is one per core); the load
-# generator keeps its own. The CPU column is followed by its user part: the stack makes no
-# system call of its own, so its cost is user time, and a change of system time per request
-# comes from how often the processes sleep and wake.
+# generator keeps its own.
 PIN_SHOP=()
 PIN_LOAD=()
 if [ "${PIN:-0}" = 1 ]; then
