@@ -54,8 +54,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod digest;
 mod macros;
+mod marker;
 mod name_hash;
+mod redact;
 
 pub mod body;
 pub mod cache;

@@ -174,6 +174,7 @@
 
 mod future;
 mod layer;
+mod metrics;
 mod policy;
 mod service;
 mod status;

@@ -13,9 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, reque
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy, RequestLike};
 
 use super::store::StoredParts;
-use crate::{Rejection, fallback::FallbackReason};
-
-static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+use crate::marker::StandIn;
 
 /// How freshness is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,7 +430,7 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 
 /// The request's values of the `Vary` headers, as one string that identifies its variant. The
 /// values of credential headers (`Authorization`, `Cookie`, API keys: see
-/// [`is_secret_header`](crate::log::redact::is_secret_header)) are replaced by their digest
+/// [`is_secret_header`](crate::redact::is_secret_header)) are replaced by their digest
 /// ([`secret_digest`]): the key becomes a store key name (a Redis key anyone with `SCAN` or
 /// `MONITOR` reads) and may be logged.
 pub(crate) fn vary_key(names: &[HeaderName], headers: &HeaderMap) -> String {
@@ -444,7 +442,7 @@ pub(crate) fn vary_key(names: &[HeaderName], headers: &HeaderMap) -> String {
             key.push('\u{2}');
             continue;
         }
-        if crate::log::redact::is_secret_header(name) {
+        if crate::redact::is_secret_header(name) {
             key.push_str(&secret_digest(values));
             continue;
         }
@@ -463,18 +461,11 @@ pub(crate) fn vary_key(names: &[HeaderName], headers: &HeaderMap) -> String {
 /// processes (instances sharing a store must agree on keys), and long enough that two users'
 /// credentials never name the same variant.
 fn secret_digest<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"bulwark cache vary v1");
+    let mut h = crate::digest::Digester::new(b"bulwark cache vary v1");
     for v in values {
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v.as_bytes());
+        h.field(v.as_bytes());
     }
-    let digest: [u8; 32] = h.finalize().into();
-    format!(
-        "sha256:{}",
-        crate::idempotency::fingerprint::Hex(&digest[..16])
-    )
+    format!("sha256:{}", crate::digest::Hex(&h.finish()[..16]))
 }
 
 /// Whether a request is "restricted": it carries credentials (`Authorization`, `Cookie`) and the
@@ -686,10 +677,7 @@ pub(crate) fn initial_age(headers: &HeaderMap) -> u64 {
 /// Whether a response was produced by bulwark instead of a handler (a rejection, a fallback, an
 /// idempotent replay): such answers are never stored.
 pub(crate) fn is_bulwark_answer(res: &response::Parts) -> bool {
-    res.extensions.get::<Rejection>().is_some()
-        || res.extensions.get::<FallbackReason>().is_some()
-        || res.headers.contains_key(&crate::fallback::BULWARK_FALLBACK)
-        || res.headers.contains_key(&IDEMPOTENT_REPLAYED)
+    StandIn::of(&res.extensions, &res.headers).is_some()
 }
 
 /// The stored view of the request a response answered: method, URI, `Host`, the `Vary`-named
@@ -707,7 +695,7 @@ fn stored_request(
     }
     for name in vary {
         let values = req.headers.get_all(name);
-        if crate::log::redact::is_secret_header(name) {
+        if crate::redact::is_secret_header(name) {
             // Never a credential in an entry (a Redis value): its digest, as in the key.
             if values.iter().next().is_some() {
                 let digest = secret_digest(values.iter());

@@ -23,7 +23,7 @@ use super::{
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
-use crate::{StoreError, body::ResponseBody, log::redact::Redactor};
+use crate::{StoreError, body::ResponseBody, redact::Redactor};
 
 /// Makes the base key of a request; `None` bypasses the cache. `None` here: [`default_key`].
 pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>>;
@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     landed: AtomicU64,
     next_index: AtomicU64,
     /// The cache's counters, their keys built once.
-    metrics: crate::metrics::CacheMetrics,
+    metrics: super::metrics::CacheMetrics,
     /// The cache's name (`Cache-Status`, logs, metric label).
     label: Arc<str>,
     /// The last `Cache-Status` member written without a previous value, and its value: most
@@ -104,7 +104,7 @@ impl Shared {
         let label: Arc<str> = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
         let outcomes = CacheOutcome::ALL.map(CacheOutcome::as_str);
         Self {
-            metrics: crate::metrics::CacheMetrics::new(&label, &outcomes),
+            metrics: super::metrics::CacheMetrics::new(&label, &outcomes),
             label,
             cfg,
             store,

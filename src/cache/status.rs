@@ -2,10 +2,9 @@
 
 use std::fmt::Write as _;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
-/// The `Cache-Status` header field (RFC 9211).
-pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub use crate::marker::CACHE_STATUS;
 
 /// What the cache did with one request. Put in the extensions of every answer that passed
 /// through a [`CacheLayer`](super::CacheLayer), and written as the answer's `Cache-Status` member.

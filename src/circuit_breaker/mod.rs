@@ -109,6 +109,7 @@ pub mod generic;
 mod handle;
 mod keyed;
 mod layer;
+mod metrics;
 mod service;
 mod state;
 mod window;

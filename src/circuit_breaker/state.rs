@@ -150,7 +150,7 @@ pub(crate) struct Breaker {
     window: Window,
     rejected: AtomicU64,
     /// Its counter in `bulwark_circuit_breaker_rejections_total`.
-    rejections: crate::metrics::BreakerRejections,
+    rejections: super::metrics::BreakerRejections,
     /// Read on transitions only (rare), so a lock is fine here. A per-key layer's breakers
     /// all share the cell of the layer's shared breaker, so one hook serves every key,
     /// including keys seen before the hook was set.
@@ -190,9 +190,9 @@ enum PermitKind {
 
 impl Breaker {
     pub(crate) fn new(config: CircuitBreakerConfig) -> Self {
-        let rejections = crate::metrics::BreakerRejections::new(&config.name);
+        let rejections = super::metrics::BreakerRejections::new(&config.name);
         let breaker = Self::build(config, None, HookCell::default(), rejections);
-        crate::metrics::breaker_state(&breaker.config.name, CircuitState::Closed);
+        super::metrics::breaker_state(&breaker.config.name, CircuitState::Closed);
         breaker
     }
 
@@ -211,7 +211,7 @@ impl Breaker {
         config: CircuitBreakerConfig,
         keyed_under: Option<Arc<str>>,
         on_change: HookCell,
-        rejections: crate::metrics::BreakerRejections,
+        rejections: super::metrics::BreakerRejections,
     ) -> Self {
         let (window, bucket_nanos) = match config.window {
             SlidingWindow::Count { size } => (Window::Count(CountWindow::new(size)), 0),
@@ -492,8 +492,8 @@ impl Breaker {
             ),
         }
         match &self.keyed_under {
-            None => crate::metrics::breaker_transition(&self.config.name, to, true),
-            Some(layer) => crate::metrics::breaker_transition(layer, to, false),
+            None => super::metrics::breaker_transition(&self.config.name, to, true),
+            Some(layer) => super::metrics::breaker_transition(layer, to, false),
         }
         let hook = self
             .on_change

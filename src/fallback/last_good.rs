@@ -21,13 +21,13 @@ use http_body::Body;
 use moka::sync::Cache;
 
 use super::{
-    BULWARK_FALLBACK, FallbackReason, FallbackSource,
+    FallbackReason, FallbackSource,
     source::{
         NoAnswer, Stored,
         sealed::{Answer, Source},
     },
 };
-use crate::{ConfigError, Rejection};
+use crate::{ConfigError, marker::StandIn};
 
 /// The key a request's last good response is kept under. `None`: this request's responses are
 /// neither kept nor replayed (a secondary fallback, if any, answers instead).
@@ -122,7 +122,7 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 ///   `Authorization`, keyed by method, host, path and query);
 /// - the status is 2xx but not 206 (a part of a resource), and the layer's classifier calls it
 ///   a success;
-/// - it is no bulwark answer: no [`Rejection`], no [`FallbackReason`] extension, no
+/// - it is no bulwark answer: no [`Rejection`](crate::Rejection), no [`FallbackReason`] extension, no
 ///   `bulwark-fallback` header (an inner fallback's answer is not a good response);
 /// - it has no `Set-Cookie` and no `Cache-Control: no-store` or `private`;
 /// - its body's size hint says it has at most [`max_body_bytes`](LastGoodBuilder::max_body_bytes).
@@ -355,15 +355,15 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// classifier's verdict is checked by the caller.
 pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
     // 206 answers a `Range` request only: replayed to a plain GET it would pass for the whole.
+    let h = res.headers();
     if !res.status().is_success()
         || res.status() == http::StatusCode::PARTIAL_CONTENT
-        || res.extensions().get::<Rejection>().is_some()
-        || res.extensions().get::<FallbackReason>().is_some()
+        || matches!(
+            StandIn::of(res.extensions(), h),
+            Some(StandIn::Rejection | StandIn::Fallback)
+        )
+        || h.contains_key(header::SET_COOKIE)
     {
-        return false;
-    }
-    let h = res.headers();
-    if h.contains_key(&BULWARK_FALLBACK) || h.contains_key(header::SET_COOKIE) {
         return false;
     }
     let forbidden = |v: &HeaderValue| {
@@ -574,7 +574,7 @@ mod tests {
         assert!(storable(&r, 2));
         let mut r = res(200, "");
         r.headers_mut().insert(
-            BULWARK_FALLBACK.clone(),
+            crate::fallback::BULWARK_FALLBACK.clone(),
             FallbackReason::Error.header_value(),
         );
         assert!(!storable(&r, 2));

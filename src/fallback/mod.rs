@@ -110,6 +110,7 @@ mod future;
 mod hooks;
 mod last_good;
 mod layer;
+mod metrics;
 mod service;
 mod source;
 mod trigger;
@@ -127,5 +128,6 @@ pub use self::{
     source::{
         FallbackOutput, FallbackSource, Or, ReasonFn, RequestFn, ServiceFallback, StaticResponse,
     },
-    trigger::{BULWARK_FALLBACK, FallbackReason, Triggers},
+    trigger::Triggers,
 };
+pub use crate::marker::{BULWARK_FALLBACK, FallbackReason};

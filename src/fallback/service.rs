@@ -329,7 +329,7 @@ where
                 status = res.status().as_u16(),
                 "fallback answered",
             );
-            crate::metrics::fallback(reason, true);
+            super::metrics::fallback(reason, true);
             res.headers_mut()
                 .insert(BULWARK_FALLBACK.clone(), reason.header_value());
             res.extensions_mut().insert(reason);
@@ -345,7 +345,7 @@ where
                 fallback.error = %err,
                 "fallback failed; returning the original result",
             );
-            crate::metrics::fallback(reason, false);
+            super::metrics::fallback(reason, false);
             original
         }
     }

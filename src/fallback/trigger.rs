@@ -1,87 +1,14 @@
-//! What makes the fallback answer: [`FallbackReason`] and the set of enabled [`Triggers`].
+//! What makes the fallback answer: the set of enabled [`Triggers`], one per [`FallbackReason`].
 
 use std::{any::Any, error::Error as StdError, fmt};
 
-use http::{HeaderName, HeaderValue, Response};
+use http::Response;
 
 use crate::{
     BoxError, Rejection,
     classify::{Classify, Outcome, is_timeout},
+    marker::FallbackReason,
 };
-
-/// The `bulwark-fallback` header field, set on every answer the fallback gave, with the
-/// [`FallbackReason`] as its value.
-pub static BULWARK_FALLBACK: HeaderName = HeaderName::from_static("bulwark-fallback");
-
-/// Why the fallback answered instead of the inner service.
-///
-/// Each reason is also the name of the trigger that produces it (see [`Triggers`]). It travels to
-/// the fallback (as an argument of closures, as a request extension for a fallback service) and
-/// onto the answer: as the `bulwark-fallback` header and as a response extension of this type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FallbackReason {
-    /// The inner service returned `Err` (and the error is not a timeout). Header value `error`.
-    Error,
-    /// The inner service answered with a response the classifier calls a failure (by default
-    /// 500, 502, 503 or 504). Header value `status`.
-    Status,
-    /// The response carries [`Rejection::CircuitOpen`]: an inner circuit breaker refused the
-    /// call. Header value `circuit-open`.
-    CircuitOpen,
-    /// The inner service returned an error that is a timeout, as
-    /// [`is_timeout`](crate::classify::is_timeout) sees it. Header value `timeout`.
-    Timeout,
-    /// The response carries another bulwark [`Rejection`] (a 429 from an inner rate limiter, a
-    /// disabled feature, ...). Header value `rejected`.
-    Rejected,
-}
-
-impl FallbackReason {
-    /// Every reason, in declaration order.
-    pub const ALL: [Self; 5] = [
-        Self::Error,
-        Self::Status,
-        Self::CircuitOpen,
-        Self::Timeout,
-        Self::Rejected,
-    ];
-
-    /// The header value and metric label: `error`, `status`, `circuit-open`, `timeout` or
-    /// `rejected`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Error => "error",
-            Self::Status => "status",
-            Self::CircuitOpen => "circuit-open",
-            Self::Timeout => "timeout",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    /// The value of the `bulwark-fallback` header.
-    #[must_use]
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(self.as_str())
-    }
-
-    fn bit(self) -> u8 {
-        match self {
-            Self::Error => 1,
-            Self::Status => 1 << 1,
-            Self::CircuitOpen => 1 << 2,
-            Self::Timeout => 1 << 3,
-            Self::Rejected => 1 << 4,
-        }
-    }
-}
-
-impl fmt::Display for FallbackReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The set of enabled triggers, one per [`FallbackReason`].
 ///

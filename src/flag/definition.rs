@@ -545,7 +545,7 @@ pub(crate) struct CompiledFlag {
     /// The flag's label on metrics (its name, or `_other` past the label cap).
     pub(crate) label: Arc<str>,
     /// Its evaluation counters, keyed with that label.
-    pub(crate) counters: crate::metrics::FlagCounters,
+    pub(crate) counters: super::metrics::FlagCounters,
     rules: Box<[CompiledRule]>,
     rollout: Option<CompiledRollout>,
     default: bool,
@@ -632,7 +632,7 @@ impl CompiledFlag {
         Self {
             default: definition.default_value(),
             forced,
-            counters: crate::metrics::FlagCounters::new(&label),
+            counters: super::metrics::FlagCounters::new(&label),
             label,
             rules,
             rollout,

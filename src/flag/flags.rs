@@ -256,7 +256,7 @@ impl Flags {
             }
             None => {
                 let eval = self.unknown(&snapshot, name);
-                crate::metrics::flag_evaluation(
+                super::metrics::flag_evaluation(
                     None,
                     eval.is_enabled(),
                     eval.reason().otel_value(),

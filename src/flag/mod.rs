@@ -113,6 +113,7 @@ mod definition;
 mod evaluation;
 mod flags;
 mod layer;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 mod rollout;

@@ -282,11 +282,11 @@ impl RedisFlags {
                     );
                 }
                 if *changed {
-                    crate::metrics::flag_reload("redis", true);
+                    super::metrics::flag_reload("redis", true);
                 }
             }
             Err(e) => {
-                crate::metrics::flag_reload("redis", false);
+                super::metrics::flag_reload("redis", false);
                 if !s.down.swap(true, Ordering::Relaxed) {
                     tracing::error!(
                         target: "bulwark::flag",

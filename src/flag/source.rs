@@ -340,7 +340,7 @@ impl FileWatcher {
             Ok(defs) => {
                 let n = defs.len();
                 self.flags.replace(defs);
-                crate::metrics::flag_reload("file", true);
+                super::metrics::flag_reload("file", true);
                 tracing::info!(
                     target: "bulwark::flag",
                     source = "file",
@@ -353,7 +353,7 @@ impl FileWatcher {
             }
             Err(e) => {
                 if first_time {
-                    crate::metrics::flag_reload("file", false);
+                    super::metrics::flag_reload("file", false);
                     tracing::error!(
                         target: "bulwark::flag",
                         source = "file",

@@ -1,15 +1,12 @@
-//! SHA-256 digests: the request fingerprint, the store key (scope + idempotency key), and the
-//! short hashes that stand for keys in logs.
-//!
-//! Every variable-length input is fed with its length first, so two different requests can never
-//! produce the same byte stream (`"ab" + "c"` and `"a" + "bc"` differ).
+//! The request fingerprint and the store key (scope + idempotency key), as SHA-256 digests
+//! made with the crate's [`Digester`](crate::digest::Digester).
 
 use std::fmt;
 
 use http::{HeaderMap, HeaderName, Method, Uri, header::CONTENT_TYPE};
-use sha2::{Digest, Sha256};
 
 use super::IdempotencyKey;
+use crate::digest::{Digester, Hex};
 
 /// The SHA-256 digest of what makes two requests "the same request": method, path and query,
 /// `Content-Type`, the configured extra headers, the scope, and the body.
@@ -49,11 +46,10 @@ impl StoreKey {
     /// every `Some` scope, including an empty one).
     #[must_use]
     pub fn new(scope: Option<&[u8]>, key: &IdempotencyKey) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"bulwark idempotency store key v1");
-        optional(&mut h, scope);
-        field(&mut h, key.as_str().as_bytes());
-        Self(h.finalize().into())
+        let mut h = Digester::new(b"bulwark idempotency store key v1");
+        h.optional(scope);
+        h.field(key.as_str().as_bytes());
+        Self(h.finish())
     }
 
     /// A store key from its 32 bytes.
@@ -89,7 +85,7 @@ impl fmt::Debug for StoreKey {
 
 /// The fingerprint of a request whose head is known and whose body is still to be read.
 #[derive(Clone)]
-pub(crate) struct FingerprintHasher(Sha256);
+pub(crate) struct FingerprintHasher(Digester);
 
 impl FingerprintHasher {
     pub(crate) fn new(
@@ -99,74 +95,34 @@ impl FingerprintHasher {
         extra_headers: &[HeaderName],
         scope: Option<&[u8]>,
     ) -> Self {
-        let mut h = Sha256::new();
-        h.update(b"bulwark idempotency fingerprint v1");
-        field(&mut h, method.as_str().as_bytes());
-        field(
-            &mut h,
+        let mut h = Digester::new(b"bulwark idempotency fingerprint v1");
+        h.field(method.as_str().as_bytes());
+        h.field(
             uri.path_and_query()
                 .map_or("/", |pq| pq.as_str())
                 .as_bytes(),
         );
         header_values(&mut h, headers, &CONTENT_TYPE);
-        h.update((extra_headers.len() as u64).to_be_bytes());
+        h.count(extra_headers.len());
         for name in extra_headers {
-            field(&mut h, name.as_str().as_bytes());
+            h.field(name.as_str().as_bytes());
             header_values(&mut h, headers, name);
         }
-        optional(&mut h, scope);
+        h.optional(scope);
         Self(h)
     }
 
     pub(crate) fn finish(mut self, body: &[u8]) -> Fingerprint {
-        field(&mut self.0, body);
-        Fingerprint(self.0.finalize().into())
+        self.0.field(body);
+        Fingerprint(self.0.finish())
     }
 }
 
-/// SHA-256 of `bytes`.
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// The first 12 hex digits of the SHA-256 of `bytes`.
-pub(crate) fn short_digest(bytes: &[u8]) -> String {
-    Hex(&sha256(bytes)[..6]).to_string()
-}
-
-fn field(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_be_bytes());
-    h.update(bytes);
-}
-
-fn optional(h: &mut Sha256, bytes: Option<&[u8]>) {
-    match bytes {
-        None => h.update([0]),
-        Some(bytes) => {
-            h.update([1]);
-            field(h, bytes);
-        }
-    }
-}
-
-fn header_values(h: &mut Sha256, headers: &HeaderMap, name: &HeaderName) {
+fn header_values(h: &mut Digester, headers: &HeaderMap, name: &HeaderName) {
     let values = headers.get_all(name);
-    h.update((values.iter().count() as u64).to_be_bytes());
+    h.count(values.iter().count());
     for v in values {
-        field(h, v.as_bytes());
-    }
-}
-
-/// Lowercase hex of a byte slice.
-#[derive(Clone, Copy)]
-pub(crate) struct Hex<'a>(pub(crate) &'a [u8]);
-
-impl fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        h.field(v.as_bytes());
     }
 }
 

@@ -74,7 +74,7 @@ impl Stats {
             Outcome::StoreError => &self.store_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::idempotency(outcome);
+        super::metrics::idempotency(outcome);
     }
 }
 

@@ -5,7 +5,8 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderValue};
 
-use super::{IDEMPOTENCY_KEY, fingerprint::short_digest};
+use super::IDEMPOTENCY_KEY;
+use crate::digest::short_digest;
 
 /// The longest key accepted, in characters (the draft's recommendation for servers).
 pub const MAX_KEY_LEN: usize = 255;

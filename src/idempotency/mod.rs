@@ -122,12 +122,12 @@
 //! [`IdempotencyHandle`]; rejections are counted in `bulwark_rejections_total` as well.
 
 mod config;
-pub(crate) mod fingerprint;
+mod fingerprint;
 mod future;
 mod handle;
-pub(crate) use handle::Outcome;
 mod key;
 mod layer;
+mod metrics;
 mod scope;
 mod service;
 pub mod store;
@@ -149,5 +149,4 @@ pub use self::{
 /// The `Idempotency-Key` request header field.
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-/// The `Idempotent-Replayed` response header field, `true` on replayed responses.
-pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub use crate::marker::IDEMPOTENT_REPLAYED;

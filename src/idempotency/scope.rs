@@ -3,7 +3,7 @@
 
 use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 
-use super::fingerprint::sha256;
+use crate::digest::sha256;
 
 /// Finds the namespace of a request's idempotency key, usually the authenticated principal.
 ///

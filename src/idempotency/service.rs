@@ -24,7 +24,7 @@ use super::{
 use crate::{
     Rejection, ResponseForRejection,
     body::{RequestBody, ResponseBody, to_bytes_limited},
-    fallback::FallbackReason,
+    marker::StandIn,
 };
 
 const TARGET: &str = "bulwark::idempotency";
@@ -364,12 +364,10 @@ where
     // A rejection or a fallback answered instead of the handler (it failed, timed out, or its
     // circuit is open): storing that answer would replay a stand-in for the whole retention,
     // and the operation would never run for this key.
-    let stand_in = if res.extensions().get::<Rejection>().is_some() {
-        Some("rejection")
-    } else if res.extensions().get::<FallbackReason>().is_some() {
-        Some("fallback answer")
-    } else {
-        None
+    let stand_in = match StandIn::of(res.extensions(), res.headers()) {
+        Some(StandIn::Rejection) => Some("rejection"),
+        Some(StandIn::Fallback) => Some("fallback answer"),
+        Some(StandIn::Replay) | None => None,
     };
     if let Some(why) = stand_in.filter(|_| config.release_on_rejection) {
         guard.release(why).await;

@@ -13,18 +13,17 @@ use std::{
 };
 
 use bytes::Buf;
-use http::{HeaderName, HeaderValue, Response, StatusCode, Uri};
+use http::{HeaderValue, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::{Level, Span};
 
 use super::{RequestId, layer::Config, service::Route};
-use crate::{BoxError, Rejection};
-
-static BULWARK_FALLBACK: HeaderName = HeaderName::from_static("bulwark-fallback");
-static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+use crate::{
+    BoxError, Rejection,
+    marker::{BULWARK_FALLBACK, CACHE_STATUS, IDEMPOTENT_REPLAYED},
+};
 
 /// What the event needs from the request; gathered only when a subscriber listens.
 pub(super) struct LogInfo {
@@ -90,7 +89,7 @@ fn split_host_port(authority: &str) -> (&str, Option<u16>) {
 
 /// What the request-duration histogram needs.
 pub(super) struct MetricInfo {
-    pub(super) method: crate::metrics::HttpMethod,
+    pub(super) method: super::metrics::HttpMethod,
     pub(super) route: Option<Route>,
 }
 
@@ -405,7 +404,7 @@ impl Completion {
     fn record(&self, status: Option<StatusCode>) -> Duration {
         let elapsed = self.start.elapsed();
         if let Some(m) = &self.metrics {
-            crate::metrics::http_request(
+            super::metrics::http_request(
                 &self.config.shared.keys,
                 m.method,
                 m.route.as_ref().map_or("", Route::as_str),

@@ -7,7 +7,8 @@ use std::{
 use http::HeaderName;
 use tower_layer::Layer;
 
-use super::{DefaultMakeRequestId, MakeRequestId, RequestLog, redact::Redactor};
+use super::{DefaultMakeRequestId, MakeRequestId, RequestLog};
+use crate::redact::Redactor;
 
 /// Settings shared by every service of one layer.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub(super) struct Config {
 #[derive(Debug, Default)]
 pub(super) struct Shared {
     pub(super) sampled: AtomicU64,
-    pub(super) keys: crate::metrics::HttpKeys,
+    pub(super) keys: super::metrics::HttpKeys,
 }
 
 /// Logs every request once and gives it a request id. See the [module docs](super).

@@ -77,9 +77,10 @@
 mod body;
 mod future;
 mod layer;
-pub(crate) mod redact;
+mod metrics;
 mod request_id;
 mod service;
+mod trace_context;
 
 pub use self::{
     body::LogBody,

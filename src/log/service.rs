@@ -12,14 +12,14 @@ use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Level;
 
+use super::metrics::HttpMethod;
 use super::{
     MakeRequestId, RequestId, X_REQUEST_ID,
     body::{Completion, LogInfo, Logged, MetricInfo},
     future::ResponseFuture,
     layer::Config,
-    redact::traceparent,
+    trace_context::traceparent,
 };
-use crate::metrics::HttpMethod;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 

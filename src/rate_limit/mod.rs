@@ -152,6 +152,7 @@ mod cost;
 mod future;
 mod handle;
 mod layer;
+mod metrics;
 mod quota;
 mod service;
 pub mod store;

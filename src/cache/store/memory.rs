@@ -53,11 +53,11 @@ impl MemoryStore {
                 };
                 tracing::trace!(
                     target: "bulwark::cache",
-                    key = &*crate::log::redact::Redactor::key(&key),
+                    key = &*crate::redact::Redactor::key(&key),
                     cause,
                     "cache entry evicted"
                 );
-                crate::metrics::cache_evicted("memory", cause);
+                crate::cache::metrics::cache_evicted("memory", cause);
             })
             .build();
         Self { cache }

@@ -45,10 +45,10 @@ use dashmap::DashMap;
 
 use crate::{
     ConfigError, RateLimitInfo, Rejection,
-    metrics::RateLimitMetrics,
     rate_limit::{
         Quota,
         clock::{Clock, Origin},
+        metrics::RateLimitMetrics,
         quota::check_quotas,
     },
 };

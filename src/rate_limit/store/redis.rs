@@ -40,7 +40,7 @@ use http::HeaderValue;
 use redis::Script;
 
 use super::memory::{Limiter, QuotaSet, Verdict};
-use crate::{Rejection, StoreError, metrics::StoreFallback, redis::Redis};
+use crate::{Rejection, StoreError, redis::Redis};
 
 /// What a Redis-backed rate limiter does when Redis fails or does not answer within the
 /// [`Redis`] handle's call timeout.
@@ -227,17 +227,17 @@ impl RedisStore {
         }
         match self.policy {
             FailurePolicy::Local => {
-                set.metrics.store_fallback(StoreFallback::Local);
+                set.metrics.store_fallback(FailurePolicy::Local);
                 set.check(local, cost, want_info)
             }
             // Decisions all the same: counted as allowed or rejected, as `Local`'s are.
             FailurePolicy::FailOpen => {
-                set.metrics.store_fallback(StoreFallback::FailOpen);
+                set.metrics.store_fallback(FailurePolicy::FailOpen);
                 set.metrics.allowed();
                 Verdict::Allowed(None)
             }
             FailurePolicy::FailClosed => {
-                set.metrics.store_fallback(StoreFallback::FailClosed);
+                set.metrics.store_fallback(FailurePolicy::FailClosed);
                 set.metrics.rejected();
                 Verdict::Rejected(Rejection::backend_unavailable(Duration::from_secs(1)))
             }
@@ -327,17 +327,15 @@ pub(crate) fn client_part<Q: Any + fmt::Debug>(key: &Q) -> String {
         return "global".to_owned();
     }
     let digest = if let Some(v) = any.downcast_ref::<HeaderValue>() {
-        sha1_smol::Sha1::from(v.as_bytes()).digest().to_string()
+        crate::digest::sha1_hex(v.as_bytes())
     } else if let Some(s) = any.downcast_ref::<String>() {
-        sha1_smol::Sha1::from(s.as_bytes()).digest().to_string()
+        crate::digest::sha1_hex(s.as_bytes())
     } else if let Some(s) = any.downcast_ref::<&'static str>() {
-        sha1_smol::Sha1::from(s.as_bytes()).digest().to_string()
+        crate::digest::sha1_hex(s.as_bytes())
     } else if let Some(s) = any.downcast_ref::<Arc<str>>() {
-        sha1_smol::Sha1::from(s.as_bytes()).digest().to_string()
+        crate::digest::sha1_hex(s.as_bytes())
     } else {
-        sha1_smol::Sha1::from(format!("{key:?}").as_bytes())
-            .digest()
-            .to_string()
+        crate::digest::sha1_hex(format!("{key:?}").as_bytes())
     };
     format!("h:{digest}")
 }
