@@ -382,16 +382,12 @@ impl Rejection {
     /// The RFC 9457 problem document of the default answer.
     #[must_use]
     pub fn problem_json(&self) -> Bytes {
-        let status = self.status();
-        let mut out = String::with_capacity(320);
-        out.push_str("{\"type\":\"");
-        out.push_str(DOCS);
-        out.push_str(self.anchor());
-        out.push_str("\",\"title\":");
-        write_json_string(&mut out, self.title());
-        let _ = write!(out, ",\"status\":{}", status.as_u16());
-        out.push_str(",\"detail\":");
-        write_json_string(&mut out, self.detail());
+        let mut out = problem_start(
+            Some(self.anchor()),
+            self.title(),
+            self.status(),
+            self.detail(),
+        );
         if let Some(retry) = self.retry_after() {
             let _ = write!(out, ",\"retry_after_seconds\":{}", retry_after_secs(retry));
         }
@@ -488,6 +484,49 @@ where
     res.map(ResponseBody::full)
 }
 
+/// The members every problem document opens with, the closing brace left to the caller:
+/// `type` (this variant's documentation, or `about:blank` for an answer that is no
+/// [`Rejection`]), `title`, `status` and `detail`.
+fn problem_start(anchor: Option<&str>, title: &str, status: StatusCode, detail: &str) -> String {
+    let mut out = String::with_capacity(320);
+    out.push_str("{\"type\":\"");
+    match anchor {
+        Some(anchor) => {
+            out.push_str(DOCS);
+            out.push_str(anchor);
+        }
+        None => out.push_str("about:blank"),
+    }
+    out.push_str("\",\"title\":");
+    write_json_string(&mut out, title);
+    let _ = write!(out, ",\"status\":{}", status.as_u16());
+    out.push_str(",\"detail\":");
+    write_json_string(&mut out, detail);
+    out
+}
+
+/// An error answer bulwark makes that is no [`Rejection`] (nothing refused the request: an
+/// upstream broke off, or a client's `only-if-cached` found nothing): `status` with an
+/// `about:blank` problem document titled by the status' reason phrase. It carries no
+/// `Rejection` extension, so outer layers treat it as the inner service's own answer (a fallback
+/// may replace a 502, a breaker counts it), which is what it stands for.
+pub(crate) fn problem_response<B>(status: StatusCode, detail: &str) -> Response<ResponseBody<B>> {
+    let mut out = problem_start(
+        None,
+        status.canonical_reason().unwrap_or("Error"),
+        status,
+        detail,
+    );
+    out.push('}');
+    let mut res = Response::new(ResponseBody::full(Bytes::from(out)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, PROBLEM_JSON);
+    res
+}
+
+/// The `detail` of the 502 that stands for an upstream answer whose body broke off.
+pub(crate) const UPSTREAM_BROKE_OFF: &str = "The upstream answer broke off.";
+
 /// Whole seconds, rounded up, at least 1: what `Retry-After` must say.
 pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     ceil_secs(d).max(1)
@@ -563,6 +602,28 @@ mod tests {
             Rejection::BodyReadFailed,
             Rejection::backend_unavailable(Duration::ZERO),
         ]
+    }
+
+    /// The answers that stand for an upstream's failure are problem documents too, written by
+    /// the same writer, with no `Rejection` on them.
+    #[tokio::test]
+    async fn gateway_answers_are_problem_documents() {
+        use http_body_util::{BodyExt, Empty};
+        let res = problem_response::<Empty<Bytes>>(StatusCode::BAD_GATEWAY, UPSTREAM_BROKE_OFF);
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(res.extensions().get::<Rejection>().is_none());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            br#"{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The upstream answer broke off."}"#
+        );
+        let res = problem_response::<Empty<Bytes>>(StatusCode::GATEWAY_TIMEOUT, "a \"quoted\" x");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["title"], "Gateway Timeout");
+        assert_eq!(v["status"], 504);
+        assert_eq!(v["detail"], "a \"quoted\" x");
     }
 
     #[test]

@@ -667,6 +667,11 @@ async fn request_directives() {
     .await;
     assert_eq!(oic.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(oic.cs(), "bulwark; detail=only-if-cached");
+    assert!(
+        String::from_utf8_lossy(&oic.body).contains(r#""status":504"#),
+        "a problem document: {:?}",
+        oic.body
+    );
     assert_eq!(seen.calls(), 3);
 }
 

@@ -888,7 +888,14 @@ async fn a_body_failing_while_kept_is_a_failure() {
         .await
         .unwrap();
     assert_eq!(res.status(), 502, "nothing stored: the honest original");
-    assert!(text(res).await.is_empty());
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert!(
+        res.extensions().get::<Rejection>().is_none(),
+        "no layer refused"
+    );
+    let problem: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
+    assert_eq!(problem["status"], 502);
+    assert_eq!(problem["detail"], "The upstream answer broke off.");
 
     // With a secondary fallback, that answers instead; the same when the layer buffers request
     // bodies (its own path through the layer).

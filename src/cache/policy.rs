@@ -13,7 +13,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header, reque
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy, RequestLike};
 
 use super::store::StoredParts;
-use crate::marker::StandIn;
+use crate::{
+    clock::{Monotonic, nanos},
+    marker::StandIn,
+};
 
 /// How freshness is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +80,7 @@ impl Config {
 /// test advanced it), the base is left alone, so virtual time stays continuous.
 #[derive(Debug)]
 pub(crate) struct Clock {
-    base: tokio::time::Instant,
+    base: Monotonic,
     real_base: std::time::Instant,
     /// The wall time at `base`, in nanoseconds since the Unix epoch.
     wall_at_base: AtomicU64,
@@ -99,7 +102,7 @@ impl Clock {
     }
 
     fn with_system(system: fn() -> u64) -> Self {
-        let base = tokio::time::Instant::now();
+        let base = Monotonic::start();
         let real_base = std::time::Instant::now();
         Self {
             base,
@@ -112,7 +115,7 @@ impl Clock {
 
     #[inline]
     pub(crate) fn now(&self) -> Wall {
-        let since = nanos(self.base.elapsed());
+        let since = self.base.nanos();
         if since >= self.next_sync.load(Ordering::Relaxed) {
             self.sync(since);
         }
@@ -135,10 +138,6 @@ impl Clock {
             self.wall_at_base.store(wall, Ordering::Relaxed);
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A wall-clock time in nanoseconds since the Unix epoch (0 before it, saturating far after

@@ -23,7 +23,12 @@ use super::{
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
 };
-use crate::{StoreError, body::ResponseBody, redact::Redactor};
+use crate::{
+    StoreError,
+    body::ResponseBody,
+    redact::Redactor,
+    rejection::{UPSTREAM_BROKE_OFF, problem_response},
+};
 
 /// Makes the base key of a request; `None` bypasses the cache. `None` here: [`default_key`].
 pub(crate) type KeyFn = Option<Arc<dyn Fn(&request::Parts) -> Option<String> + Send + Sync>>;
@@ -731,8 +736,10 @@ fn answer<B>(
 
 fn gateway_timeout<B>(shared: &Shared, key: &str) -> Response<ResponseBody<B>> {
     let status = CacheStatus::new(CacheOutcome::OnlyIfCached);
-    let mut res = Response::new(ResponseBody::empty());
-    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    let mut res = problem_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "The request asked for a stored answer only (only-if-cached), and none is usable.",
+    );
     shared.report(status, res.headers_mut(), Some(key));
     res.extensions_mut().insert(status);
     res
@@ -741,14 +748,7 @@ fn gateway_timeout<B>(shared: &Shared, key: &str) -> Response<ResponseBody<B>> {
 fn bad_gateway<B>(shared: &Shared, outcome: CacheOutcome, key: &str) -> Response<ResponseBody<B>> {
     let mut status = CacheStatus::new(outcome);
     status.detail = Some("upstream-body-failed");
-    let mut res = Response::new(ResponseBody::full(Bytes::from_static(
-        br#"{"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The upstream answer broke off."}"#,
-    )));
-    *res.status_mut() = StatusCode::BAD_GATEWAY;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    let mut res = problem_response(StatusCode::BAD_GATEWAY, UPSTREAM_BROKE_OFF);
     shared.report(status, res.headers_mut(), Some(key));
     res.extensions_mut().insert(status);
     res

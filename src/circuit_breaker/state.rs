@@ -24,6 +24,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::clock::Monotonic;
+
 use super::{
     config::{CircuitBreakerConfig, SlidingWindow},
     window::{CountWindow, Record, TimeWindow, Totals, Window},
@@ -140,7 +142,7 @@ fn gen_newer(a: u64, b: u64) -> bool {
 /// The shared state of one breaker.
 pub(crate) struct Breaker {
     pub(crate) config: CircuitBreakerConfig,
-    base: Instant,
+    base: Monotonic,
     bucket_nanos: u64,
     state: AtomicU64,
     open_until: AtomicU64,
@@ -225,7 +227,7 @@ impl Breaker {
         };
         Self {
             config,
-            base: Instant::now(),
+            base: Monotonic::start(),
             bucket_nanos,
             state: AtomicU64::new(CLOSED),
             open_until: AtomicU64::new(0),
@@ -241,10 +243,7 @@ impl Breaker {
     }
 
     fn now(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.base)
-            .as_nanos()
-            .min(u128::from(u64::MAX)) as u64
+        self.base.nanos()
     }
 
     fn tick(&self, now: u64) -> u64 {

@@ -27,7 +27,7 @@ use super::{
         sealed::{Answer, Source},
     },
 };
-use crate::{ConfigError, marker::StandIn};
+use crate::{ConfigError, clock::Monotonic, marker::StandIn};
 
 /// The key a request's last good response is kept under. `None`: this request's responses are
 /// neither kept nor replayed (a secondary fallback, if any, answers instead).
@@ -133,7 +133,7 @@ pub const DEFAULT_CAPACITY: u64 = 1_000;
 /// passed on from the buffer, so their head goes out once the whole body has arrived. Hop-by-hop
 /// headers and `x-request-id` are not kept. If a body fails while it is buffered, its bytes are
 /// gone: that is an inner failure (reason `error`), and without a fallback answer the original
-/// becomes an empty 502.
+/// becomes a 502 with a problem+json body.
 ///
 /// An answer identical to the one kept for its key (status, version, body and kept fields) is
 /// not written again, so a busy route's steady answer costs one lookup, not a cache write. With
@@ -172,7 +172,7 @@ pub struct LastGood<X: LastGoodKey = MethodAndUri> {
     /// [`LastGoodBuilder::refresh_after`], in nanoseconds (0: offer every good response).
     refresh: u64,
     /// What `Kept::at` counts from.
-    origin: tokio::time::Instant,
+    origin: Monotonic,
 }
 
 /// A key and the answer kept for it: [`LastGood`]'s most recently kept.
@@ -343,8 +343,8 @@ impl<X: LastGoodKey> LastGoodBuilder<X> {
             recent: Arc::default(),
             key: self.key,
             max_body: self.max_body,
-            refresh: u64::try_from(self.refresh.as_nanos()).unwrap_or(u64::MAX),
-            origin: tokio::time::Instant::now(),
+            refresh: crate::clock::nanos(self.refresh),
+            origin: Monotonic::start(),
         })
     }
 }
@@ -438,7 +438,7 @@ fn same_kept_headers(kept: &HeaderMap, new: &HeaderMap) -> bool {
 impl<X: LastGoodKey> LastGood<X> {
     /// Nanoseconds since the store was made, on tokio's clock.
     fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.origin.nanos()
     }
 }
 

@@ -285,8 +285,10 @@ where
         error = %err,
         "the inner response body failed while being buffered",
     );
-    let mut bad_gateway = Response::new(ResponseBody::empty());
-    *bad_gateway.status_mut() = StatusCode::BAD_GATEWAY;
+    let bad_gateway = crate::rejection::problem_response(
+        StatusCode::BAD_GATEWAY,
+        crate::rejection::UPSTREAM_BROKE_OFF,
+    );
     let reason = FallbackReason::Error;
     if shared.triggers.contains(reason) {
         Next::Later(Box::pin(run_fallback(

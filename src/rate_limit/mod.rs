@@ -147,7 +147,6 @@
 //! [governor]: https://docs.rs/governor
 //! [draft-ietf-httpapi-ratelimit-headers-09]: https://datatracker.ietf.org/doc/html/draft-ietf-httpapi-ratelimit-headers-09
 
-mod clock;
 mod cost;
 mod future;
 mod handle;

@@ -45,12 +45,8 @@ use dashmap::DashMap;
 
 use crate::{
     ConfigError, RateLimitInfo, Rejection,
-    rate_limit::{
-        Quota,
-        clock::{Clock, Origin},
-        metrics::RateLimitMetrics,
-        quota::check_quotas,
-    },
+    clock::Monotonic,
+    rate_limit::{Quota, metrics::RateLimitMetrics, quota::check_quotas},
 };
 
 /// The bucket shared by new keys while the table is full.
@@ -252,7 +248,7 @@ pub(crate) struct QuotaState {
     /// counted (GCRA's `τ + T`).
     tolerance: u64,
     table: Arc<KeyTable>,
-    origin: Origin,
+    origin: Monotonic,
 }
 
 impl QuotaState {
@@ -265,7 +261,7 @@ impl QuotaState {
             burst: burst.get(),
             tolerance: emission.saturating_mul(u64::from(burst.get())),
             table: Arc::new(KeyTable::new(cap)),
-            origin: Clock::origin(),
+            origin: Monotonic::start(),
         }
     }
 
@@ -273,7 +269,7 @@ impl QuotaState {
     /// request's weight past some `now`.)
     #[inline]
     fn now(&self) -> u64 {
-        Clock::nanos_since(self.origin)
+        self.origin.nanos()
     }
 
     /// The time `cost` requests take to come back.
