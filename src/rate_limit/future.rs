@@ -101,7 +101,7 @@ mod redis {
     use http::Request;
     use tower_service::Service;
 
-    use crate::{ResponseForRejection, rate_limit::store::memory::Verdict};
+    use crate::{ResponseForRejection, rate_limit::limiter::Verdict};
 
     pin_project! {
         /// Response future of [`RateLimit`](crate::rate_limit::RateLimit) with the Redis

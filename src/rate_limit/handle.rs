@@ -1,9 +1,6 @@
 use std::{fmt, sync::Arc};
 
-use super::{
-    Quota,
-    store::{KeyTableStats, memory::Limiter},
-};
+use super::{Quota, limiter::Limiter, store::KeyTableStats};
 use crate::ConfigError;
 
 /// The quotas and key tables of one limiter, readable and changeable while it serves. Cheap to

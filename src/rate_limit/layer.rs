@@ -3,9 +3,8 @@ use std::{fmt, num::NonZeroUsize, sync::Arc};
 use tower_layer::Layer;
 
 use super::{
-    MissingKey, Quota, RateLimit, RateLimitHandle,
-    quota::check_quotas,
-    store::{MemoryStore, memory::Limiter},
+    MissingKey, Quota, RateLimit, RateLimitHandle, limiter::Limiter, quota::check_quotas,
+    store::MemoryStore,
 };
 use crate::{ConfigError, DefaultResponseForRejection, key::GlobalKey};
 

@@ -149,12 +149,15 @@
 
 mod cost;
 mod future;
+mod gcra;
 mod handle;
 mod layer;
+mod limiter;
 mod metrics;
 mod quota;
 mod service;
 pub mod store;
+mod table;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

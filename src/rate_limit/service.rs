@@ -13,10 +13,9 @@ use super::{
     MissingKey, RequestCost,
     future::ResponseFuture,
     layer::Options,
-    store::{
-        MemoryStore,
-        memory::{Limiter, QuotaSet, UNKEYED, Verdict},
-    },
+    limiter::{Limiter, QuotaSet, Verdict},
+    store::MemoryStore,
+    table::UNKEYED,
 };
 use crate::{
     DefaultResponseForRejection, Rejection, ResponseForRejection, body::ResponseBody,

@@ -39,7 +39,7 @@ use std::{
 use http::HeaderValue;
 use redis::Script;
 
-use super::memory::{Limiter, QuotaSet, Verdict};
+use crate::rate_limit::limiter::{Limiter, QuotaSet, Verdict, too_costly};
 use crate::{Rejection, StoreError, redis::Redis};
 
 /// What a Redis-backed rate limiter does when Redis fails or does not answer within the
@@ -164,7 +164,7 @@ impl RedisStore {
             let set = limiter.current.load_full();
             let n = cost.get();
             if let Some(q) = set.quotas.iter().find(|q| n > q.burst) {
-                return Verdict::Rejected(super::memory::too_costly(&set, q, n));
+                return Verdict::Rejected(too_costly(&set, q, n));
             }
             let tag = format!("{{{}:{client}}}", set.name);
             let mut call = store.script.prepare_invoke();
