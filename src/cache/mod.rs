@@ -172,13 +172,20 @@
 //! again once a second, so a clock set or stepped after start-up (NTP synchronised late) is
 //! followed within a second: entries written to a shared store carry absolute times.
 
+mod clock;
+mod conditional;
+mod directives;
+mod entry;
+mod freshness;
 mod future;
 mod layer;
 mod metrics;
 mod policy;
 mod service;
 mod status;
+mod storable;
 pub mod store;
+mod vary;
 
 pub use self::{
     future::ResponseFuture,

@@ -18,10 +18,17 @@ use tokio::sync::watch;
 use tower_service::Service;
 
 use super::{
+    clock::{Clock, Wall, system_nanos},
+    conditional::{not_modified, take_client_validators},
+    directives::Directives,
+    entry::{LastValue, Stored},
+    freshness::Freshness,
     future::ResponseFuture,
-    policy::{self, Clock, Config, Decision, Directives, Freshness, LastValue, Stored, Wall},
+    policy::{Config, is_restricted, plain},
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
+    storable::{Decision, decide},
     store::{CacheStore, Entry, EntryKind},
+    vary::vary_key,
 };
 use crate::{
     StoreError,
@@ -105,7 +112,7 @@ impl Shared {
     pub(crate) fn new(cfg: Config, store: CacheStore, key: KeyFn) -> Self {
         // Index ids only need to differ between successive indexes of one URL, also across
         // instances sharing a store: start from the wall clock.
-        let seed = policy::system_nanos();
+        let seed = system_nanos();
         let label: Arc<str> = Arc::from(cfg.name.to_str().unwrap_or("bulwark"));
         let outcomes = CacheOutcome::ALL.map(CacheOutcome::as_str);
         Self {
@@ -158,7 +165,7 @@ impl Shared {
     /// its map's allocations (a box and a table) then carry the answer's `CacheStatus` instead
     /// of two new ones.
     fn hit_now<B>(&self, parts: &mut request::Parts) -> Result<Response<ResponseBody<B>>, BaseKey> {
-        let plain = policy::plain(&parts.headers);
+        let plain = plain(&parts.headers);
         if !plain && parts.headers.contains_key(header::RANGE) {
             return Err(BaseKey::NotMade);
         }
@@ -179,7 +186,7 @@ impl Shared {
         let (entry, variant) = match &*entry.0 {
             EntryKind::Response(_) => (entry, None),
             EntryKind::Index { id, vary, .. } => {
-                let key = variant_key(&base, *id, &policy::vary_key(vary, &parts.headers));
+                let key = variant_key(&base, *id, &vary_key(vary, &parts.headers));
                 match self.store.inner.get_now(&key) {
                     Some(v) if v.as_response().is_some() => (v, Some(key)),
                     _ => return Err(BaseKey::Made(Some(base.into_owned()))),
@@ -224,7 +231,7 @@ impl Shared {
                 index: None,
             }),
             EntryKind::Index { id, vary, keep_for } => {
-                let key = variant_key(base, *id, &policy::vary_key(vary, headers));
+                let key = variant_key(base, *id, &vary_key(vary, headers));
                 let index = Some((*id, vary.clone(), *keep_for));
                 match self.store.inner.get(&key).await? {
                     Some(v) if v.as_response().is_some() => Ok(Lookup::Found {
@@ -725,7 +732,7 @@ fn answer<B>(
     mut status: CacheStatus,
     key: &str,
 ) -> Response<ResponseBody<B>> {
-    if policy::not_modified(parts.status, &parts.headers, head) {
+    if not_modified(parts.status, &parts.headers, head) {
         status.fwd_status = Some(parts.status.as_u16());
         parts.status = StatusCode::NOT_MODIFIED;
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -867,7 +874,7 @@ where
             let refreshed = stored.refreshed_head(&parts);
             let mut status = CacheStatus::new(CacheOutcome::Stale);
             status.fwd_status = Some(304);
-            return match policy::decide(&shared.cfg, head, &refreshed, now.system()) {
+            return match decide(&shared.cfg, head, &refreshed, now.system()) {
                 Ok(decision) => {
                     let new = decision.into_stored(&refreshed, stored.body.clone());
                     let (entry, ok) = shared.put(&fwd.base, fwd.index.as_ref(), new).await;
@@ -896,7 +903,7 @@ where
         // one the `304` names (as if it were a full answer with those fields).
         if parts.status == StatusCode::NOT_MODIFIED
             && *added
-            && !policy::not_modified(StatusCode::OK, &parts.headers, head)
+            && !not_modified(StatusCode::OK, &parts.headers, head)
         {
             return not_modified_elsewhere(shared, head, stored, &fwd.key, now).await;
         }
@@ -908,7 +915,7 @@ where
     }
     let mut status = CacheStatus::new(fwd.outcome);
     status.fwd_status = Some(fwd_status);
-    let decision: Decision = match policy::decide(&shared.cfg, head, &parts, now.system()) {
+    let decision: Decision = match decide(&shared.cfg, head, &parts, now.system()) {
         Ok(d) => d,
         Err(why) => {
             status.detail = Some(why.as_str());
@@ -1068,7 +1075,7 @@ where
                             if let Join::Lead(guard) = shared.join(&key) {
                                 let head = head_of(&parts);
                                 let key_for_log = key.clone();
-                                policy::take_client_validators(&mut parts.headers);
+                                take_client_validators(&mut parts.headers);
                                 let added = stored.add_validators(&mut parts.headers);
                                 let fut = inner.call(Request::from_parts(parts, body));
                                 let shared2 = shared.clone();
@@ -1136,7 +1143,7 @@ where
         s.detail = Some("head");
         return Ok(pass(&shared, p, ResponseBody::new(b), s, Some(&key)));
     }
-    let restricted = policy::is_restricted(&shared.cfg, &parts.headers);
+    let restricted = is_restricted(&shared.cfg, &parts.headers);
     let guard = if restricted {
         // Answers to requests with credentials are rarely shareable: never make others wait.
         None
@@ -1181,7 +1188,7 @@ where
     // taken off the forwarded request, so that the answer can be stored (see
     // `take_client_validators`); the stale entry's own validators go in their place.
     let head = head_of(&parts);
-    policy::take_client_validators(&mut parts.headers);
+    take_client_validators(&mut parts.headers);
     let added = match &stale {
         Some(e) => e
             .as_response()

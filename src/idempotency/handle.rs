@@ -5,6 +5,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use super::metrics::KeyOutcome;
+
 /// Counts of the layer's decisions, shared by every clone of one layer.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -18,60 +20,17 @@ pub(crate) struct Stats {
     pub(crate) store_errors: AtomicU64,
 }
 
-/// An outcome of a keyed request, counted by the handle and the
-/// `bulwark_idempotency_requests_total` metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    New,
-    Replayed,
-    InFlight,
-    Mismatch,
-    NotReplayable,
-    Released,
-    LeaseLost,
-    StoreError,
-}
-
-// Used for the metric's labels only.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-impl Outcome {
-    /// Every outcome, in declaration order.
-    pub(crate) const ALL: [Self; 8] = [
-        Self::New,
-        Self::Replayed,
-        Self::InFlight,
-        Self::Mismatch,
-        Self::NotReplayable,
-        Self::Released,
-        Self::LeaseLost,
-        Self::StoreError,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Replayed => "replayed",
-            Self::InFlight => "in_flight",
-            Self::Mismatch => "mismatch",
-            Self::NotReplayable => "not_replayable",
-            Self::Released => "released",
-            Self::LeaseLost => "lease_lost",
-            Self::StoreError => "store_error",
-        }
-    }
-}
-
 impl Stats {
-    pub(crate) fn record(&self, outcome: Outcome) {
+    pub(crate) fn record(&self, outcome: KeyOutcome) {
         let counter = match outcome {
-            Outcome::New => &self.new,
-            Outcome::Replayed => &self.replayed,
-            Outcome::InFlight => &self.in_flight,
-            Outcome::Mismatch => &self.mismatch,
-            Outcome::NotReplayable => &self.not_replayable,
-            Outcome::Released => &self.released,
-            Outcome::LeaseLost => &self.lease_lost,
-            Outcome::StoreError => &self.store_errors,
+            KeyOutcome::New => &self.new,
+            KeyOutcome::Replayed => &self.replayed,
+            KeyOutcome::InFlight => &self.in_flight,
+            KeyOutcome::Mismatch => &self.mismatch,
+            KeyOutcome::NotReplayable => &self.not_replayable,
+            KeyOutcome::Released => &self.released,
+            KeyOutcome::LeaseLost => &self.lease_lost,
+            KeyOutcome::StoreError => &self.store_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         super::metrics::idempotency(outcome);

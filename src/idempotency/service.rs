@@ -18,7 +18,8 @@ use super::{
     IDEMPOTENT_REPLAYED, IdempotencyConfig, IdempotencyKey, OnStoreError, ScopeExtractor, StoreKey,
     fingerprint::FingerprintHasher,
     future::ResponseFuture,
-    handle::{Outcome, Stats},
+    handle::Stats,
+    metrics::KeyOutcome,
     store::{Claim, Completion, LeaseToken, Store, StoredResponse},
 };
 use crate::{
@@ -162,7 +163,7 @@ impl<St: Store> Drop for ClaimGuard<St> {
                 key = %self.key.short(),
                 "request cancelled; releasing its idempotency claim",
             );
-            self.stats.record(Outcome::Released);
+            self.stats.record(KeyOutcome::Released);
             self.store.release_detached(self.key, self.token);
         }
     }
@@ -171,7 +172,7 @@ impl<St: Store> Drop for ClaimGuard<St> {
 impl<St: Store> ClaimGuard<St> {
     async fn release(mut self, why: &'static str) {
         self.armed = false;
-        self.stats.record(Outcome::Released);
+        self.stats.record(KeyOutcome::Released);
         match self.store.release(self.key, self.token).await {
             Ok(released) => tracing::debug!(
                 target: TARGET,
@@ -181,7 +182,7 @@ impl<St: Store> ClaimGuard<St> {
                 "idempotency claim released",
             ),
             Err(error) => {
-                self.stats.record(Outcome::StoreError);
+                self.stats.record(KeyOutcome::StoreError);
                 tracing::warn!(
                     target: TARGET,
                     key = %self.key.short(),
@@ -202,7 +203,7 @@ impl<St: Store> ClaimGuard<St> {
         {
             Ok(true) => {}
             Ok(false) => {
-                self.stats.record(Outcome::LeaseLost);
+                self.stats.record(KeyOutcome::LeaseLost);
                 tracing::warn!(
                     target: TARGET,
                     key = %self.key.short(),
@@ -210,7 +211,7 @@ impl<St: Store> ClaimGuard<St> {
                 );
             }
             Err(error) => {
-                self.stats.record(Outcome::StoreError);
+                self.stats.record(KeyOutcome::StoreError);
                 tracing::warn!(
                     target: TARGET,
                     key = %self.key.short(),
@@ -258,7 +259,7 @@ where
         {
             Ok(claim) => claim,
             Err(error) => {
-                shared.stats.record(Outcome::StoreError);
+                shared.stats.record(KeyOutcome::StoreError);
                 match config.on_store_error {
                     OnStoreError::FailClosed => {
                         tracing::warn!(
@@ -299,13 +300,13 @@ where
             break token;
         };
         if *f != fingerprint {
-            shared.stats.record(Outcome::Mismatch);
+            shared.stats.record(KeyOutcome::Mismatch);
             tracing::info!(target: TARGET, key = %store_key.short(), "idempotency key reused with another request");
             return Ok(reject(&shared, Rejection::IdempotencyMismatch));
         }
         match claim {
             Claim::Completed { response, .. } => {
-                shared.stats.record(Outcome::Replayed);
+                shared.stats.record(KeyOutcome::Replayed);
                 tracing::debug!(
                     target: TARGET,
                     key = %store_key.short(),
@@ -315,7 +316,7 @@ where
                 return Ok(replay(&response));
             }
             Claim::NotReplayable { .. } => {
-                shared.stats.record(Outcome::NotReplayable);
+                shared.stats.record(KeyOutcome::NotReplayable);
                 return Ok(reject(&shared, Rejection::IdempotencyNotReplayable));
             }
             Claim::InFlight { lease_left, .. } => {
@@ -328,7 +329,7 @@ where
                         continue;
                     }
                 }
-                shared.stats.record(Outcome::InFlight);
+                shared.stats.record(KeyOutcome::InFlight);
                 tracing::debug!(target: TARGET, key = %store_key.short(), "idempotent request still in flight");
                 let hint = config.in_flight_retry_after.min(lease_left);
                 return Ok(reject(&shared, Rejection::idempotency_in_flight(hint)));
@@ -337,7 +338,7 @@ where
         }
     };
 
-    shared.stats.record(Outcome::New);
+    shared.stats.record(KeyOutcome::New);
     tracing::debug!(target: TARGET, key = %store_key.short(), "idempotency key claimed");
     let mut guard = ClaimGuard {
         store: shared.store.clone(),

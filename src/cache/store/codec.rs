@@ -10,18 +10,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use super::{Entry, EntryKind};
 use crate::{
     StoreError,
-    cache::policy::{Stored, Wall},
+    cache::{
+        clock::Wall,
+        directives::initial_age,
+        entry::{Stored, StoredParts},
+    },
 };
 
 const MAGIC: &[u8; 4] = b"BWC2";
-
-/// The stored view of the request a response answered.
-#[derive(Debug, Clone)]
-pub(crate) struct StoredParts {
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
-}
 
 pub(super) fn encode(entry: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(entry.weight());
@@ -180,7 +176,7 @@ pub(super) fn decode(input: &[u8]) -> Result<Entry, StoreError> {
             let body = Bytes::copy_from_slice(r.bytes()?);
             Ok(Entry::response(Stored {
                 status,
-                initial_age: crate::cache::policy::initial_age(&headers),
+                initial_age: initial_age(&headers),
                 headers,
                 body,
                 req: StoredParts {

@@ -15,8 +15,7 @@ pub use self::memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
 
-pub(crate) use self::codec::StoredParts;
-use super::policy::Stored;
+use super::entry::Stored;
 
 /// A boxed, sendable future, as [`Store`] methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
