@@ -286,8 +286,9 @@ where
     std::future::poll_fn(|cx| collect.poll(body.as_mut(), cx)).await
 }
 
-/// The state of reading one body into memory: what [`to_bytes_limited`] does, as a poll
-/// function, for futures that keep it inline instead of boxing an `async` block.
+/// The state of reading one body into memory up to a limit: the one limited reader every layer
+/// uses ([`to_bytes_limited`], the fallback's inline future, [`read_limited`]), as a poll
+/// function for futures that keep it inline instead of boxing an `async` block.
 #[derive(Debug)]
 pub(crate) struct Collect {
     /// The first chunk, kept as it came: a body of one chunk is never copied.
@@ -298,6 +299,21 @@ pub(crate) struct Collect {
     limit: usize,
     /// The body's size hint's upper bound, to size the buffer once.
     upper: Option<u64>,
+    /// Whether a body over the limit gives back what was read (to pass it on), or nothing.
+    keep_prefix: bool,
+}
+
+/// How a limited read ended, with what was read. Every prefix holds every byte taken from the
+/// body, so what was read plus what the body still holds is the whole body.
+#[derive(Debug)]
+pub(crate) enum Read<E> {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// Longer than the limit: the bytes read, the chunk that crossed the limit included (empty
+    /// when the size hint said so before anything was read, or when no prefix was asked for).
+    TooLarge(Bytes),
+    /// The body failed after these bytes.
+    Failed(Bytes, E),
 }
 
 impl Collect {
@@ -313,29 +329,50 @@ impl Collect {
             len: 0,
             limit,
             upper: hint.upper(),
+            keep_prefix: false,
         })
     }
 
     /// Reads what `body` has; ready with the whole body, or the reason it was given up.
     pub(crate) fn poll<B: Body>(
         &mut self,
-        mut body: Pin<&mut B>,
+        body: Pin<&mut B>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Bytes, BufferError<B::Error>>> {
+        Poll::Ready(match ready!(self.poll_read(body, cx)) {
+            Read::Whole(bytes) => Ok(bytes),
+            Read::TooLarge(_) => Err(BufferError::TooLarge { limit: self.limit }),
+            Read::Failed(_, e) => Err(BufferError::Body(e)),
+        })
+    }
+
+    /// Reads what `body` has; ready with how the read ended.
+    pub(crate) fn poll_read<B: Body>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Read<B::Error>> {
         while let Some(frame) = ready!(body.as_mut().poll_frame(cx)) {
-            let frame = frame.map_err(BufferError::Body)?;
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return Poll::Ready(Read::Failed(self.take(), e)),
+            };
             let Ok(mut data) = frame.into_data() else {
                 continue;
             };
             let n = data.remaining();
             self.len = self.len.saturating_add(n);
-            if self.len > self.limit {
-                return Poll::Ready(Err(BufferError::TooLarge { limit: self.limit }));
+            let over = self.len > self.limit;
+            if over && !self.keep_prefix {
+                return Poll::Ready(Read::TooLarge(Bytes::new()));
             }
             match (&mut self.first, &mut self.rest) {
                 (None, None) => self.first = Some(data.copy_to_bytes(n)),
                 (Some(f), None) => {
-                    let capacity = (self.upper.unwrap_or(0) as usize).clamp(self.len, self.limit);
+                    // The whole body when its size is known, within the limit; never less than
+                    // what is in hand (more, past the limit, when a prefix is kept).
+                    let upper = usize::try_from(self.upper.unwrap_or(0)).unwrap_or(usize::MAX);
+                    let capacity = upper.min(self.limit).max(self.len);
                     let mut buf = BytesMut::with_capacity(capacity);
                     buf.extend_from_slice(f);
                     buf.extend_from_slice(&data.copy_to_bytes(n));
@@ -344,12 +381,47 @@ impl Collect {
                 }
                 (_, Some(buf)) => buf.extend_from_slice(&data.copy_to_bytes(n)),
             }
+            if over {
+                return Poll::Ready(Read::TooLarge(self.take()));
+            }
         }
-        Poll::Ready(Ok(match (self.first.take(), self.rest.take()) {
+        Poll::Ready(Read::Whole(self.take()))
+    }
+
+    /// What was read so far, leaving the reader empty.
+    fn take(&mut self) -> Bytes {
+        match (self.first.take(), self.rest.take()) {
             (_, Some(buf)) => buf.freeze(),
             (Some(f), None) => f,
             (None, None) => Bytes::new(),
-        }))
+        }
+    }
+}
+
+/// What [`read_limited`] made of a body.
+pub(crate) enum Limited<B: Body> {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// Longer than the limit: what was read, and the body with the rest.
+    TooLarge(Bytes, Pin<Box<B>>),
+    /// The body failed after what was read.
+    Failed(Bytes, B::Error),
+}
+
+/// Reads a body up to `limit` bytes, keeping what it cannot take whole so it can still be passed
+/// on untouched: a longer body comes back with the bytes read so far and the rest
+/// ([`ResponseBody::prefixed`]), a failing one with the bytes read and its error
+/// ([`ResponseBody::failed`]). The cache and idempotency keep responses with it.
+pub(crate) async fn read_limited<B: Body>(body: B, limit: usize) -> Limited<B> {
+    let mut body = Box::pin(body);
+    let Ok(mut collect) = Collect::new(&*body, limit) else {
+        return Limited::TooLarge(Bytes::new(), body);
+    };
+    collect.keep_prefix = true;
+    match std::future::poll_fn(|cx| collect.poll_read(body.as_mut(), cx)).await {
+        Read::Whole(bytes) => Limited::Whole(bytes),
+        Read::TooLarge(prefix) => Limited::TooLarge(prefix, body),
+        Read::Failed(prefix, e) => Limited::Failed(prefix, e),
     }
 }
 
@@ -448,5 +520,65 @@ mod tests {
             ResponseBody::<Full<Bytes>>::full("").size_hint().exact(),
             Some(0)
         );
+    }
+
+    /// Yields `ok` chunks, then fails.
+    struct Breaks(std::vec::IntoIter<&'static str>);
+
+    impl Body for Breaks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(match self.0.next() {
+                Some(p) => Ok(Frame::data(Bytes::from_static(p.as_bytes()))),
+                None => Err(std::io::Error::other("reset")),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_limited_read_keeps_every_byte_it_took() {
+        match read_limited(chunks(vec!["ab", "cd"]), 4).await {
+            Limited::Whole(b) => assert_eq!(b, "abcd"),
+            _ => panic!("within the limit"),
+        }
+        // Over the limit: the chunk that crossed it is in the prefix, the rest in the body.
+        let Limited::TooLarge(prefix, rest) = read_limited(chunks(vec!["ab", "cde", "f"]), 4).await
+        else {
+            panic!("over the limit")
+        };
+        assert_eq!(prefix, "abcde");
+        let whole = ResponseBody::prefixed(prefix, rest)
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(whole.to_bytes(), "abcdef");
+        // Refused by its size hint: nothing read, the body untouched.
+        let Limited::TooLarge(prefix, rest) =
+            read_limited(Full::new(Bytes::from_static(b"123456")), 5).await
+        else {
+            panic!("over the limit by its hint")
+        };
+        assert!(prefix.is_empty());
+        assert_eq!(rest.collect().await.unwrap().to_bytes(), "123456");
+        // A failing body: what came before the error, then the error.
+        let Limited::Failed(prefix, e) = read_limited(Breaks(vec!["ab", "c"].into_iter()), 9).await
+        else {
+            panic!("failed")
+        };
+        assert_eq!(prefix, "abc");
+        assert_eq!(e.to_string(), "reset");
+    }
+
+    #[tokio::test]
+    async fn to_bytes_limited_reports_a_failing_body() {
+        let err = to_bytes_limited(Breaks(vec!["ab"].into_iter()), 9)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BufferError::Body(_)));
+        assert_eq!(err.rejection(), Rejection::BodyReadFailed);
     }
 }

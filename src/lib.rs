@@ -55,11 +55,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
+mod codec;
 mod digest;
 mod macros;
 mod marker;
 mod name_hash;
 mod redact;
+mod stored;
 
 pub mod body;
 pub mod cache;

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 
-use super::service::{InvalidationTarget, Shared};
+use super::{invalidate::InvalidationTarget, respond::bypassed, shared::Shared};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -129,7 +129,7 @@ where
                 } => {
                     let res = ready!(future.poll(cx))?;
                     let (parts, body) = res.into_parts();
-                    return Poll::Ready(Ok(super::service::bypassed(
+                    return Poll::Ready(Ok(bypassed(
                         shared,
                         parts,
                         ResponseBody::new(body),

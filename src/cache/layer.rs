@@ -6,7 +6,7 @@ use tower_layer::Layer;
 use super::{
     Cache,
     policy::{Config, Mode},
-    service::{KeyFn, Shared},
+    shared::{KeyFn, Shared},
     store::CacheStore,
 };
 use crate::{ConfigError, StoreError};

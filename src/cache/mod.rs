@@ -173,15 +173,21 @@
 //! followed within a second: entries written to a shared store carry absolute times.
 
 mod clock;
+mod coalesce;
 mod conditional;
 mod directives;
 mod entry;
 mod freshness;
 mod future;
+mod invalidate;
 mod layer;
 mod metrics;
+mod pipeline;
 mod policy;
+mod respond;
 mod service;
+mod settle;
+mod shared;
 mod status;
 mod storable;
 pub mod store;

@@ -13,7 +13,7 @@ use std::{
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, Method, Response,
+    HeaderMap, HeaderName, Method, Response, Version,
     header::{self, HeaderValue},
     request,
 };
@@ -23,11 +23,16 @@ use moka::sync::Cache;
 use super::{
     FallbackReason, FallbackSource,
     source::{
-        NoAnswer, Stored,
+        NoAnswer,
         sealed::{Answer, Source},
     },
 };
-use crate::{ConfigError, clock::Monotonic, marker::StandIn};
+use crate::{
+    ConfigError,
+    clock::Monotonic,
+    marker::StandIn,
+    stored::{StoredResponse, end_to_end, is_hop_by_hop},
+};
 
 /// The key a request's last good response is kept under. `None`: this request's responses are
 /// neither kept nor replayed (a secondary fallback, if any, answers instead).
@@ -180,7 +185,8 @@ type Recent<K> = (Arc<K>, Arc<Kept>);
 
 /// A kept response, and when it was last found current.
 struct Kept {
-    stored: Stored,
+    stored: StoredResponse,
+    version: Version,
     /// Nanoseconds from the store's origin: when this answer was kept, or last seen again
     /// unchanged.
     at: AtomicU64,
@@ -190,9 +196,9 @@ struct Kept {
 }
 
 impl std::ops::Deref for Kept {
-    type Target = Stored;
+    type Target = StoredResponse;
 
-    fn deref(&self) -> &Stored {
+    fn deref(&self) -> &StoredResponse {
         &self.stored
     }
 }
@@ -384,35 +390,19 @@ pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
         .is_some_and(|upper| upper <= limit as u64)
 }
 
-/// Whether [`LastGood`] leaves `name` out of what it keeps: the hop-by-hop fields (those of RFC
-/// 9110 §7.6.1 and any `Proxy-*`), which belong to the old connection, and `x-request-id`,
-/// which belongs to the old request. Fields named in `Connection` are left out too, by
-/// [`kept_headers`].
+/// Whether [`LastGood`] leaves `name` out of what it keeps: the hop-by-hop fields
+/// ([`is_hop_by_hop`]), which belong to the old connection, and `x-request-id`, which belongs
+/// to the old request. Fields named in `Connection` are left out too, by [`kept_headers`].
 fn not_kept(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == X_REQUEST_ID
-        || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
+    is_hop_by_hop(name) || name == X_REQUEST_ID
 }
 
-/// The fields of `headers` that [`LastGood`] keeps, in their order.
+/// The fields of `headers` that [`LastGood`] keeps, in their order: the end-to-end ones
+/// ([`end_to_end`]) but `x-request-id`.
 fn kept_headers(headers: &HeaderMap) -> HeaderMap {
-    if headers.contains_key(header::CONNECTION) {
-        // It may name more fields to leave out (rare).
-        let mut kept = headers.clone();
-        crate::strip_hop_by_hop(&mut kept);
+    let mut kept = end_to_end(headers);
+    if headers.contains_key(&X_REQUEST_ID) {
         kept.remove(&X_REQUEST_ID);
-        return kept;
-    }
-    let mut kept = HeaderMap::with_capacity(headers.keys_len());
-    for (name, value) in headers {
-        if !not_kept(name) {
-            kept.append(name.clone(), value.clone());
-        }
     }
     kept
 }
@@ -494,12 +484,12 @@ impl<X: LastGoodKey> Source for LastGood<X> {
             }
             _ => {
                 let kept = Arc::new(Kept {
-                    stored: Stored {
+                    stored: StoredResponse {
                         status: head.status,
-                        version: head.version,
                         headers: kept_headers(&head.headers),
                         body: body.clone(),
                     },
+                    version: head.version,
                     at: AtomicU64::new(now),
                     gone: AtomicBool::new(false),
                 });
@@ -520,7 +510,7 @@ impl<X: LastGoodKey> Source for LastGood<X> {
         let found = memo.and_then(|key| self.cache.get(&key));
         Box::pin(std::future::ready(match found {
             Some(stored) => {
-                let mut res = stored.to_response();
+                let mut res = stored.to_response(stored.version);
                 let headers = res.headers_mut();
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 headers.remove(header::EXPIRES);

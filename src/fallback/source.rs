@@ -12,12 +12,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, Version, request};
+use http::{Request, Response, StatusCode, Version, request};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::FallbackReason;
-use crate::{BoxError, Rejection};
+use crate::{BoxError, Rejection, stored::StoredResponse};
 
 pub(crate) mod sealed {
     use super::*;
@@ -391,25 +391,6 @@ where
 
 // ---------------------------------------------------------------------------------------------
 
-/// A response kept in memory: status, version, headers and whole body. Cheap to clone.
-#[derive(Debug)]
-pub(crate) struct Stored {
-    pub(crate) status: StatusCode,
-    pub(crate) version: Version,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Stored {
-    pub(crate) fn to_response(&self) -> Response<Bytes> {
-        let mut res = Response::new(self.body.clone());
-        *res.status_mut() = self.status;
-        *res.version_mut() = self.version;
-        *res.headers_mut() = self.headers.clone();
-        res
-    }
-}
-
 /// A fixed response as the fallback, e.g. a static bestseller list. Cheap to clone.
 ///
 /// Its status, version, headers and body are kept; its extensions are not (they cannot be
@@ -431,7 +412,8 @@ impl Stored {
 /// ```
 #[derive(Clone)]
 pub struct StaticResponse {
-    res: Arc<Stored>,
+    res: Arc<StoredResponse>,
+    version: Version,
 }
 
 impl StaticResponse {
@@ -439,12 +421,13 @@ impl StaticResponse {
     pub fn new<T: Into<Bytes>>(res: Response<T>) -> Self {
         let (parts, body) = res.into_parts();
         Self {
-            res: Arc::new(Stored {
+            // As given: the hop-by-hop rule is for answers kept from a connection.
+            res: Arc::new(StoredResponse {
                 status: parts.status,
-                version: parts.version,
                 headers: parts.headers,
                 body: body.into(),
             }),
+            version: parts.version,
         }
     }
 }
@@ -464,7 +447,7 @@ impl Source for StaticResponse {
     fn memo(&self, _: &request::Parts, _: bool) {}
 
     fn answer(&self, _: FallbackReason, (): (), _: Bytes) -> Answer {
-        Box::pin(std::future::ready(Ok(self.res.to_response())))
+        Box::pin(std::future::ready(Ok(self.res.to_response(self.version))))
     }
 }
 

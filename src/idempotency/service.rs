@@ -2,14 +2,13 @@
 
 use std::{
     fmt,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -24,7 +23,7 @@ use super::{
 };
 use crate::{
     Rejection, ResponseForRejection,
-    body::{RequestBody, ResponseBody, to_bytes_limited},
+    body::{Limited, RequestBody, ResponseBody, read_limited, to_bytes_limited},
     marker::StandIn,
 };
 
@@ -381,18 +380,14 @@ where
 
     let (parts, body) = res.into_parts();
     match read_limited(body, config.max_response_bytes).await {
-        Read::Whole(bytes) => {
-            let stored = StoredResponse {
-                status: parts.status,
-                headers: end_to_end(&parts.headers),
-                body: bytes.clone(),
-            };
+        Limited::Whole(bytes) => {
+            let stored = StoredResponse::capture(&parts, bytes.clone());
             guard
                 .complete(Completion::Response(Arc::new(stored)), config.retention)
                 .await;
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
         }
-        Read::TooLarge(prefix, rest) => {
+        Limited::TooLarge(prefix, rest) => {
             tracing::info!(
                 target: TARGET,
                 key = %store_key.short(),
@@ -405,7 +400,7 @@ where
                 ResponseBody::prefixed(prefix, rest),
             ))
         }
-        Read::Failed(prefix, error) => {
+        Limited::Failed(prefix, error) => {
             // The body broke while it was read: the response is not stored and the key is
             // freed, so a retry runs again. The client gets what was read, then the error.
             tracing::warn!(target: TARGET, key = %store_key.short(), %error, "response body failed; not stored");
@@ -418,51 +413,10 @@ where
     }
 }
 
-enum Read<B: Body> {
-    Whole(Bytes),
-    TooLarge(Bytes, Pin<Box<B>>),
-    Failed(Bytes, B::Error),
-}
-
-/// Reads a response body up to `limit` bytes; past it, hands back what was read and the rest.
-async fn read_limited<B>(body: B, limit: usize) -> Read<B>
-where
-    B: Body<Data = Bytes>,
-{
-    let mut body = Box::pin(body);
-    if body.size_hint().lower() > limit as u64 {
-        return Read::TooLarge(Bytes::new(), body);
-    }
-    let mut buf = BytesMut::new();
-    loop {
-        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            None => return Read::Whole(buf.freeze()),
-            Some(Err(error)) => return Read::Failed(buf.freeze(), error),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > limit {
-                        return Read::TooLarge(buf.freeze(), body);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The stored response, replayed exactly, marked `Idempotent-Replayed: true`.
 fn replay<B>(stored: &StoredResponse) -> Answer<B> {
-    let mut res = Response::new(ResponseBody::full(stored.body.clone()));
-    *res.status_mut() = stored.status;
-    *res.headers_mut() = stored.headers.clone();
+    let mut res = stored.replay();
     res.headers_mut()
         .insert(&IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     res
-}
-
-/// `headers` without hop-by-hop fields ([`strip_hop_by_hop`](crate::strip_hop_by_hop)).
-pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
-    let mut out = headers.clone();
-    crate::strip_hop_by_hop(&mut out);
-    out
 }

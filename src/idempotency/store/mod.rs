@@ -31,14 +31,17 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 
 pub use self::memory::{DEFAULT_MEMORY_BYTES, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
 use super::{Fingerprint, StoreKey};
-use crate::StoreError;
+use crate::{
+    StoreError,
+    codec::{DecodeError, Put, Reader},
+};
 
 /// The owner of a claim: a random 128-bit token, checked by [`Store::complete`] and
 /// [`Store::release`].
@@ -83,44 +86,20 @@ impl fmt::Debug for LeaseToken {
     }
 }
 
-/// A response kept for replay: status, end-to-end headers and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    /// The status, replayed as is (a 201 stays 201).
-    pub status: StatusCode,
-    /// The headers, without hop-by-hop fields.
-    pub headers: HeaderMap,
-    /// The whole body.
-    pub body: Bytes,
-}
+pub use crate::stored::StoredResponse;
 
 const MAGIC: &[u8; 4] = b"BWI1";
 
+/// The idempotency record's byte form of a kept response: `BWI1`, the status, the headers
+/// (length-prefixed, see [`crate::codec`]), then the body to the end.
 impl StoredResponse {
-    /// About how many bytes the response takes in a store.
-    #[must_use]
-    pub fn weight(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 8)
-            .sum();
-        self.body.len() + headers + 16
-    }
-
     /// The response in a compact binary form (what the Redis store keeps).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.weight());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.status.as_u16().to_be_bytes());
-        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
-        for (name, value) in &self.headers {
-            out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            out.extend_from_slice(value.as_bytes());
-        }
+        out.put_u16(self.status.as_u16());
+        out.put_headers(&self.headers);
         out.extend_from_slice(&self.body);
         out
     }
@@ -135,58 +114,28 @@ impl StoredResponse {
             operation: "claim",
             detail: detail.to_owned(),
         };
-        let mut r = Reader { bytes, pos: 0 };
-        if r.take(4) != Some(MAGIC) {
+        let mut r = Reader::new(bytes);
+        if r.take(4) != Ok(&MAGIC[..]) {
             return Err(malformed("unknown response format"));
         }
         let status = r
             .u16()
+            .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| malformed("bad status"))?;
-        let count = r.u32().ok_or_else(|| malformed("truncated"))? as usize;
-        let mut headers = HeaderMap::with_capacity(count.min(64));
-        for _ in 0..count {
-            let name = r
-                .u32()
-                .and_then(|n| r.take(n as usize))
-                .and_then(|n| HeaderName::from_bytes(n).ok())
-                .ok_or_else(|| malformed("bad header name"))?;
-            let value = r
-                .u32()
-                .and_then(|n| r.take(n as usize))
-                .and_then(|v| HeaderValue::from_bytes(v).ok())
-                .ok_or_else(|| malformed("bad header value"))?;
-            headers.append(name, value);
-        }
-        let body = bytes.slice(r.pos..);
+        let headers = r.headers().map_err(|e| {
+            malformed(match e {
+                DecodeError::HeaderName => "bad header name",
+                DecodeError::HeaderValue => "bad header value",
+                _ => "truncated",
+            })
+        })?;
+        let body = bytes.slice(bytes.len() - r.remaining()..);
         Ok(Self {
             status,
             headers,
             body,
         })
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let out = self.bytes.get(self.pos..end)?;
-        self.pos = end;
-        Some(out)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -379,6 +328,7 @@ impl Store for IdempotencyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, HeaderValue};
 
     #[test]
     fn responses_round_trip() {
@@ -398,6 +348,27 @@ mod tests {
         let mut truncated = res.encode();
         truncated.truncate(12);
         assert!(StoredResponse::decode(&Bytes::from(truncated)).is_err());
+    }
+
+    /// What bulwark at commit 5d833a1 wrote for `responses_round_trip`'s response, before the
+    /// byte codec was shared: both sides of that change read each other's records.
+    const WRITTEN_BY_5D833A1: &str = concat!(
+        "4257493100c900000003000000086c6f636174696f6e0000000b2f7061796d656e74732f310000000a736574",
+        "2d636f6f6b696500000003613d310000000a7365742d636f6f6b696500000003623d327b226964223a317d",
+    );
+
+    #[test]
+    fn records_written_before_the_shared_codec_read_back_and_write_the_same_bytes() {
+        let old: Vec<u8> = (0..WRITTEN_BY_5D833A1.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&WRITTEN_BY_5D833A1[i..i + 2], 16).unwrap())
+            .collect();
+        let res = StoredResponse::decode(&Bytes::from(old.clone())).unwrap();
+        assert_eq!(res.status, StatusCode::CREATED);
+        assert_eq!(res.headers["location"], "/payments/1");
+        assert_eq!(res.headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(res.body, "{\"id\":1}");
+        assert_eq!(res.encode(), old);
     }
 
     #[test]
