@@ -591,7 +591,7 @@ async fn the_generic_breaker_fails_with_circuit_open() {
         .wait_in_open(Duration::from_secs(2))
         .build()
         .unwrap();
-    let layer = generic::CircuitBreakerLayer::new(config);
+    let layer = generic::GenericCircuitBreakerLayer::new(config);
     let handle = layer.handle();
     let fails = Arc::new(AtomicUsize::new(0));
     let f = fails.clone();
@@ -1002,4 +1002,21 @@ fn refusals_name_the_breaker() {
             "upstreams[\"a.example\"]"
         ]
     );
+}
+
+/// The generic breaker's former names still name it.
+#[test]
+#[allow(deprecated)]
+fn the_generic_breakers_former_names_still_build() {
+    let config = CircuitBreakerConfig::builder().build().unwrap();
+    let layer: generic::CircuitBreakerLayer = generic::CircuitBreakerLayer::new(config);
+    let svc: generic::CircuitBreaker<_> =
+        layer.layer(service_fn(
+            |n: u32| async move { Ok::<_, std::io::Error>(n) },
+        ));
+    let _: &generic::GenericCircuitBreaker<_> = &svc;
+    fn future_named<F, C>(_: &generic::ResponseFuture<F, C>) {}
+    let mut svc = svc;
+    let fut = tower::Service::call(&mut svc, 1);
+    future_named(&fut);
 }

@@ -19,10 +19,10 @@ impl Stored {
         {
             return false;
         }
-        if let Some(etag) = self.headers.get(header::ETAG) {
+        if let Some(etag) = self.response.headers.get(header::ETAG) {
             headers.insert(header::IF_NONE_MATCH, etag.clone());
             true
-        } else if let Some(lm) = self.headers.get(header::LAST_MODIFIED) {
+        } else if let Some(lm) = self.response.headers.get(header::LAST_MODIFIED) {
             headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
             true
         } else {
@@ -32,7 +32,7 @@ impl Stored {
 
     /// The stored headers updated with a `304 Not Modified` answer's (RFC 9111 section 3.2).
     pub(crate) fn refreshed_head(&self, not_modified: &response::Parts) -> response::Parts {
-        let mut headers = self.headers.clone();
+        let mut headers = self.response.headers.clone();
         for name in not_modified.headers.keys() {
             if name == header::CONTENT_LENGTH
                 || name == header::CONTENT_ENCODING
@@ -47,7 +47,7 @@ impl Stored {
         }
         strip_hop_by_hop(&mut headers);
         let mut parts = http::Response::new(()).into_parts().0;
-        parts.status = self.status;
+        parts.status = self.response.status;
         parts.headers = headers;
         parts
     }
@@ -57,7 +57,7 @@ impl Stored {
     pub(crate) fn matches_not_modified(&self, not_modified: &response::Parts) -> bool {
         match (
             not_modified.headers.get(header::ETAG),
-            self.headers.get(header::ETAG),
+            self.response.headers.get(header::ETAG),
         ) {
             (Some(new), Some(old)) => weak_eq(new.as_bytes(), old.as_bytes()),
             (Some(_), None) => false,
@@ -68,7 +68,7 @@ impl Stored {
     /// Whether the client's own conditional request (`If-None-Match`, else `If-Modified-Since`)
     /// is satisfied by this entry, so the answer is `304 Not Modified`.
     pub(crate) fn not_modified_for(&self, req: &request::Parts) -> bool {
-        not_modified(self.status, &self.headers, req)
+        not_modified(self.response.status, &self.response.headers, req)
     }
 }
 

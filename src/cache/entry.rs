@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, Method, Uri};
 use http_cache_semantics::CachePolicy;
 
 use super::{clock::Wall, directives::initial_age};
+use crate::stored::StoredResponse;
 
 /// The stored view of the request a response answered.
 #[derive(Debug, Clone)]
@@ -19,9 +19,8 @@ pub(crate) struct StoredParts {
 
 /// A response the layer may store, and everything needed to serve it later.
 pub(crate) struct Stored {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+    /// The response as kept: status, end-to-end headers, body.
+    pub(crate) response: StoredResponse,
     pub(crate) req: StoredParts,
     /// The RFC 9111 policy (policy mode). Entries read back from bytes rebuild it on use.
     pub(crate) policy: Option<Box<CachePolicy>>,
@@ -97,27 +96,28 @@ impl HitMemo {
 
 impl Stored {
     pub(crate) fn weight(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 16)
-            .sum();
+        // The kept response counts its headers at 8 bytes of bookkeeping each; an entry's
+        // headers weigh 16 (their map's slot), and the entry 256 bytes of its own.
+        let response = self.response.weight() - 16 + 8 * self.response.headers.len();
         let policy = if self.policy.is_some() {
             // The policy keeps its own copy of the headers.
+            let headers = response - self.response.body.len();
             headers + 256
         } else {
             0
         };
-        256 + self.body.len() + headers + policy + self.vary_key.len()
+        256 + response + policy + self.vary_key.len()
     }
 
     /// A copy with other headers, to serve (never to store).
     pub(crate) fn with_headers(&self, headers: HeaderMap) -> Self {
         Self {
-            status: self.status,
             initial_age: initial_age(&headers),
-            headers,
-            body: self.body.clone(),
+            response: StoredResponse {
+                status: self.response.status,
+                headers,
+                body: self.response.body.clone(),
+            },
             req: self.req.clone(),
             policy: None,
             policy_mode: false,

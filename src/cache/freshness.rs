@@ -9,7 +9,7 @@ use http_cache_semantics::BeforeRequest;
 use super::{
     clock::Wall,
     entry::Stored,
-    policy::{Config, is_restricted},
+    policy::{CacheSettings, is_restricted},
     storable::{Presented, rebuild_policy},
     vary::vary_key,
 };
@@ -59,7 +59,12 @@ impl Stored {
         !self.stale_if_error.is_zero() && self.staleness(now) < self.stale_if_error
     }
 
-    pub(crate) fn freshness(&self, cfg: &Config, req: &request::Parts, now: Wall) -> Freshness {
+    pub(crate) fn freshness(
+        &self,
+        cfg: &CacheSettings,
+        req: &request::Parts,
+        now: Wall,
+    ) -> Freshness {
         self.freshness_for(cfg, req, now, false)
     }
 
@@ -79,7 +84,7 @@ impl Stored {
     /// to look its fields up again).
     pub(crate) fn freshness_for(
         &self,
-        cfg: &Config,
+        cfg: &CacheSettings,
         req: &request::Parts,
         now: Wall,
         plain: bool,
@@ -99,8 +104,8 @@ impl Stored {
                 cfg.options(),
                 cfg.target.as_ref(),
                 &self.req,
-                self.status,
-                &self.headers,
+                self.response.status,
+                &self.response.headers,
                 self.response_time.system(),
             ))),
             None => None,

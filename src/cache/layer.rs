@@ -5,7 +5,7 @@ use tower_layer::Layer;
 
 use super::{
     Cache,
-    policy::{Config, Mode},
+    policy::{CacheSettings, Mode},
     shared::{KeyFn, Shared},
     store::CacheStore,
 };
@@ -29,11 +29,11 @@ impl CacheLayer {
         // `None`: the default key, which the hit path makes without allocating.
         let key: KeyFn = None;
         Self {
-            shared: Arc::new(Shared::new(Config::new(Mode::Policy), store, key)),
+            shared: Arc::new(Shared::new(CacheSettings::new(Mode::Policy), store, key)),
         }
     }
 
-    fn with(self, f: impl FnOnce(&mut Config)) -> Self {
+    fn with(self, f: impl FnOnce(&mut CacheSettings)) -> Self {
         let mut cfg = self.shared.cfg.clone();
         f(&mut cfg);
         Self {

@@ -16,7 +16,7 @@ pub(crate) enum Mode {
 
 /// The layer's settings, shared by all its services.
 #[derive(Debug, Clone)]
-pub(crate) struct Config {
+pub(crate) struct CacheSettings {
     pub(crate) name: HeaderValue,
     pub(crate) mode: Mode,
     pub(crate) heuristic: f32,
@@ -29,7 +29,7 @@ pub(crate) struct Config {
     pub(crate) coalesce_wait: Duration,
 }
 
-impl Config {
+impl CacheSettings {
     pub(crate) fn new(mode: Mode) -> Self {
         Self {
             name: HeaderValue::from_static("bulwark"),
@@ -74,7 +74,7 @@ pub(crate) fn plain(headers: &HeaderMap) -> bool {
         })
 }
 
-pub(crate) fn is_restricted(cfg: &Config, headers: &HeaderMap) -> bool {
+pub(crate) fn is_restricted(cfg: &CacheSettings, headers: &HeaderMap) -> bool {
     !cfg.allow_authorized
         && (headers.contains_key(header::AUTHORIZATION) || headers.contains_key(header::COOKIE))
 }
@@ -118,7 +118,7 @@ mod tests {
 pub(crate) mod testing {
     use http::{request, response};
 
-    use super::{Config, Mode};
+    use super::{CacheSettings, Mode};
 
     pub(crate) fn req(headers: &[(&str, &str)]) -> request::Parts {
         let mut b = http::Request::get("/p");
@@ -136,7 +136,7 @@ pub(crate) mod testing {
         b.body(()).unwrap().into_parts().0
     }
 
-    pub(crate) fn policy() -> Config {
-        Config::new(Mode::Policy)
+    pub(crate) fn policy() -> CacheSettings {
+        CacheSettings::new(Mode::Policy)
     }
 }

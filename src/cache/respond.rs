@@ -70,9 +70,12 @@ pub(super) fn serve_as<B>(
     let (code, body) = if not_modified {
         (StatusCode::NOT_MODIFIED, ResponseBody::empty())
     } else if req.method == Method::HEAD {
-        (stored.status, ResponseBody::empty())
+        (stored.response.status, ResponseBody::empty())
     } else {
-        (stored.status, ResponseBody::full(stored.body.clone()))
+        (
+            stored.response.status,
+            ResponseBody::full(stored.response.body.clone()),
+        )
     };
     let age = stored.age(now);
     if status.ttl.is_none() && status.outcome != CacheOutcome::Stale {
@@ -84,7 +87,7 @@ pub(super) fn serve_as<B>(
         Some(ttl) if !not_modified && status == CacheStatus::hit(ttl) => {
             let name = shared.name();
             let headers = stored.hit_values.headers(name, age, ttl, || {
-                let mut headers = stored.headers.clone();
+                let mut headers = stored.response.headers.clone();
                 headers.insert(header::AGE, HeaderValue::from(age));
                 status.write(name, &mut headers);
                 headers
@@ -93,7 +96,7 @@ pub(super) fn serve_as<B>(
             headers
         }
         _ => {
-            let mut headers = stored.headers.clone();
+            let mut headers = stored.response.headers.clone();
             if not_modified {
                 headers.remove(header::CONTENT_LENGTH);
             }

@@ -81,7 +81,7 @@ where
             status.fwd_status = Some(304);
             return match decide(&shared.cfg, head, &refreshed, now.system()) {
                 Ok(decision) => {
-                    let new = decision.into_stored(&refreshed, stored.body.clone());
+                    let new = decision.into_stored(&refreshed, stored.response.body.clone());
                     let (entry, ok) = shared.put(&fwd.base, fwd.index.as_ref(), new).await;
                     status.stored = ok;
                     let res = serve(

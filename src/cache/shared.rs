@@ -15,7 +15,7 @@ use super::{
     clock::{Clock, system_nanos},
     coalesce::Flights,
     entry::{LastValue, Stored},
-    policy::Config,
+    policy::CacheSettings,
     status::{CACHE_STATUS, CacheOutcome, CacheStatus},
     store::{CacheStore, Entry, EntryKind},
     vary::vary_key,
@@ -58,7 +58,7 @@ pub(super) const KEY_BUF: usize = 256;
 
 /// State shared by every clone of a layer and every service it made.
 pub(crate) struct Shared {
-    pub(crate) cfg: Config,
+    pub(crate) cfg: CacheSettings,
     pub(crate) store: CacheStore,
     pub(crate) key: KeyFn,
     pub(crate) clock: Clock,
@@ -86,7 +86,7 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: Config, store: CacheStore, key: KeyFn) -> Self {
+    pub(crate) fn new(cfg: CacheSettings, store: CacheStore, key: KeyFn) -> Self {
         // Index ids only need to differ between successive indexes of one URL, also across
         // instances sharing a store: start from the wall clock.
         let seed = system_nanos();

@@ -12,10 +12,10 @@ use super::{
     clock::Wall,
     directives::{Directives, MAX_LIFETIME, effective_headers, initial_age, qualified_fields},
     entry::{HitMemo, Stored, StoredParts},
-    policy::{Config, Mode, is_restricted},
+    policy::{CacheSettings, Mode, is_restricted},
     vary::{secret_digest, vary_key, vary_names},
 };
-use crate::marker::StandIn;
+use crate::{marker::StandIn, stored::StoredResponse};
 
 /// The status the RFC 9111 policy evaluates. The policy library only stores the statuses it
 /// lists as understood; any other final status is storable with explicit freshness
@@ -90,8 +90,7 @@ pub(crate) struct Decision {
 
 impl Decision {
     pub(crate) fn into_stored(self, res: &response::Parts, body: Bytes) -> Stored {
-        let mut headers = res.headers.clone();
-        strip_hop_by_hop(&mut headers);
+        let mut response = StoredResponse::capture(res, body);
         let omitted: Vec<HeaderName> = res
             .headers
             .get_all(header::CACHE_CONTROL)
@@ -100,13 +99,11 @@ impl Decision {
             .flat_map(qualified_fields)
             .collect();
         for name in omitted {
-            headers.remove(name);
+            response.headers.remove(name);
         }
         Stored {
-            status: res.status,
-            initial_age: initial_age(&headers),
-            headers,
-            body,
+            initial_age: initial_age(&response.headers),
+            response,
             req: self.req,
             policy_mode: self.policy.is_some(),
             policy: self.policy,
@@ -123,8 +120,6 @@ impl Decision {
     }
 }
 
-pub(crate) use crate::strip_hop_by_hop;
-
 /// Whether a response was produced by bulwark instead of a handler (a rejection, a fallback, an
 /// idempotent replay): such answers are never stored.
 pub(crate) fn is_bulwark_answer(res: &response::Parts) -> bool {
@@ -135,7 +130,7 @@ pub(crate) fn is_bulwark_answer(res: &response::Parts) -> bool {
 /// headers (credential headers as their digest), and whether it carried `Authorization` (never
 /// its value).
 pub(crate) fn stored_request(
-    cfg: &Config,
+    cfg: &CacheSettings,
     req: &request::Parts,
     vary: &[HeaderName],
     method: &Method,
@@ -173,7 +168,7 @@ pub(crate) fn stored_request(
 /// Whether the response to `req` may be stored, and for how long. Made from the response head,
 /// before its body is read.
 pub(crate) fn decide(
-    cfg: &Config,
+    cfg: &CacheSettings,
     req: &request::Parts,
     res: &response::Parts,
     now: SystemTime,

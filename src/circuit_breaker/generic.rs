@@ -6,13 +6,16 @@
 //! `BoxError`. The default classifier, [`ErrorsAsFailures`], fails every `Err`.
 //!
 //! ```
-//! use bulwark::circuit_breaker::{CircuitBreakerConfig, generic::{CircuitBreakerLayer, CircuitOpen}};
+//! use bulwark::circuit_breaker::{
+//!     CircuitBreakerConfig,
+//!     generic::{CircuitOpen, GenericCircuitBreakerLayer},
+//! };
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let config = CircuitBreakerConfig::builder().count_window(2).minimum_calls(2).build().unwrap();
-//! let layer = CircuitBreakerLayer::new(config);
+//! let layer = GenericCircuitBreakerLayer::new(config);
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer.clone())
 //!     .service(service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) }));
@@ -80,14 +83,37 @@ impl fmt::Display for CircuitOpen {
 
 impl std::error::Error for CircuitOpen {}
 
-/// The generic breaker layer. See the [module docs](self).
+/// The former name of [`GenericCircuitBreakerLayer`], kept so that code written against it
+/// still builds.
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `GenericCircuitBreakerLayer`: `CircuitBreakerLayer` is the HTTP layer's name"
+)]
+pub type CircuitBreakerLayer<C = ErrorsAsFailures> = GenericCircuitBreakerLayer<C>;
+
+/// The former name of [`GenericCircuitBreaker`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `GenericCircuitBreaker`: `CircuitBreaker` is the HTTP service's name"
+)]
+pub type CircuitBreaker<S, C = ErrorsAsFailures> = GenericCircuitBreaker<S, C>;
+
+/// The former name of [`GenericResponseFuture`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `GenericResponseFuture`: `ResponseFuture` is the HTTP service's future"
+)]
+pub type ResponseFuture<F, C> = GenericResponseFuture<F, C>;
+
+/// The breaker layer for any service: an open breaker fails the call with [`CircuitOpen`]. See
+/// the [module docs](self).
 #[must_use]
-pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
+pub struct GenericCircuitBreakerLayer<C = ErrorsAsFailures> {
     breaker: Arc<Breaker>,
     classifier: C,
 }
 
-impl CircuitBreakerLayer {
+impl GenericCircuitBreakerLayer {
     /// A breaker with `config` that fails every `Err`.
     pub fn new(config: CircuitBreakerConfig) -> Self {
         Self {
@@ -97,10 +123,10 @@ impl CircuitBreakerLayer {
     }
 }
 
-impl<C> CircuitBreakerLayer<C> {
+impl<C> GenericCircuitBreakerLayer<C> {
     /// Decides outcomes with `classifier`.
-    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
-        CircuitBreakerLayer {
+    pub fn classifier<C2>(self, classifier: C2) -> GenericCircuitBreakerLayer<C2> {
+        GenericCircuitBreakerLayer {
             breaker: self.breaker,
             classifier,
         }
@@ -124,7 +150,7 @@ impl<C> CircuitBreakerLayer<C> {
     }
 }
 
-impl<C: Clone> Clone for CircuitBreakerLayer<C> {
+impl<C: Clone> Clone for GenericCircuitBreakerLayer<C> {
     fn clone(&self) -> Self {
         Self {
             breaker: self.breaker.clone(),
@@ -133,19 +159,19 @@ impl<C: Clone> Clone for CircuitBreakerLayer<C> {
     }
 }
 
-impl<C> fmt::Debug for CircuitBreakerLayer<C> {
+impl<C> fmt::Debug for GenericCircuitBreakerLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreakerLayer")
+        f.debug_struct("GenericCircuitBreakerLayer")
             .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
-    type Service = CircuitBreaker<S, C>;
+impl<S, C: Clone> Layer<S> for GenericCircuitBreakerLayer<C> {
+    type Service = GenericCircuitBreaker<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker {
+        GenericCircuitBreaker {
             inner,
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
@@ -155,15 +181,15 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 
 /// The generic breaker service.
 #[must_use]
-pub struct CircuitBreaker<S, C = ErrorsAsFailures> {
+pub struct GenericCircuitBreaker<S, C = ErrorsAsFailures> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
 }
 
-crate::macros::define_inner_service_accessors!(CircuitBreaker<S, C>);
+crate::macros::define_inner_service_accessors!(GenericCircuitBreaker<S, C>);
 
-impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
+impl<S: Clone, C: Clone> Clone for GenericCircuitBreaker<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -173,15 +199,15 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
     }
 }
 
-impl<S, C> fmt::Debug for CircuitBreaker<S, C> {
+impl<S, C> fmt::Debug for GenericCircuitBreaker<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CircuitBreaker")
+        f.debug_struct("GenericCircuitBreaker")
             .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+impl<S, C, Req> Service<Req> for GenericCircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -189,7 +215,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
+    type Future = GenericResponseFuture<S::Future, C>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -210,13 +236,13 @@ where
                 }),
             },
         };
-        ResponseFuture { kind }
+        GenericResponseFuture { kind }
     }
 }
 
 pin_project! {
-    /// Response future of the generic [`CircuitBreaker`].
-    pub struct ResponseFuture<F, C> {
+    /// Response future of [`GenericCircuitBreaker`].
+    pub struct GenericResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
     }
@@ -230,13 +256,13 @@ pin_project! {
     }
 }
 
-impl<F, C> fmt::Debug for ResponseFuture<F, C> {
+impl<F, C> fmt::Debug for GenericResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
+        f.write_str("GenericResponseFuture")
     }
 }
 
-impl<F, C, T, E> Future for ResponseFuture<F, C>
+impl<F, C, T, E> Future for GenericResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,

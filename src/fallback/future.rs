@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 
 use super::{
     FallbackSource, OnFallback,
-    service::{BoxAnswer, Keeping, Next, Shared, after_inner, kept},
+    decide::{BoxAnswer, Keeping, Next, Shared, after_inner, kept},
 };
 use crate::{
     body::{Collect, ResponseBody},

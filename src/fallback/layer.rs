@@ -8,7 +8,7 @@ use tower_service::Service;
 use super::{
     BufferBody, Fallback, FallbackOutput, FallbackReason, FallbackSource, HeadOnly, LastGood,
     LastGoodKey, OnFallback, Or, ReasonFn, RequestFn, ServiceFallback, StaticResponse, Triggers,
-    service::Shared,
+    decide::Shared,
 };
 use crate::{
     BoxError, ConfigError, DefaultResponseForRejection, ResponseForRejection,

@@ -106,6 +106,7 @@
 //! and `outcome="failed"`; the hook is not called.
 
 mod body_mode;
+mod decide;
 mod future;
 mod hooks;
 mod last_good;

@@ -19,7 +19,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::{Level, Span};
 
-use super::{RequestId, layer::Config, service::Route};
+use super::{RequestId, layer::LogSettings, route::Route};
 use crate::{
     BoxError, Rejection,
     marker::{BULWARK_FALLBACK, CACHE_STATUS, IDEMPOTENT_REPLAYED},
@@ -140,9 +140,9 @@ impl Markers {
 /// What a measured or logged request carries from its call to the end of its body. Small, so
 /// that a response (moved several times on its way to the connection) and a response future
 /// stay small: what only the log line needs is in [`Logged`], allocated once.
-pub(super) struct Completion {
+pub(super) struct Tracked {
     pub(super) start: Instant,
-    pub(super) config: Arc<Config>,
+    pub(super) config: Arc<LogSettings>,
     /// Known when the response's head is ready.
     pub(super) status: StatusCode,
     /// For the request-duration histogram (metrics on).
@@ -151,7 +151,7 @@ pub(super) struct Completion {
     pub(super) log: Option<Box<Logged>>,
 }
 
-/// What the log line needs beyond [`Completion`].
+/// What the log line needs beyond [`Tracked`].
 pub(super) struct Logged {
     pub(super) info: LogInfo,
     pub(super) id: RequestId,
@@ -188,7 +188,7 @@ pin_project! {
     pub struct LogBody<B> {
         #[pin]
         inner: B,
-        completion: Option<Completion>,
+        completion: Option<Tracked>,
     }
 
     impl<B> PinnedDrop for LogBody<B> {
@@ -211,7 +211,7 @@ impl<B> LogBody<B> {
         }
     }
 
-    pub(super) fn new(inner: B, completion: Completion) -> Self {
+    pub(super) fn new(inner: B, completion: Tracked) -> Self {
         Self {
             inner,
             completion: Some(completion),
@@ -292,7 +292,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-impl Completion {
+impl Tracked {
     fn finish(&self, end: &End<'_>) {
         let elapsed = self.record(Some(self.status));
         let Some(logged) = &self.log else {
@@ -365,7 +365,7 @@ impl Completion {
     }
 }
 
-impl Completion {
+impl Tracked {
     /// The inner service failed: no response. The duration is recorded under status class
     /// `error`, and one `ERROR` event carries the error and its sources.
     pub(super) fn failed<E: fmt::Display + 'static>(&self, err: &E) {
@@ -427,7 +427,7 @@ fn unanswered(
     text: &'static str,
 ) {
     let log = &logged.info;
-    // Outside the request span, as the completion event (see `Completion::finish`).
+    // Outside the request span, as the completion event (see `Tracked::finish`).
     event_at!(
         level,
         {

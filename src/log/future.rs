@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::{
     LogBody, RequestId, X_REQUEST_ID,
-    body::{Completion, Markers},
+    body::{Markers, Tracked},
 };
 
 pin_project! {
@@ -36,11 +36,11 @@ struct State {
     id: RequestId,
     /// Only when a subscriber listens or metrics are on: otherwise the request is not timed
     /// and nothing is shared with the layer, so the pass-through path clones no `Arc`.
-    tracked: Option<Completion>,
+    tracked: Option<Tracked>,
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, id: RequestId, tracked: Option<Completion>) -> Self {
+    pub(super) fn new(inner: F, id: RequestId, tracked: Option<Tracked>) -> Self {
         Self {
             inner,
             state: Some(State { id, tracked }),

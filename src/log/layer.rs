@@ -12,7 +12,7 @@ use crate::redact::Redactor;
 
 /// Settings shared by every service of one layer.
 #[derive(Debug, Clone)]
-pub(super) struct Config {
+pub(super) struct LogSettings {
     pub(super) slow: Duration,
     pub(super) sample_every: u64,
     pub(super) redactor: Redactor,
@@ -37,7 +37,7 @@ pub(super) struct Shared {
 #[must_use]
 pub struct RequestLogLayer<M = DefaultMakeRequestId> {
     pub(super) make_id: M,
-    pub(super) config: Arc<Config>,
+    pub(super) config: Arc<LogSettings>,
 }
 
 impl RequestLogLayer {
@@ -46,7 +46,7 @@ impl RequestLogLayer {
     pub fn new() -> Self {
         Self {
             make_id: DefaultMakeRequestId,
-            config: Arc::new(Config {
+            config: Arc::new(LogSettings {
                 slow: Duration::from_secs(1),
                 sample_every: 1,
                 redactor: Redactor::default(),
@@ -65,7 +65,7 @@ impl Default for RequestLogLayer {
 }
 
 impl<M> RequestLogLayer<M> {
-    fn config_mut(&mut self) -> &mut Config {
+    fn config_mut(&mut self) -> &mut LogSettings {
         Arc::make_mut(&mut self.config)
     }
 

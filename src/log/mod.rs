@@ -79,6 +79,7 @@ mod future;
 mod layer;
 mod metrics;
 mod request_id;
+mod route;
 mod service;
 mod trace_context;
 

@@ -15,9 +15,10 @@ use tracing::Level;
 use super::metrics::HttpMethod;
 use super::{
     MakeRequestId, RequestId, X_REQUEST_ID,
-    body::{Completion, LogInfo, Logged, MetricInfo},
+    body::{LogInfo, Logged, MetricInfo, Tracked},
     future::ResponseFuture,
-    layer::Config,
+    layer::LogSettings,
+    route::{Route, route},
     trace_context::traceparent,
 };
 
@@ -29,7 +30,7 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct RequestLog<S, M> {
     pub(super) inner: S,
     pub(super) make_id: M,
-    pub(super) config: Arc<Config>,
+    pub(super) config: Arc<LogSettings>,
 }
 
 crate::macros::define_inner_service_accessors!(RequestLog<S, M>);
@@ -91,7 +92,7 @@ where
             Some(log) => log.info.span.in_scope(|| self.inner.call(req)),
             None => self.inner.call(req),
         };
-        let tracked = Completion {
+        let tracked = Tracked {
             start,
             config: self.config.clone(),
             status: StatusCode::OK,
@@ -165,7 +166,7 @@ fn log_info<B>(
     fields: Fields,
     id: &RequestId,
     route: Option<&Route>,
-    config: &Config,
+    config: &LogSettings,
 ) -> LogInfo {
     let method = HttpMethod::of(req.method());
     let label = method.label();
@@ -233,33 +234,4 @@ fn version(v: http::Version) -> &'static str {
         http::Version::HTTP_3 => "3",
         _ => "1.1",
     }
-}
-
-/// The matched route template (axum's `MatchedPath`, an `Arc` clone), if any.
-#[derive(Clone, Debug)]
-pub(super) struct Route {
-    #[cfg(feature = "axum")]
-    inner: axum::extract::MatchedPath,
-}
-
-impl Route {
-    #[cfg_attr(not(feature = "axum"), allow(clippy::unused_self))]
-    pub(super) fn as_str(&self) -> &str {
-        #[cfg(feature = "axum")]
-        return self.inner.as_str();
-        #[cfg(not(feature = "axum"))]
-        ""
-    }
-}
-
-#[cfg(feature = "axum")]
-fn route<B>(req: &Request<B>) -> Option<Route> {
-    req.extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| Route { inner: p.clone() })
-}
-
-#[cfg(not(feature = "axum"))]
-fn route<B>(_: &Request<B>) -> Option<Route> {
-    None
 }

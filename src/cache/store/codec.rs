@@ -16,6 +16,7 @@ use crate::{
         entry::{Stored, StoredParts},
     },
     codec::{DecodeError, Put, Reader},
+    stored::StoredResponse,
 };
 
 const MAGIC: &[u8; 4] = b"BWC2";
@@ -32,7 +33,7 @@ pub(super) fn encode(entry: &Entry) -> Vec<u8> {
         }
         EntryKind::Response(s) => {
             out.push(1);
-            out.put_u16(s.status.as_u16());
+            out.put_u16(s.response.status.as_u16());
             out.push(u8::from(s.policy_mode) | (u8::from(s.allows_authorized) << 1));
             millis(&mut out, s.response_time.since_epoch());
             millis(&mut out, s.fresh_until.since_epoch());
@@ -44,8 +45,8 @@ pub(super) fn encode(entry: &Entry) -> Vec<u8> {
             out.put_headers(&s.req.headers);
             out.put_names(&s.vary);
             out.put_bytes(s.vary_key.as_bytes());
-            out.put_headers(&s.headers);
-            out.put_bytes(&s.body);
+            out.put_headers(&s.response.headers);
+            out.put_bytes(&s.response.body);
         }
     }
     out
@@ -107,10 +108,12 @@ fn read(r: &mut Reader<'_>) -> Result<Entry, StoreError> {
             let headers = r.headers().map_err(malformed)?;
             let body = Bytes::copy_from_slice(r.bytes().map_err(malformed)?);
             Ok(Entry::response(Stored {
-                status,
                 initial_age: initial_age(&headers),
-                headers,
-                body,
+                response: StoredResponse {
+                    status,
+                    headers,
+                    body,
+                },
                 req: StoredParts {
                     method,
                     uri,
@@ -167,10 +170,10 @@ mod tests {
         let old = unhex(WRITTEN_BY_5D833A1);
         let entry = decode(&old).unwrap();
         let s = entry.as_response().unwrap();
-        assert_eq!(s.status, StatusCode::OK);
-        assert_eq!(s.body, "hello");
-        assert_eq!(s.headers.get_all("set-cookie").iter().count(), 2);
-        assert_eq!(s.headers["content-type"], "text/plain");
+        assert_eq!(s.response.status, StatusCode::OK);
+        assert_eq!(s.response.body, "hello");
+        assert_eq!(s.response.headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(s.response.headers["content-type"], "text/plain");
         assert_eq!(s.req.method, Method::GET);
         assert_eq!(s.req.uri, "http://example.com/a?b=c");
         assert_eq!(s.req.headers["accept"], "text/html");

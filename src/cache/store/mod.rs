@@ -107,8 +107,8 @@ impl fmt::Debug for Entry {
                 .finish(),
             EntryKind::Response(s) => f
                 .debug_struct("Entry::Response")
-                .field("status", &s.status)
-                .field("body_len", &s.body.len())
+                .field("status", &s.response.status)
+                .field("body_len", &s.response.body.len())
                 .finish_non_exhaustive(),
         }
     }
