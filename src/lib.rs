@@ -37,6 +37,19 @@
 //! | [`idempotency`] | [`IdempotencyLayer`](idempotency::IdempotencyLayer) | runs a keyed unsafe request once and replays its response to retries |
 //! | [`flag`] | [`FeatureFlagLayer`](flag::FeatureFlagLayer) | kill switches, targeting rules and roll-outs, changed at run time (code, file, environment, Redis) |
 //!
+//! # How the crate is laid out
+//!
+//! Arrows point down: the seven layer modules use the crate-level modules below them and never
+//! each other (checked by `tests/layout.rs`). Below the layers sit the shared mechanisms: the
+//! rejection answers and their problem+json writer, [`body`] (the one body type, and the one
+//! limited reader every layer buffers with), [`classify`], [`key`], the kept response
+//! ([`idempotency::store::StoredResponse`]) with its hop-by-hop rule, the length-prefixed byte
+//! codec under the Redis formats, the monotonic clock, redaction and digests, the markers by
+//! which a layer recognises another's answer without naming it, and the [`metrics`] machinery
+//! (each layer declares and counts its own metrics in its own `metrics.rs`). Inside a layer,
+//! one file holds one concern, in the shape tower-http uses (`layer.rs`, `service.rs`,
+//! `future.rs`, then the layer's own parts); `CONTRIBUTING.md` maps each concern to its file.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it enables |

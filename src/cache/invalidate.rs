@@ -88,3 +88,69 @@ impl InvalidationTarget {
         parts.extensions.insert(s);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{policy::testing, store::CacheStore};
+
+    fn shared() -> Shared {
+        Shared::new(testing::policy(), CacheStore::memory(1 << 20), None)
+    }
+
+    fn post(uri: &str, host: Option<&'static str>) -> Request<()> {
+        let mut req = Request::post(uri).body(()).unwrap();
+        if let Some(h) = host {
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_static(h));
+        }
+        req
+    }
+
+    fn answer(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(n.clone(), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn only_unsafe_methods_invalidate() {
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(is_safe(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert!(!is_safe(&m), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_target_and_same_host_locations_are_invalidated() {
+        let shared = shared();
+        let target = InvalidationTarget::of(&shared, &post("/carts/1", Some("shop.test")));
+        let keys = target.keys(
+            &shared,
+            &answer(&[
+                (header::LOCATION, "/carts/1/items/9"),
+                (header::CONTENT_LOCATION, "http://shop.test/carts/1"),
+            ]),
+        );
+        assert_eq!(
+            keys,
+            ["GET shop.test/carts/1", "GET shop.test/carts/1/items/9"],
+            "the duplicate Content-Location is one key"
+        );
+    }
+
+    #[test]
+    fn another_hosts_location_is_left_alone() {
+        let shared = shared();
+        let target = InvalidationTarget::of(&shared, &post("/carts/1", Some("shop.test")));
+        let keys = target.keys(
+            &shared,
+            &answer(&[(header::LOCATION, "http://evil.test/carts/1")]),
+        );
+        assert_eq!(keys, ["GET shop.test/carts/1"]);
+    }
+}

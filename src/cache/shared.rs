@@ -288,3 +288,53 @@ pub(super) enum Lookup {
         index: Option<IndexInfo>,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, host: Option<&'static str>) -> request::Parts {
+        let mut req = http::Request::get(uri).body(()).unwrap();
+        if let Some(h) = host {
+            req.headers_mut()
+                .insert(http::header::HOST, HeaderValue::from_static(h));
+        }
+        req.into_parts().0
+    }
+
+    #[test]
+    fn the_default_key_is_method_authority_and_target() {
+        assert_eq!(
+            default_key(&parts("/a?b=c", Some("shop.test"))).unwrap(),
+            "GET shop.test/a?b=c"
+        );
+        assert_eq!(
+            default_key(&parts("http://api.test/x", None)).unwrap(),
+            "GET api.test/x"
+        );
+    }
+
+    #[test]
+    fn the_stack_key_is_the_same_key_or_none_when_too_long() {
+        let mut buf = [0u8; KEY_BUF];
+        let p = parts("/a?b=c", Some("shop.test"));
+        assert_eq!(
+            default_key_in(&p, &mut buf),
+            default_key(&p).as_deref(),
+            "one key, wherever it is made"
+        );
+        let long = format!("/{}", "x".repeat(KEY_BUF));
+        let p = parts(&long, Some("shop.test"));
+        let mut buf = [0u8; KEY_BUF];
+        assert_eq!(default_key_in(&p, &mut buf), None);
+        assert!(default_key(&p).is_some(), "made on the heap instead");
+    }
+
+    #[test]
+    fn variant_keys_of_one_url_differ_by_index_and_values() {
+        let a = variant_key("GET h/x", 1, "\u{1}en");
+        assert_ne!(a, variant_key("GET h/x", 2, "\u{1}en"), "a new index");
+        assert_ne!(a, variant_key("GET h/x", 1, "\u{1}de"), "another variant");
+        assert!(a.starts_with("GET h/x\u{0}"));
+    }
+}

@@ -62,3 +62,51 @@ pub(crate) fn secret_digest<'a>(values: impl Iterator<Item = &'a HeaderValue>) -
     }
     format!("sha256:{}", crate::digest::Hex(&h.finish()[..16]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn names_are_deduplicated_sorted_and_star_means_never() {
+        let names = vary_names(&headers(&[
+            ("vary", "Accept-Language, accept"),
+            ("vary", "accept-language,,x-tenant"),
+        ]))
+        .unwrap();
+        let names: Vec<&str> = names.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept", "accept-language", "x-tenant"]);
+        assert!(vary_names(&headers(&[("vary", "accept, *")])).is_none());
+        assert_eq!(vary_names(&HeaderMap::new()), Some(Vec::new()));
+    }
+
+    #[test]
+    fn the_variant_key_tells_absent_from_empty_and_hides_credentials() {
+        let accept = [HeaderName::from_static("accept")];
+        let absent = vary_key(&accept, &HeaderMap::new());
+        let empty = vary_key(&accept, &headers(&[("accept", "")]));
+        assert_ne!(absent, empty);
+        let two = vary_key(&accept, &headers(&[("accept", "a"), ("accept", "b")]));
+        assert_eq!(two, "\u{1}a, b");
+
+        let auth = [header::AUTHORIZATION];
+        let alice = vary_key(&auth, &headers(&[("authorization", "Bearer alice")]));
+        let bob = vary_key(&auth, &headers(&[("authorization", "Bearer bob")]));
+        assert_ne!(alice, bob, "two users, two variants");
+        assert!(!alice.contains("alice"), "never the credential itself");
+        assert!(alice.contains("sha256:"));
+        assert_eq!(
+            alice,
+            vary_key(&auth, &headers(&[("authorization", "Bearer alice")])),
+            "stable"
+        );
+    }
+}

@@ -61,7 +61,8 @@ pub(crate) struct KeyTable {
     map: Map,
     /// The state of [`GLOBAL`].
     pub(super) global: AtomicU64,
-    /// Entries, counted on insert and prune (DashMap's own `len` locks every shard).
+    /// Keys holding a slot, counted on insert and prune (DashMap's own `len` locks every
+    /// shard); the shared buckets are not among them.
     pub(super) len: AtomicUsize,
     pub(super) cap: AtomicUsize,
     pub(super) inserts_since_prune: AtomicUsize,
@@ -134,10 +135,8 @@ impl KeyTable {
             AtomicU64::new(0)
         });
         if inserted {
-            if !slot || reserved {
-                // A shared bucket: counted, but beyond the cap.
-                self.len.fetch_add(1, Ordering::Relaxed);
-            }
+            // A shared bucket (the overflow or the unkeyed one) takes no slot: `len` counts
+            // keys only, so that with the cap reached, the cap's worth of keys still fit.
             if self.inserts_since_prune.fetch_add(1, Ordering::Relaxed) + 1 >= self.prune_every() {
                 self.prune_wanted.store(true, Ordering::Relaxed);
             }
@@ -164,8 +163,6 @@ impl KeyTable {
         }
     }
 
-    /// Drops every state at or below `now`: a bucket that is full says nothing a fresh one
-    /// would not, so this never changes a decision.
     /// Gives back the map's spare room once it is more than four times `entries` (and more
     /// than a thousand entries' worth): a flood of keys that is gone leaves no large table.
     pub(super) fn shrink_if_sparse(&self, entries: usize) {
@@ -174,6 +171,8 @@ impl KeyTable {
         }
     }
 
+    /// Drops every state at or below `now`: a bucket that is full says nothing a fresh one
+    /// would not, so this never changes a decision.
     pub(super) fn retain_recent(&self, now: u64) {
         let _ = self
             .global
@@ -181,9 +180,9 @@ impl KeyTable {
                 (tat != 0 && tat <= now).then_some(0)
             });
         let mut removed = 0usize;
-        self.map.retain(|_, state| {
+        self.map.retain(|key, state| {
             let keep = *state.get_mut() > now;
-            removed += usize::from(!keep);
+            removed += usize::from(!keep && *key > UNKEYED);
             keep
         });
         self.len.fetch_sub(removed, Ordering::Relaxed);
@@ -191,8 +190,10 @@ impl KeyTable {
 
     pub(crate) fn stats(&self) -> (usize, usize, usize, u64) {
         let global = usize::from(self.global.load(Ordering::Relaxed) != 0);
+        let shared = usize::from(self.map.contains_key(&OVERFLOW))
+            + usize::from(self.map.contains_key(&UNKEYED));
         (
-            self.len.load(Ordering::Relaxed) + global,
+            self.len.load(Ordering::Relaxed) + shared + global,
             self.map.capacity(),
             self.cap.load(Ordering::Relaxed),
             self.overflowed.load(Ordering::Relaxed),
@@ -228,4 +229,71 @@ pub struct KeyTableStats {
     pub max_keys: usize,
     /// Requests sent to the shared overflow bucket because the table was full, ever.
     pub overflowed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets `key`'s state to `tat` and returns what it was.
+    fn set(table: &KeyTable, key: u64, tat: u64) -> u64 {
+        table.update(key, |prev| Ok::<_, ()>((prev, tat))).unwrap()
+    }
+
+    #[test]
+    fn keys_past_the_cap_share_the_overflow_bucket() {
+        let table = KeyTable::new(2);
+        assert_eq!(set(&table, 100, 5), 0);
+        assert_eq!(set(&table, 101, 6), 0);
+        // Full: a third key lands in the overflow bucket, and a fourth shares it.
+        assert_eq!(set(&table, 102, 7), 0);
+        assert_eq!(set(&table, 103, 8), 7, "the overflow bucket's state");
+        assert_eq!(set(&table, 100, 9), 5, "known keys keep their own state");
+        let (len, _, cap, overflowed) = table.stats();
+        assert_eq!(
+            (len, cap, overflowed),
+            (3, 2, 2),
+            "two keys and the overflow bucket"
+        );
+        assert!(table.prune_wanted.load(Ordering::Relaxed));
+    }
+
+    /// Regression: the shared buckets counted against the cap, so once the overflow bucket
+    /// (or the unkeyed one) existed, a table with room for N keys held N - 1 or N - 2.
+    #[test]
+    fn reserved_keys_never_take_a_slot() {
+        let table = KeyTable::new(1);
+        set(&table, UNKEYED, 3);
+        set(&table, GLOBAL, 4);
+        set(&table, 100, 5);
+        assert_eq!(set(&table, 100, 6), 5, "the one slot was still free");
+        assert_eq!(table.stats().3, 0, "nothing overflowed");
+    }
+
+    #[test]
+    fn a_refund_gives_time_back_but_never_empties_a_state() {
+        let table = KeyTable::new(4);
+        set(&table, 100, 50);
+        table.refund(100, 20);
+        assert_eq!(set(&table, 100, 50), 30);
+        table.refund(100, 1_000);
+        assert_eq!(set(&table, 100, 0), 1, "a full bucket, still known");
+        set(&table, GLOBAL, 10);
+        table.refund(GLOBAL, 4);
+        assert_eq!(set(&table, GLOBAL, 0), 6);
+    }
+
+    #[test]
+    fn pruning_drops_only_states_in_the_past() {
+        let table = KeyTable::new(8);
+        set(&table, 100, 10);
+        set(&table, 101, 30);
+        set(&table, GLOBAL, 15);
+        table.retain_recent(20);
+        let (len, ..) = table.stats();
+        assert_eq!(len, 1, "only key 101 is left");
+        assert_eq!(set(&table, 101, 0), 30);
+        assert_eq!(set(&table, 100, 0), 0, "pruned: starts afresh");
+        assert_eq!(set(&table, GLOBAL, 0), 0);
+    }
 }
