@@ -91,7 +91,7 @@ pub use crate::stored::StoredResponse;
 const MAGIC: &[u8; 4] = b"BWI1";
 
 /// The idempotency record's byte form of a kept response: `BWI1`, the status, the headers
-/// (length-prefixed, see [`crate::codec`]), then the body to the end.
+/// (a `u32` count of length-prefixed names and values), then the body to the end.
 impl StoredResponse {
     /// The response in a compact binary form (what the Redis store keeps).
     #[must_use]
