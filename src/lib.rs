@@ -44,7 +44,7 @@
 //! rejection answers and their problem+json writer, [`body`] (the one body type, and the one
 //! limited reader every layer buffers with), [`classify`], [`key`], the kept response
 //! ([`idempotency::store::StoredResponse`]) with its hop-by-hop rule, the length-prefixed byte
-//! codec under the Redis formats, the monotonic clock, redaction and digests, the markers by
+//! codec under the Redis formats, the store-failure policy ([`FailurePolicy`]), the monotonic clock, redaction and digests, the markers by
 //! which a layer recognises another's answer without naming it, and the [`metrics`] machinery
 //! (each layer declares and counts its own metrics in its own `metrics.rs`). Inside a layer,
 //! one file holds one concern, in the shape tower-http uses (`layer.rs`, `service.rs`,
@@ -81,6 +81,7 @@ pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;
+mod failure_policy;
 pub mod fallback;
 pub mod flag;
 pub mod idempotency;
@@ -97,6 +98,7 @@ mod response;
 
 pub use self::{
     error::{ConfigError, StoreError},
+    failure_policy::FailurePolicy,
     rejection::{RATELIMIT, RATELIMIT_POLICY, RateLimitInfo, Rejection},
     response::strip_hop_by_hop,
     response::{DefaultResponseForRejection, ResponseForRejection},

@@ -13,11 +13,11 @@ use std::{
 };
 
 use bulwark::{
-    Rejection, StoreError,
+    FailurePolicy, Rejection, StoreError,
     body::RequestBody,
     idempotency::{
         Fingerprint, HeaderScope, IdempotencyConfig, IdempotencyKey, IdempotencyLayer,
-        IdempotencyStore, OnStoreError, StoreKey,
+        IdempotencyStore, StoreKey,
         store::{Claim, Completion, LeaseToken, Store},
     },
 };
@@ -835,6 +835,23 @@ async fn store_failures_fail_closed_by_default() {
     assert_eq!(handle.stats().store_errors, 1);
 
     let config = IdempotencyConfig::builder()
+        .failure_policy(FailurePolicy::FailOpen)
+        .build()
+        .unwrap();
+    let svc = IdempotencyLayer::new(DownStore)
+        .config(config)
+        .layer(payments(calls.clone()));
+    let res = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+#[allow(deprecated)]
+async fn the_former_policy_names_still_work() {
+    use bulwark::idempotency::OnStoreError;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = IdempotencyConfig::builder()
         .on_store_error(OnStoreError::FailOpen)
         .build()
         .unwrap();
@@ -844,6 +861,36 @@ async fn store_failures_fail_closed_by_default() {
     let res = svc.oneshot(post(Some("k"), "{}")).await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_local_policy_claims_in_memory_while_the_store_is_down() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let config = IdempotencyConfig::builder()
+        .failure_policy(FailurePolicy::Local)
+        .build()
+        .unwrap();
+    let layer = IdempotencyLayer::new(DownStore).config(config);
+    let handle = layer.handle();
+    let svc = layer.layer(payments(calls.clone()));
+
+    let first = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(!replayed(&first));
+    // The retry reaches the same instance: answered from the first attempt, not run again.
+    let retry = svc.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(replayed(&retry));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The same key with another body is still a mismatch.
+    let other = svc.clone().oneshot(post(Some("k"), "[]")).await.unwrap();
+    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Another key runs once.
+    let fresh = svc.oneshot(post(Some("k2"), "{}")).await.unwrap();
+    assert_eq!(fresh.status(), StatusCode::CREATED);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // Every claim met the failed store first.
+    assert_eq!(handle.stats().store_errors, 4);
 }
 
 #[tokio::test]

@@ -6,18 +6,12 @@ use http::{HeaderName, Method};
 
 use crate::ConfigError;
 
-/// What the layer does when its store fails (Redis unreachable or too slow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnStoreError {
-    /// Answer 503 [`BackendUnavailable`](crate::Rejection::BackendUnavailable) without running
-    /// the request (the default): a request that cannot be protected from running twice does not
-    /// run.
-    #[default]
-    FailClosed,
-    /// Run the request without protection: a retry may run it again.
-    FailOpen,
-}
+/// The store-failure policy's former name in this layer.
+#[deprecated(
+    since = "0.1.0",
+    note = "use `bulwark::FailurePolicy`, shared by every layer with a store"
+)]
+pub type OnStoreError = crate::FailurePolicy;
 
 /// The idempotency layer's settings. Build with [`IdempotencyConfig::builder`].
 ///
@@ -34,7 +28,7 @@ pub enum OnStoreError {
 /// | wait for an in-flight duplicate | no (409 at once) |
 /// | release the claim on 5xx / on bulwark rejections / on cancel | yes / yes / no (held until the lease ends) |
 /// | extra fingerprint headers | none |
-/// | store failure | [`OnStoreError::FailClosed`] (503) |
+/// | store failure | [`FailurePolicy::FailClosed`](crate::FailurePolicy::FailClosed) (503) |
 #[derive(Debug, Clone)]
 pub struct IdempotencyConfig {
     pub(crate) methods: Arc<[Method]>,
@@ -50,7 +44,7 @@ pub struct IdempotencyConfig {
     pub(crate) release_on_rejection: bool,
     pub(crate) release_on_cancel: bool,
     pub(crate) fingerprint_headers: Arc<[HeaderName]>,
-    pub(crate) on_store_error: OnStoreError,
+    pub(crate) on_store_error: crate::FailurePolicy,
 }
 
 impl Default for IdempotencyConfig {
@@ -69,7 +63,7 @@ impl Default for IdempotencyConfig {
             release_on_rejection: true,
             release_on_cancel: false,
             fingerprint_headers: Arc::from([]),
-            on_store_error: OnStoreError::FailClosed,
+            on_store_error: crate::FailurePolicy::FailClosed,
         }
     }
 }
@@ -208,10 +202,20 @@ impl IdempotencyConfigBuilder {
         self
     }
 
-    /// What to do when the store fails (default [`OnStoreError::FailClosed`]).
-    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+    /// What to do when the store fails or does not answer in time (default
+    /// [`FailurePolicy::FailClosed`](crate::FailurePolicy::FailClosed)). With
+    /// [`Local`](crate::FailurePolicy::Local), claims are kept in this instance's memory while
+    /// the store is away, so a retry that reaches the same instance is answered from its first
+    /// attempt; see [`FailurePolicy`](crate::FailurePolicy).
+    pub fn failure_policy(mut self, policy: crate::FailurePolicy) -> Self {
         self.0.on_store_error = policy;
         self
+    }
+
+    /// The former name of [`failure_policy`](Self::failure_policy).
+    #[deprecated(since = "0.1.0", note = "use `failure_policy`")]
+    pub fn on_store_error(self, policy: crate::FailurePolicy) -> Self {
+        self.failure_policy(policy)
     }
 
     /// Checks the settings.

@@ -56,6 +56,7 @@ impl<St: Store> IdempotencyLayer<St> {
                 on_rejection: DefaultResponseForRejection,
                 config: IdempotencyConfig::default(),
                 stats: Arc::default(),
+                local: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -88,6 +89,7 @@ impl<St: Clone, X: Clone, R: Clone> IdempotencyLayer<St, X, R> {
             on_rejection: s.on_rejection.clone(),
             config: s.config.clone(),
             stats: Arc::clone(&s.stats),
+            local: s.local.clone(),
         })
     }
 
@@ -121,6 +123,7 @@ impl<St: Clone, X: Clone, R: Clone> IdempotencyLayer<St, X, R> {
                 on_rejection: s.on_rejection,
                 config: s.config,
                 stats: s.stats,
+                local: s.local,
             }),
         }
     }
@@ -136,6 +139,7 @@ impl<St: Clone, X: Clone, R: Clone> IdempotencyLayer<St, X, R> {
                 on_rejection: hook,
                 config: s.config,
                 stats: s.stats,
+                local: s.local,
             }),
         }
     }

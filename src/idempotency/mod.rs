@@ -104,8 +104,12 @@
 //! the [`Redis`](crate::redis::Redis) call timeout), the layer **fails closed** by default: 503
 //! [`BackendUnavailable`](crate::Rejection::BackendUnavailable) with `Retry-After: 1`, the inner
 //! service not called, since running without the store could run the request twice.
-//! [`OnStoreError::FailOpen`] runs it unprotected instead. Scripts are atomic, so a store that
-//! fails mid-way never holds a half-written entry.
+//! [`failure_policy`](IdempotencyConfigBuilder::failure_policy) chooses otherwise:
+//! [`FailurePolicy::FailOpen`](crate::FailurePolicy::FailOpen) runs it unprotected,
+//! [`FailurePolicy::Local`](crate::FailurePolicy::Local) claims the key in this instance's memory
+//! until the store answers again (a retry that reaches the same instance is still answered from
+//! its first attempt; one that reaches another instance may run again). Scripts are atomic, so
+//! a store that fails mid-way never holds a half-written entry.
 //!
 //! # Defaults
 //!
@@ -134,8 +138,10 @@ pub mod store;
 
 use http::HeaderName;
 
+#[allow(deprecated)]
+pub use self::config::OnStoreError;
 pub use self::{
-    config::{IdempotencyConfig, IdempotencyConfigBuilder, OnStoreError},
+    config::{IdempotencyConfig, IdempotencyConfigBuilder},
     fingerprint::{Fingerprint, StoreKey},
     future::ResponseFuture,
     handle::{IdempotencyHandle, IdempotencyStats},

@@ -14,15 +14,15 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    IDEMPOTENT_REPLAYED, IdempotencyConfig, IdempotencyKey, OnStoreError, ScopeExtractor, StoreKey,
+    Fingerprint, IDEMPOTENT_REPLAYED, IdempotencyConfig, IdempotencyKey, ScopeExtractor, StoreKey,
     fingerprint::FingerprintHasher,
     future::ResponseFuture,
     handle::Stats,
     metrics::KeyOutcome,
-    store::{Claim, Completion, LeaseToken, Store, StoredResponse},
+    store::{Claim, Completion, LeaseToken, MemoryStore, Store, StoredResponse},
 };
 use crate::{
-    Rejection, ResponseForRejection,
+    FailurePolicy, Rejection, ResponseForRejection, StoreError,
     body::{Limited, RequestBody, ResponseBody, read_limited, to_bytes_limited},
     marker::StandIn,
 };
@@ -46,6 +46,8 @@ pub(crate) struct Shared<St, X, R> {
     pub(crate) on_rejection: R,
     pub(crate) config: IdempotencyConfig,
     pub(crate) stats: Arc<Stats>,
+    /// Claims made while the store fails, under [`FailurePolicy::Local`]; made on first use.
+    pub(crate) local: std::sync::OnceLock<MemoryStore>,
 }
 
 crate::macros::define_inner_service_accessors!(Idempotency<S, St, X, R>);
@@ -143,6 +145,86 @@ fn reject<St, X, R: ResponseForRejection, B>(
     rejection: Rejection,
 ) -> Answer<B> {
     rejection.into_response_with(&shared.on_rejection)
+}
+
+impl<St, X, R> Shared<St, X, R> {
+    /// This instance's memory for claims made while the store fails.
+    fn local(&self) -> MemoryStore {
+        self.local.get_or_init(MemoryStore::new).clone()
+    }
+}
+
+/// Logs a store failure and what the policy made of it.
+fn store_failed<St: Store, X, R>(
+    shared: &Shared<St, X, R>,
+    key: StoreKey,
+    error: &StoreError,
+    then: &'static str,
+) {
+    tracing::warn!(
+        target: TARGET,
+        key = %key.short(),
+        store = shared.store.name(),
+        %error,
+        then,
+        "idempotency store failed",
+    );
+}
+
+/// The store that holds a claim: the layer's, or this instance's memory when the layer's failed
+/// under [`FailurePolicy::Local`].
+#[derive(Clone)]
+enum Holder<St> {
+    Shared(St),
+    Local(MemoryStore),
+}
+
+impl<St: Store> Store for Holder<St> {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Shared(s) => s.name(),
+            Self::Local(s) => s.name(),
+        }
+    }
+
+    async fn claim(
+        &self,
+        key: StoreKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        match self {
+            Self::Shared(s) => s.claim(key, fingerprint, lease).await,
+            Self::Local(s) => s.claim(key, fingerprint, lease).await,
+        }
+    }
+
+    async fn complete(
+        &self,
+        key: StoreKey,
+        token: LeaseToken,
+        completion: Completion,
+        retention: Duration,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Shared(s) => s.complete(key, token, completion, retention).await,
+            Self::Local(s) => s.complete(key, token, completion, retention).await,
+        }
+    }
+
+    async fn release(&self, key: StoreKey, token: LeaseToken) -> Result<bool, StoreError> {
+        match self {
+            Self::Shared(s) => s.release(key, token).await,
+            Self::Local(s) => s.release(key, token).await,
+        }
+    }
+
+    fn release_detached(&self, key: StoreKey, token: LeaseToken) {
+        match self {
+            Self::Shared(s) => s.release_detached(key, token),
+            Self::Local(s) => s.release_detached(key, token),
+        }
+    }
 }
 
 /// Frees a claim if its request is dropped before it completed (the client went away).
@@ -250,44 +332,55 @@ where
     };
     let fingerprint = hasher.finish(&bytes);
     let mut wait_until = None;
-    let token = loop {
-        let claim = match shared
+    let (holder, token) = loop {
+        let (holder, claim) = match shared
             .store
             .claim(store_key, fingerprint, config.lease)
             .await
         {
-            Ok(claim) => claim,
-            Err(error) => {
-                shared.stats.record(KeyOutcome::StoreError);
-                match config.on_store_error {
-                    OnStoreError::FailClosed => {
-                        tracing::warn!(
-                            target: TARGET,
-                            key = %store_key.short(),
-                            store = shared.store.name(),
-                            %error,
-                            "idempotency store failed; request refused (fail closed)",
-                        );
-                        return Ok(reject(
-                            &shared,
-                            Rejection::backend_unavailable(Duration::from_secs(1)),
-                        ));
-                    }
-                    OnStoreError::FailOpen => {
-                        tracing::warn!(
-                            target: TARGET,
-                            key = %store_key.short(),
-                            store = shared.store.name(),
-                            %error,
-                            "idempotency store failed; request runs unprotected (fail open)",
-                        );
-                        parts.extensions.insert(key);
-                        let req = Request::from_parts(parts, RequestBody::full(bytes));
-                        let res = inner.call(req).await?;
-                        return Ok(res.map(ResponseBody::new));
+            Ok(claim) => (Holder::Shared(shared.store.clone()), claim),
+            Err(error) => match config.on_store_error {
+                FailurePolicy::Local => {
+                    shared.stats.record(KeyOutcome::StoreError);
+                    store_failed(
+                        &shared,
+                        store_key,
+                        &error,
+                        "key claimed in this instance's memory (local)",
+                    );
+                    let local = shared.local();
+                    match local.claim(store_key, fingerprint, config.lease).await {
+                        Ok(claim) => (Holder::Local(local), claim),
+                        Err(_) => {
+                            return Ok(reject(
+                                &shared,
+                                Rejection::backend_unavailable(Duration::from_secs(1)),
+                            ));
+                        }
                     }
                 }
-            }
+                FailurePolicy::FailOpen => {
+                    shared.stats.record(KeyOutcome::StoreError);
+                    store_failed(
+                        &shared,
+                        store_key,
+                        &error,
+                        "request runs unprotected (fail open)",
+                    );
+                    parts.extensions.insert(key);
+                    let req = Request::from_parts(parts, RequestBody::full(bytes));
+                    let res = inner.call(req).await?;
+                    return Ok(res.map(ResponseBody::new));
+                }
+                FailurePolicy::FailClosed => {
+                    shared.stats.record(KeyOutcome::StoreError);
+                    store_failed(&shared, store_key, &error, "request refused (fail closed)");
+                    return Ok(reject(
+                        &shared,
+                        Rejection::backend_unavailable(Duration::from_secs(1)),
+                    ));
+                }
+            },
         };
         let (Claim::InFlight { fingerprint: f, .. }
         | Claim::Completed { fingerprint: f, .. }
@@ -296,7 +389,7 @@ where
             let Claim::Acquired(token) = claim else {
                 unreachable!("every other claim is matched above")
             };
-            break token;
+            break (holder, token);
         };
         if *f != fingerprint {
             shared.stats.record(KeyOutcome::Mismatch);
@@ -340,7 +433,7 @@ where
     shared.stats.record(KeyOutcome::New);
     tracing::debug!(target: TARGET, key = %store_key.short(), "idempotency key claimed");
     let mut guard = ClaimGuard {
-        store: shared.store.clone(),
+        store: holder,
         key: store_key,
         token,
         stats: Arc::clone(&shared.stats),

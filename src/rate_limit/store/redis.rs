@@ -42,35 +42,7 @@ use redis::Script;
 use crate::rate_limit::limiter::{Limiter, QuotaSet, Verdict, too_costly};
 use crate::{Rejection, StoreError, redis::Redis};
 
-/// What a Redis-backed rate limiter does when Redis fails or does not answer within the
-/// [`Redis`] handle's call timeout.
-///
-/// Whatever the policy, the first failure after a success logs a `WARN` event (target
-/// `bulwark::rate_limit`) and the first success after failures an `INFO` one; every decision
-/// made without Redis counts in `bulwark_rate_limit_store_fallbacks_total{policy}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum FailurePolicy {
-    /// Decide with this instance's in-memory limiter, with the same quotas (the default). The
-    /// limit holds per instance: with N instances, clients may get up to N times the quota
-    /// while Redis is away.
-    #[default]
-    Local,
-    /// Let every request through.
-    FailOpen,
-    /// Refuse every request with [`Rejection::BackendUnavailable`] (503, `Retry-After: 1`).
-    FailClosed,
-}
-
-impl FailurePolicy {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::FailOpen => "fail_open",
-            Self::FailClosed => "fail_closed",
-        }
-    }
-}
+pub use crate::FailurePolicy;
 
 /// Counts kept in Redis, shared by every instance that uses the same Redis, key prefix and
 /// limiter name. Made by [`RateLimitLayer::redis`](crate::rate_limit::RateLimitLayer::redis).
@@ -205,7 +177,7 @@ impl RedisStore {
         cost: NonZeroU32,
         want_info: bool,
     ) -> Verdict {
-        let policy = self.policy.label();
+        let policy = self.policy.as_str();
         if self.down.swap(true, Ordering::Relaxed) {
             tracing::debug!(
                 target: "bulwark::rate_limit",
