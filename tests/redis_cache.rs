@@ -80,11 +80,15 @@ fn redis(server: &support::RedisServer, prefix: &str) -> Redis {
         .timeout(Duration::from_millis(300))
 }
 
-#[tokio::test]
-async fn entries_are_shared_between_instances() {
-    let Some(server) = support::RedisServer::start() else {
-        return;
-    };
+fn redis_on(d: &support::Deployment, prefix: &str) -> Redis {
+    d.redis()
+        .prefix(prefix.to_owned())
+        .timeout(Duration::from_millis(300))
+}
+
+every_backend! {
+async fn entries_are_shared_between_instances(d) {
+    let run = format!("{:?}-{}", d.backend(), std::process::id());
     for (mode, headers) in [
         ("forced", &[][..]),
         (
@@ -94,7 +98,7 @@ async fn entries_are_shared_between_instances() {
     ] {
         let calls = Arc::new(AtomicUsize::new(0));
         let make = || {
-            let layer = CacheLayer::new(CacheStore::redis(redis(&server, mode)));
+            let layer = CacheLayer::new(CacheStore::redis(redis_on(d, &format!("{run}-{mode}"))));
             if mode == "forced" {
                 layer.ttl(Duration::from_secs(60))
             } else {
@@ -123,6 +127,7 @@ async fn entries_are_shared_between_instances() {
         let (s, _, _) = send(&a, get("/p", Some("en"))).await;
         assert_ne!(s.outcome, CacheOutcome::Hit, "{mode}: purged");
     }
+}
 }
 
 #[tokio::test]

@@ -29,6 +29,11 @@ fn instance(url: &str, prefix: &str, poll: Duration) -> RedisFlags {
     RedisFlags::with_poll_interval(redis, Flags::new(), poll)
 }
 
+/// One instance on deployment `d`.
+fn instance_on(d: &support::Deployment, prefix: &str, poll: Duration) -> RedisFlags {
+    RedisFlags::with_poll_interval(d.redis().prefix(prefix.to_owned()), Flags::new(), poll)
+}
+
 /// How long a test waits for a change to arrive by polling (the poll period is 250-500 ms).
 const PROPAGATION_BOUND: Duration = Duration::from_secs(10);
 
@@ -36,14 +41,11 @@ fn premium() -> EvaluationContext {
     EvaluationContext::new().with("tier", "premium")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_on_one_instance_reaches_another_by_polling() {
-    let Some(server) = RedisServer::shared() else {
-        return;
-    };
+every_backend! {
+async fn a_change_on_one_instance_reaches_another_by_polling(d) {
     let prefix = prefix();
-    let a = instance(&server.url(), &prefix, Duration::from_millis(500));
-    let b = instance(&server.url(), &prefix, Duration::from_millis(500));
+    let a = instance_on(d, &prefix, Duration::from_millis(500));
+    let b = instance_on(d, &prefix, Duration::from_millis(500));
     let mut changes = b.flags().subscribe();
     let task = b.clone().spawn();
 
@@ -82,6 +84,7 @@ async fn a_change_on_one_instance_reaches_another_by_polling() {
         .unwrap();
     assert_eq!(b.flags().get("ai-summary"), None);
     task.abort();
+}
 }
 
 #[tokio::test]
@@ -158,11 +161,11 @@ async fn invalid_shared_definitions_keep_the_last_good_flags() {
     };
     cli(&[
         "HSET",
-        &format!("{prefix}:flags:defs"),
+        &format!("{prefix}:{{flags}}:defs"),
         "f",
         r#"{"enabled": "nope"}"#,
     ]);
-    cli(&["SET", &format!("{prefix}:flags:version"), "by-hand"]);
+    cli(&["SET", &format!("{prefix}:{{flags}}:version"), "by-hand"]);
     assert!(matches!(b.sync().await, Err(SourceError::Invalid { .. })));
     assert_eq!(b.flags().get("f"), Some(FlagDefinition::on()));
     // Fixed: loaded.
@@ -171,14 +174,11 @@ async fn invalid_shared_definitions_keep_the_last_good_flags() {
     assert_eq!(b.flags().get("f"), Some(FlagDefinition::off()));
 }
 
-#[tokio::test]
-async fn seeding_keeps_definitions_other_instances_set() {
-    let Some(server) = RedisServer::shared() else {
-        return;
-    };
+every_backend! {
+async fn seeding_keeps_definitions_other_instances_set(d) {
     let prefix = prefix();
-    let a = instance(&server.url(), &prefix, Duration::from_millis(500));
-    let b = instance(&server.url(), &prefix, Duration::from_millis(500));
+    let a = instance_on(d, &prefix, Duration::from_millis(500));
+    let b = instance_on(d, &prefix, Duration::from_millis(500));
     let default = FlagDefinition::on().with_rule(Rule::equals("tier", "premium"));
     assert_eq!(a.seed([("ai-summary", default.clone())]).await.unwrap(), 1);
     a.set("ai-summary", FlagDefinition::off()).await.unwrap();
@@ -191,4 +191,5 @@ async fn seeding_keeps_definitions_other_instances_set() {
     );
     assert_eq!(b.flags().get("ai-summary"), Some(FlagDefinition::off()));
     assert_eq!(b.flags().get("new"), Some(FlagDefinition::on()));
+}
 }

@@ -47,11 +47,15 @@ fn redis(server: &RedisServer, prefix: &str) -> Redis {
         .timeout(Duration::from_millis(300))
 }
 
-/// Two layers, as two instances of the app would have, sharing one Redis.
-fn two_instances(server: &RedisServer, prefix: &str) -> [IdempotencyLayer; 2] {
+fn redis_on(d: &support::Deployment, prefix: &str) -> Redis {
+    d.redis().prefix(prefix).timeout(Duration::from_millis(300))
+}
+
+/// Two layers, as two instances of the app would have, sharing one deployment.
+fn two_instances_on(d: &support::Deployment, prefix: &str) -> [IdempotencyLayer; 2] {
     [
-        IdempotencyLayer::new(IdempotencyStore::redis(redis(server, prefix))),
-        IdempotencyLayer::new(IdempotencyStore::redis(redis(server, prefix))),
+        IdempotencyLayer::new(IdempotencyStore::redis(redis_on(d, prefix))),
+        IdempotencyLayer::new(IdempotencyStore::redis(redis_on(d, prefix))),
     ]
 }
 
@@ -83,14 +87,11 @@ fn replayed<B>(res: &Response<B>) -> bool {
         .is_some_and(|v| v == "true")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_instances_run_64_concurrent_duplicates_once() {
+every_backend! {
+async fn two_instances_run_64_concurrent_duplicates_once(d) {
     const N: usize = 64;
-    let Some(server) = RedisServer::shared() else {
-        return;
-    };
     let calls = Arc::new(AtomicUsize::new(0));
-    let [a, b] = two_instances(&server, "exactly-once");
+    let [a, b] = two_instances_on(d, "exactly-once");
     let services = [
         a.layer(payments(calls.clone())),
         b.layer(payments(calls.clone())),
@@ -132,14 +133,12 @@ async fn two_instances_run_64_concurrent_duplicates_once() {
         assert_eq!(body, r#"{"id":1}"#);
     }
 }
+}
 
-#[tokio::test]
-async fn replay_and_mismatch_from_the_other_instance() {
-    let Some(server) = RedisServer::shared() else {
-        return;
-    };
+every_backend! {
+async fn replay_and_mismatch_from_the_other_instance(d) {
     let calls = Arc::new(AtomicUsize::new(0));
-    let [a, b] = two_instances(&server, "other-instance");
+    let [a, b] = two_instances_on(d, "other-instance");
     let a = a.layer(payments(calls.clone()));
     let b = b.layer(payments(calls.clone()));
     a.oneshot(post("k", r#"{"amount":1}"#)).await.unwrap();
@@ -156,23 +155,21 @@ async fn replay_and_mismatch_from_the_other_instance() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     // Another prefix is another namespace.
-    let c = IdempotencyLayer::new(IdempotencyStore::redis(redis(&server, "elsewhere")))
+    let c = IdempotencyLayer::new(IdempotencyStore::redis(redis_on(d, "elsewhere")))
         .layer(payments(calls.clone()));
     let res = c.oneshot(post("k", r#"{"amount":1}"#)).await.unwrap();
     assert!(!replayed(&res));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
 }
 
 fn store_key(key: &str) -> StoreKey {
     StoreKey::new(None, &IdempotencyKey::parse(key.as_bytes()).unwrap())
 }
 
-#[tokio::test]
-async fn leases_are_owner_checked_and_separate_from_retention() {
-    let Some(server) = RedisServer::shared() else {
-        return;
-    };
-    let store = RedisStore::new(redis(&server, "leases"));
+every_backend! {
+async fn leases_are_owner_checked_and_separate_from_retention(d) {
+    let store = RedisStore::new(redis_on(d, "leases"));
     let fp = Fingerprint::from_bytes([1; 32]);
     let key = store_key("lease");
     let lease = Duration::from_millis(100);
@@ -242,6 +239,7 @@ async fn leases_are_owner_checked_and_separate_from_retention() {
         store.claim(key, fp, day).await.unwrap(),
         Claim::Acquired(_)
     ));
+}
 }
 
 #[tokio::test]

@@ -94,16 +94,13 @@ async fn keys(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec
     keys
 }
 
-#[tokio::test]
-async fn two_instances_share_one_quota_exactly() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+async fn two_instances_share_one_quota_exactly(d) {
     let prefix = prefix();
     let calls = Counter::default();
     // Two app instances: their own connections, their own layer values, one Redis.
     let instance = || {
-        let redis = Redis::open(&server.url()).unwrap().prefix(prefix.clone());
+        let redis = d.redis().prefix(prefix.clone());
         RateLimitLayer::new(Quota::per_minute(n(5)).named("login"))
             .name("login")
             .key(PeerIp::new())
@@ -133,8 +130,7 @@ async fn two_instances_share_one_quota_exactly() {
     );
 
     // The keys: namespaced, hash-tagged per client, IPs as text, expiring.
-    let mut conn = admin(&server).await;
-    let found = keys(&mut conn, &prefix).await;
+    let found = d.keys(&format!("{prefix}:*"));
     assert_eq!(
         found,
         vec![
@@ -142,15 +138,12 @@ async fn two_instances_share_one_quota_exactly() {
             format!("{prefix}:ratelimit:{{login:ip:192.0.2.2}}:login"),
         ]
     );
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&found[0])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ttl: i64 = d.cli_on(0, &["PTTL", &found[0]]).unwrap().trim().parse().unwrap();
     assert!(
         ttl > 55_000 && ttl <= 60_001,
         "expires at the GCRA horizon: {ttl} ms"
     );
+}
 }
 
 #[tokio::test]
@@ -489,14 +482,11 @@ async fn fail_open_and_fail_closed() {
     assert_eq!(decisions.get("rejected"), Some(&3), "{decisions:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_only_ready_inner_instances_across_the_decision() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+async fn calls_only_ready_inner_instances_across_the_decision(d) {
     let calls = Counter::default();
     let svc = RateLimitLayer::new(Quota::per_second(n(1_000)))
-        .redis(Redis::open(&server.url()).unwrap().prefix(prefix()))
+        .redis(d.redis().prefix(prefix()))
         .layer(ReadyProbe::new(handler(&calls)));
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -512,6 +502,7 @@ async fn calls_only_ready_inner_instances_across_the_decision() {
         t.await.unwrap();
     }
     assert_eq!(calls.get(), 64);
+}
 }
 
 /// A call timeout above the default 250 ms is honoured by the connection too: a server that

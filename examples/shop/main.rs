@@ -4,6 +4,7 @@
 //! cargo run --example shop                          # serve on 127.0.0.1:3000, JSON logs on stdout
 //! cargo run --example shop -- --addr 0.0.0.0:8080   # or SHOP_ADDR=...
 //! cargo run --example shop -- --redis redis://127.0.0.1:6379/   # or REDIS_URL=...; shared state
+//! cargo run --example shop -- --redis-cluster redis://10.0.0.1:7000,redis://10.0.0.2:7000
 //! cargo run --example shop -- --demo                # walk through every scenario, print a table
 //! ```
 //!
@@ -67,8 +68,11 @@ A sample shop built on bulwark's resilience middleware.
 
 Options:
   --addr ADDR    listen on ADDR (IP:PORT) [env: SHOP_ADDR] [default: 127.0.0.1:3000]
-  --redis URL    keep shared state in Redis at URL, e.g. redis://127.0.0.1:6379/
-                 [env: REDIS_URL] [default: in memory]
+  --redis URL    keep shared state in Redis at URL, e.g. redis://127.0.0.1:6379/, or
+                 rediss://host:6380/ for TLS [env: REDIS_URL] [default: in memory]
+  --redis-cluster URL[,URL...]
+                 keep shared state in the Redis Cluster these seed nodes belong to
+                 [env: REDIS_CLUSTER_URLS]
   --demo         start the shop on a free loopback port, run every demo scenario against it,
                  print a table and exit 0 only if all passed (ignores --addr)
   --bare         serve the GET routes (/healthz, /products, /recommendations, /ai/summary)
@@ -120,7 +124,11 @@ async fn main() -> ExitCode {
         eprintln!("shop: {message}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    let store = match Store::open(config.redis_url.as_deref()) {
+    let store = match &config.redis_cluster {
+        Some(seeds) => Store::open_cluster(seeds),
+        None => Store::open(config.redis_url.as_deref()),
+    };
+    let store = match store {
         Ok(store) => store,
         Err(message) => {
             eprintln!("shop: {message}");
@@ -201,6 +209,8 @@ enum Command {
 struct Config {
     addr: SocketAddr,
     redis_url: Option<String>,
+    /// Seed URLs of a Redis Cluster (`--redis-cluster`, `REDIS_CLUSTER_URLS`).
+    redis_cluster: Option<Vec<String>>,
     admin_token: Option<AdminToken>,
     /// Proxies whose `X-Forwarded-For` is believed (`SHOP_TRUSTED_PROXIES`); none by default.
     trusted_proxies: Vec<IpNet>,
@@ -242,6 +252,7 @@ where
 {
     let mut addr = None;
     let mut redis_url = None;
+    let mut redis_cluster = None;
     let mut demo = false;
     let mut bare = false;
 
@@ -272,6 +283,7 @@ where
             "--bare" if inline.is_none() => bare = true,
             "--addr" => addr = Some(parse_addr(&value()?, "--addr").map_err(Invalid::Usage)?),
             "--redis" => redis_url = Some(value()?),
+            "--redis-cluster" => redis_cluster = Some(value()?),
             _ => return Err(Invalid::Usage(format!("unexpected argument `{arg}`"))),
         }
     }
@@ -312,9 +324,30 @@ where
             })
         })
         .transpose()?;
+    let redis_cluster = redis_cluster
+        .or_else(|| env("REDIS_CLUSTER_URLS"))
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        });
+    if redis_cluster.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Invalid::Usage(
+            "`--redis-cluster` needs at least one URL".into(),
+        ));
+    }
+    let redis_url = redis_url.or_else(|| env("REDIS_URL"));
+    if redis_url.is_some() && redis_cluster.is_some() {
+        return Err(Invalid::Usage(
+            "give `--redis` (one node) or `--redis-cluster` (a cluster), not both".into(),
+        ));
+    }
     Ok(Command::Run(Config {
         addr,
-        redis_url: redis_url.or_else(|| env("REDIS_URL")),
+        redis_url,
+        redis_cluster,
         admin_token,
         trusted_proxies,
         global_rps,
@@ -538,6 +571,13 @@ impl Store {
                 .map(|redis| Self::Redis(redis.prefix("shop")))
                 .map_err(|e| format!("invalid Redis URL `{url}`: {e}")),
         }
+    }
+
+    /// The Redis Cluster that `seeds` belong to (connected lazily: this never blocks).
+    pub(crate) fn open_cluster(seeds: &[String]) -> Result<Self, String> {
+        Redis::cluster(seeds)
+            .map(|redis| Self::Redis(redis.prefix("shop")))
+            .map_err(|e| format!("invalid Redis Cluster URLs `{}`: {e}", seeds.join(",")))
     }
 
     /// `"memory"` or `"redis"`.
@@ -784,6 +824,28 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:4000".parse().unwrap());
         assert_eq!(c.redis_url.as_deref(), Some("redis://env/"));
         assert!(c.demo);
+    }
+
+    #[test]
+    fn a_cluster_comes_from_seed_urls() {
+        let c = config(&["--redis-cluster", "redis://a:7000, redis://b:7000"], &[]);
+        assert_eq!(
+            c.redis_cluster,
+            Some(vec![
+                "redis://a:7000".to_owned(),
+                "redis://b:7000".to_owned()
+            ])
+        );
+        assert_eq!(c.redis_url, None);
+        let c = config(&[], &[("REDIS_CLUSTER_URLS", "redis://c:7000")]);
+        assert_eq!(c.redis_cluster, Some(vec!["redis://c:7000".to_owned()]));
+        let (message, usage) = refusal(&["--redis-cluster", " , "], &[]);
+        assert!(message.contains("at least one URL") && usage, "{message}");
+        let (message, usage) = refusal(
+            &["--redis", "redis://a/", "--redis-cluster=redis://b:1"],
+            &[],
+        );
+        assert!(message.contains("not both") && usage, "{message}");
     }
 
     /// The message of a refusal, and whether it comes with the usage text.

@@ -29,8 +29,8 @@ fn token() -> u64 {
 
 /// Flag definitions shared by every instance through Redis (feature `redis`).
 ///
-/// Definitions live in one Redis hash (`<prefix>:flags:defs`, flag name → definition JSON)
-/// beside a version key (`<prefix>:flags:version`) that every change sets to a new random token
+/// Definitions live in one Redis hash (`<prefix>:{flags}:defs`, flag name → definition JSON)
+/// beside a version key (`<prefix>:{flags}:version`, the same hash slot on a cluster) that every change sets to a new random token
 /// in the same transaction (random rather than a counter, so a Redis that restarted empty never
 /// repeats a version an instance already saw). Each instance polls the version, a single `GET`, every 250 to 500 ms (a random
 /// pause each time, so instances do not poll in lock-step) and reloads the hash when it moved,
@@ -135,8 +135,10 @@ impl RedisFlags {
     pub fn with_poll_interval(redis: Redis, flags: Flags, interval: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
-                defs_key: redis.key(&["flags", "defs"]),
-                version_key: redis.key(&["flags", "version"]),
+                // One hash tag: a change writes both in one transaction, which a cluster
+                // allows only within one slot.
+                defs_key: redis.key(&["{flags}", "defs"]),
+                version_key: redis.key(&["{flags}", "version"]),
                 redis,
                 flags,
                 interval: interval.max(Duration::from_millis(10)),

@@ -25,38 +25,55 @@ use tower::Service;
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// Arguments besides the port and persistence (TLS files, cluster mode).
+    args: Vec<String>,
+    tls: bool,
 }
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free loopback port")
 }
 
+/// Whether `redis-server` runs here; under `CI=true` its absence is a failure.
+fn redis_server_found() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        let reason = "redis-server is not on PATH (install it: apt-get install redis-server)";
+        assert!(!in_ci(), "CI=true and {reason}");
+        eprintln!("skipping Redis test: {reason}");
+    }
+    found
+}
+
 impl RedisServer {
     /// Starts a server of this test's own, or skips (see the type docs).
     pub fn start() -> Option<Self> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            let reason = "redis-server is not on PATH (install it: apt-get install redis-server)";
-            assert!(!in_ci(), "CI=true and {reason}");
-            eprintln!("skipping Redis test: {reason}");
+        Self::start_with(&[], false, free_port)
+    }
+
+    /// Starts a server with `args`, speaking TLS on its port if `tls`, on a port from `pick`.
+    pub(crate) fn start_with(args: &[String], tls: bool, pick: fn() -> u16) -> Option<Self> {
+        if !redis_server_found() {
             return None;
         }
         for _ in 0..5 {
             let mut server = Self {
                 child: None,
-                port: free_port(),
+                port: pick(),
+                args: args.to_vec(),
+                tls,
             };
             if server.spawn() {
                 return Some(server);
@@ -79,9 +96,16 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -104,9 +128,19 @@ impl RedisServer {
         false
     }
 
-    /// `redis://127.0.0.1:PORT/`
+    /// `redis://127.0.0.1:PORT/` (`rediss://` for a TLS server)
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// Sends a signal to the server's process (`STOP`, `CONT`, `KILL`).
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status();
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -141,6 +175,10 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+mod deployment;
+#[allow(unused_imports)]
+pub use deployment::{Backend, Deployment};
 
 // ---------------------------------------------------------------------------------------------
 // Service contract

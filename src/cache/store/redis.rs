@@ -1,10 +1,11 @@
 use std::fmt;
 
 use super::{Entry, Store, StoreFuture};
-use crate::redis::Redis;
+use crate::redis::{Redis, Scan};
 
 /// Cache entries shared in Redis (feature `redis`): one string per entry under
 /// `<prefix>:cache:<key>`, in [`Entry::to_bytes`] form, expiring after [`Entry::time_to_keep`].
+/// Works the same on one node and on a cluster (a purge by prefix scans every primary).
 /// Every call runs under the [`Redis`] handle's timeout; a failure is a
 /// [`StoreError`](crate::StoreError), on which the layer bypasses the cache.
 #[derive(Clone)]
@@ -104,39 +105,23 @@ impl Store for RedisStore {
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let pattern = format!("{}*", glob_escape(&self.key(prefix)));
-            let mut cursor: u64 = 0;
+            let mut scan = Scan::new();
             let mut removed = 0u64;
-            loop {
+            while let Some(keys) = self.redis.scan("cache_purge", &pattern, &mut scan).await? {
+                if keys.is_empty() {
+                    continue;
+                }
+                // On a cluster the client splits the keys by slot and sums the counts.
                 let mut conn = self.redis.connection();
-                let pattern = pattern.clone();
-                let (next, keys): (u64, Vec<Vec<u8>>) = self
+                let n: u64 = self
                     .redis
                     .run("cache_purge", async move {
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(500)
-                            .query_async(&mut conn)
-                            .await
+                        redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
                     })
                     .await?;
-                if !keys.is_empty() {
-                    let mut conn = self.redis.connection();
-                    let n: u64 = self
-                        .redis
-                        .run("cache_purge", async move {
-                            redis::cmd("UNLINK").arg(keys).query_async(&mut conn).await
-                        })
-                        .await?;
-                    removed += n;
-                }
-                if next == 0 {
-                    return Ok(removed);
-                }
-                cursor = next;
+                removed += n;
             }
+            Ok(removed)
         })
     }
 
