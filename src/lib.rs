@@ -55,7 +55,8 @@
 //! | feature | default | what it enables |
 //! | --- | --- | --- |
 //! | `metrics` | on | counters and histograms for every decision, through the `metrics` facade |
-//! | `redis` | off | [`redis`]: shared state across instances |
+//! | `redis` | off | [`redis`]: shared state across instances, on one Redis node or a Redis Cluster |
+//! | `redis-tls` | off | `rediss://` URLs for [`redis`]: TLS with rustls (ring), no OpenSSL |
 //! | `axum` | off | [`key::PeerIp`] reads axum's `ConnectInfo`; the log layer reads `MatchedPath` |
 //! | `toml` | off | TOML flag files ([`flag::FileSource`]) besides JSON |
 //! | `file-events` | off | [`flag::FileSource`] reloads on the OS's file events as well as by polling |

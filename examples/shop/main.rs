@@ -19,6 +19,7 @@
 //! | `login.rs` | `POST /login` and the rate limiters (login, global per client IP) |
 //! | `demo.rs` | `--demo`: the scenario list, an HTTP client over loopback, the result table |
 //! | `flags.rs` | feature flags: `/ai/summary` behind `ai-summary`, `GET`/`PUT /admin/flags`, Redis sync |
+//! | `fleet.rs` | tests: two shops sharing one Redis Cluster |
 //!
 //! Adding a route: write the handler in `routes.rs` (or `admin.rs` for an admin route, which is
 //! then behind the token check without further work), add one `.route(..)` line to that file's
@@ -31,11 +32,17 @@ mod catalog;
 mod degrade;
 mod demo;
 mod flags;
+#[cfg(test)]
+mod fleet;
 mod login;
 mod payments;
 mod routes;
 mod sim;
 mod telemetry;
+// The tests' own Redis deployments (node, TLS, cluster), for `fleet.rs`.
+#[cfg(test)]
+#[path = "../../tests/support/mod.rs"]
+mod servers;
 
 use std::{
     ffi::OsString,

@@ -111,6 +111,15 @@
 //! its first attempt; one that reaches another instance may run again). Scripts are atomic, so
 //! a store that fails mid-way never holds a half-written entry.
 //!
+//! On a Redis Cluster, a failover is such a failure for the keys of the dead primary's slots,
+//! until its replica is promoted (a few seconds with `cluster-node-timeout 2000`): those keys
+//! follow the policy, the others are served as usual, and afterwards the same handle serves
+//! every key again. A replica promoted before it received a record's last write does not have
+//! it: Redis replicates asynchronously, so a key completed in the last moments before a
+//! failover may run again when retried. Redis' `min-replicas-to-write` and
+//! `min-replicas-max-lag` narrow that window; where it must be closed, give the operation an
+//! idempotent effect of its own as well (the charge's own id at the payment provider).
+//!
 //! # Defaults
 //!
 //! See [`IdempotencyConfig`].
