@@ -127,6 +127,7 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Backe
         Backend::Node => "node",
         Backend::Tls => "tls",
         Backend::Cluster => "cluster",
+        Backend::TlsCluster => "tls_cluster",
     };
     let redis = |prefix: &str| {
         let _guard = rt.enter();

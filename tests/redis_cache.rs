@@ -73,13 +73,6 @@ where
     (status, String::from_utf8(body.to_vec()).unwrap(), age)
 }
 
-fn redis(server: &support::RedisServer, prefix: &str) -> Redis {
-    Redis::open(&server.url())
-        .unwrap()
-        .prefix(prefix.to_owned())
-        .timeout(Duration::from_millis(300))
-}
-
 fn redis_on(d: &support::Deployment, prefix: &str) -> Redis {
     d.redis()
         .prefix(prefix.to_owned())
@@ -130,13 +123,10 @@ async fn entries_are_shared_between_instances(d) {
 }
 }
 
-#[tokio::test]
-async fn redis_down_bypasses_then_recovers() {
-    let Some(mut server) = support::RedisServer::start() else {
-        return;
-    };
+every_backend! {
+own async fn redis_down_bypasses_then_recovers(d) {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::redis(redis(&server, "outage")))
+    let svc = CacheLayer::new(CacheStore::redis(redis_on(d, "outage")))
         .ttl(Duration::from_secs(60))
         .layer(origin(&calls, &[]));
     send(&svc, get("/o", None)).await;
@@ -145,7 +135,7 @@ async fn redis_down_bypasses_then_recovers() {
         CacheOutcome::Hit
     );
 
-    server.stop();
+    d.stop_all();
     for _ in 0..3 {
         let (s, body, _) = send(&svc, get("/o", None)).await;
         assert_eq!(s.outcome, CacheOutcome::Bypass, "answers still served");
@@ -153,7 +143,7 @@ async fn redis_down_bypasses_then_recovers() {
         assert!(body.starts_with('v'));
     }
 
-    server.restart();
+    d.restart_all();
     let mut recovered = false;
     for _ in 0..100 {
         let (s, _, _) = send(&svc, get("/o", None)).await;
@@ -170,4 +160,5 @@ async fn redis_down_bypasses_then_recovers() {
         send(&svc, get("/o", None)).await.0.outcome,
         CacheOutcome::Hit
     );
+}
 }

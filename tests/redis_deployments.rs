@@ -163,7 +163,17 @@ async fn an_emptied_script_cache_is_reloaded_and_state_kept(d) {
 /// benchmarks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_is_followed_without_a_restart() {
-    let Some(mut d) = Deployment::start(Backend::Cluster) else {
+    failover(Backend::Cluster).await;
+}
+
+#[cfg(feature = "redis-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_over_tls_is_followed_without_a_restart() {
+    failover(Backend::TlsCluster).await;
+}
+
+async fn failover(backend: Backend) {
+    let Some(mut d) = Deployment::start(backend) else {
         return;
     };
     let prefix = prefix();
@@ -196,7 +206,9 @@ async fn a_failover_is_followed_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(refused > 0, "the gap was seen by the fail-closed instance");
-    eprintln!("failover gap: {gap:?} ({refused} requests refused by the fail-closed instance)");
+    eprintln!(
+        "{backend:?} failover gap: {gap:?} ({refused} requests refused by the fail-closed instance)"
+    );
 
     // Shared again, on the promoted replica, by the same handles: one quota for both
     // instances, and an idempotency key claimed through one is replayed through the other.

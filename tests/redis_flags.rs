@@ -6,27 +6,16 @@
 mod support;
 
 use std::{
-    process::Command,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
-use bulwark::{
-    flag::{EvaluationContext, FlagDefinition, Flags, RedisFlags, Rule, SourceError},
-    redis::Redis,
-};
-use support::RedisServer;
+use bulwark::flag::{EvaluationContext, FlagDefinition, Flags, RedisFlags, Rule, SourceError};
 
 /// A key prefix of this test's own, so tests sharing one server do not see each other.
 fn prefix() -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("flags-test-{}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// One instance: its own `Flags`, synced through `url` under `prefix`.
-fn instance(url: &str, prefix: &str, poll: Duration) -> RedisFlags {
-    let redis = Redis::open(url).unwrap().prefix(prefix.to_owned());
-    RedisFlags::with_poll_interval(redis, Flags::new(), poll)
 }
 
 /// One instance on deployment `d`.
@@ -87,14 +76,11 @@ async fn a_change_on_one_instance_reaches_another_by_polling(d) {
 }
 }
 
-#[tokio::test]
-async fn last_flags_keep_serving_while_redis_is_down_and_changes_flow_when_it_is_back() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+own async fn last_flags_keep_serving_while_redis_is_down_and_changes_flow_when_it_is_back(d) {
     let prefix = prefix();
-    let a = instance(&server.url(), &prefix, Duration::from_millis(500));
-    let b = instance(&server.url(), &prefix, Duration::from_millis(500));
+    let a = instance_on(d, &prefix, Duration::from_millis(500));
+    let b = instance_on(d, &prefix, Duration::from_millis(500));
     a.set(
         "ai-summary",
         FlagDefinition::on().with_rule(Rule::equals("tier", "premium")),
@@ -106,7 +92,7 @@ async fn last_flags_keep_serving_while_redis_is_down_and_changes_flow_when_it_is
     // Nothing new: nothing to do.
     assert!(!b.sync().await.unwrap());
 
-    server.stop();
+    d.stop_all();
     assert!(matches!(b.sync().await, Err(SourceError::Store(_))));
     assert!(b.flags().is_enabled("ai-summary", &premium()));
     assert!(a.set("ai-summary", FlagDefinition::off()).await.is_err());
@@ -115,7 +101,7 @@ async fn last_flags_keep_serving_while_redis_is_down_and_changes_flow_when_it_is
 
     // Back, empty (no persistence). The connection comes back on its own; the first calls
     // may still fail while it reconnects.
-    server.restart();
+    d.restart_all();
     let mut written = false;
     for _ in 0..50 {
         if a.set("ai-summary", FlagDefinition::off()).await.is_ok() {
@@ -139,25 +125,18 @@ async fn last_flags_keep_serving_while_redis_is_down_and_changes_flow_when_it_is
     );
     assert!(!b.flags().is_enabled("ai-summary", &premium()));
 }
+}
 
-#[tokio::test]
-async fn invalid_shared_definitions_keep_the_last_good_flags() {
-    let Some(server) = RedisServer::shared() else {
-        return;
-    };
+every_backend! {
+async fn invalid_shared_definitions_keep_the_last_good_flags(d) {
     let prefix = prefix();
-    let a = instance(&server.url(), &prefix, Duration::from_millis(500));
-    let b = instance(&server.url(), &prefix, Duration::from_millis(500));
+    let a = instance_on(d, &prefix, Duration::from_millis(500));
+    let b = instance_on(d, &prefix, Duration::from_millis(500));
     a.set("f", FlagDefinition::on()).await.unwrap();
     b.sync().await.unwrap();
     // Someone writes a broken definition by hand.
     let cli = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-p", &server.port().to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        assert!(out.status.success());
+        d.cli_on(0, args).unwrap();
     };
     cli(&[
         "HSET",
@@ -172,6 +151,7 @@ async fn invalid_shared_definitions_keep_the_last_good_flags() {
     a.set("f", FlagDefinition::off()).await.unwrap();
     assert!(b.sync().await.unwrap());
     assert_eq!(b.flags().get("f"), Some(FlagDefinition::off()));
+}
 }
 
 every_backend! {

@@ -26,7 +26,6 @@ use bulwark::{
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use support::RedisServer;
 use tokio::sync::{Barrier, Notify};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -38,13 +37,6 @@ fn post(key: &str, body: &'static str) -> Request<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap()
-}
-
-fn redis(server: &RedisServer, prefix: &str) -> Redis {
-    Redis::open(&server.url())
-        .unwrap()
-        .prefix(prefix)
-        .timeout(Duration::from_millis(300))
 }
 
 fn redis_on(d: &support::Deployment, prefix: &str) -> Redis {
@@ -242,15 +234,12 @@ async fn leases_are_owner_checked_and_separate_from_retention(d) {
 }
 }
 
-#[tokio::test]
-async fn redis_down_fails_closed_with_503() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+own async fn redis_down_fails_closed_with_503(d) {
     let calls = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Notify::new());
     let (counter, wait) = (calls.clone(), gate.clone());
-    let layer = IdempotencyLayer::new(IdempotencyStore::redis(redis(&server, "down")));
+    let layer = IdempotencyLayer::new(IdempotencyStore::redis(redis_on(d, "down")));
     let handle = layer.handle();
     let svc = layer.layer(service_fn(move |_req: In| {
         let (counter, wait) = (counter.clone(), wait.clone());
@@ -267,7 +256,7 @@ async fn redis_down_fails_closed_with_503() {
     while calls.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
     }
-    server.stop();
+    d.stop_all();
     gate.notify_one();
     let res = running.await.unwrap().unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -284,7 +273,7 @@ async fn redis_down_fails_closed_with_503() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // Back up: requests run again.
-    server.restart();
+    d.restart_all();
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..50 {
         let svc = svc.clone();
@@ -298,4 +287,5 @@ async fn redis_down_fails_closed_with_503() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, StatusCode::OK);
+}
 }

@@ -146,24 +146,21 @@ async fn two_instances_share_one_quota_exactly(d) {
 }
 }
 
-#[tokio::test]
-async fn secret_keys_are_hashed_in_redis() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+async fn secret_keys_are_hashed_in_redis(d) {
     let prefix = prefix();
     let calls = Counter::default();
     let svc = RateLimitLayer::new(Quota::per_minute(n(5)))
         .name("api")
         .key(HeaderKey::new(HeaderName::from_static("x-api-key")))
-        .redis(Redis::open(&server.url()).unwrap().prefix(prefix.clone()))
+        .redis(d.redis().prefix(prefix.clone()))
         .layer(handler(&calls));
     let req = Request::get("/")
         .header("x-api-key", "sk_live_secret_123")
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&svc, req).await.status(), StatusCode::OK);
-    let found = keys(&mut admin(&server).await, &prefix).await;
+    let found = d.keys(&format!("{prefix}:*"));
     assert_eq!(found.len(), 1);
     assert!(!found[0].contains("sk_live"), "{found:?}");
     assert!(
@@ -171,6 +168,7 @@ async fn secret_keys_are_hashed_in_redis() {
             && found[0].ends_with("}:default"),
         "{found:?}"
     );
+}
 }
 
 /// The same sequence of (time step, cost) through the memory store, in virtual time, and
@@ -308,11 +306,8 @@ fn the_script_decides_like_the_memory_store() {
     );
 }
 
-#[tokio::test]
-async fn redis_down_falls_back_to_the_local_limiter_within_the_timeout_and_recovers() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+own async fn redis_down_falls_back_to_the_local_limiter_within_the_timeout_and_recovers(d) {
     let (captured, _guard) = support::Captured::install();
     let timeout = Duration::from_millis(300);
     let calls = Counter::default();
@@ -320,8 +315,7 @@ async fn redis_down_falls_back_to_the_local_limiter_within_the_timeout_and_recov
         .name("login")
         .key(PeerIp::new())
         .redis(
-            Redis::open(&server.url())
-                .unwrap()
+            d.redis()
                 .prefix(prefix())
                 .timeout(timeout),
         )
@@ -331,7 +325,7 @@ async fn redis_down_falls_back_to_the_local_limiter_within_the_timeout_and_recov
         StatusCode::OK
     );
 
-    server.stop();
+    d.stop_all();
     // Decided by this instance's memory limiter: a fresh bucket of 2, then 429, each answer
     // within the call timeout (plus scheduling slack on a busy machine).
     for expected in [
@@ -355,7 +349,7 @@ async fn redis_down_falls_back_to_the_local_limiter_within_the_timeout_and_recov
 
     // Back (empty, the script not loaded): decisions move to Redis again, whose count for
     // this client starts afresh, while the local bucket is empty.
-    server.restart();
+    d.restart_all();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let res = send(&svc, get_from("192.0.2.1:1")).await;
@@ -383,18 +377,15 @@ async fn redis_down_falls_back_to_the_local_limiter_within_the_timeout_and_recov
         .count();
     assert_eq!(infos, 1, "one event for the recovery");
 }
+}
 
-#[tokio::test]
-async fn a_hanging_redis_times_out_into_the_fallback() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+own async fn a_hanging_redis_times_out_into_the_fallback(d) {
     let timeout = Duration::from_millis(200);
     let calls = Counter::default();
     let svc = RateLimitLayer::new(Quota::per_minute(n(1)))
         .redis(
-            Redis::open(&server.url())
-                .unwrap()
+            d.redis()
                 .prefix(prefix())
                 .timeout(timeout),
         )
@@ -404,7 +395,7 @@ async fn a_hanging_redis_times_out_into_the_fallback() {
         StatusCode::OK
     );
     // The server stops answering every client for 2 s.
-    pause_all(&server, 2_000).await;
+    d.pause_all(2_000);
     let started = Instant::now();
     let res = send(&svc, get_from("192.0.2.1:1")).await;
     let took = started.elapsed();
@@ -418,12 +409,10 @@ async fn a_hanging_redis_times_out_into_the_fallback() {
         "waited the call timeout, not the pause: {took:?}"
     );
 }
+}
 
-#[tokio::test]
-async fn fail_open_and_fail_closed() {
-    let Some(mut server) = RedisServer::start() else {
-        return;
-    };
+every_backend! {
+own async fn fail_open_and_fail_closed(d) {
     // One thread (a current-thread runtime): the local recorder sees every decision.
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -432,8 +421,7 @@ async fn fail_open_and_fail_closed() {
     let layer = |policy| {
         RateLimitLayer::new(Quota::per_minute(n(1)))
             .redis(
-                Redis::open(&server.url())
-                    .unwrap()
+                d.redis()
                     .prefix(prefix())
                     .timeout(Duration::from_millis(200)),
             )
@@ -450,7 +438,7 @@ async fn fail_open_and_fail_closed() {
         send(&closed, get_from("192.0.2.1:1")).await.status(),
         StatusCode::OK
     );
-    server.stop();
+    d.stop_all();
     for _ in 0..3 {
         assert_eq!(
             send(&open, get_from("192.0.2.1:1")).await.status(),
@@ -481,6 +469,7 @@ async fn fail_open_and_fail_closed() {
     assert_eq!(decisions.get("allowed"), Some(&5), "{decisions:?}");
     assert_eq!(decisions.get("rejected"), Some(&3), "{decisions:?}");
 }
+}
 
 every_backend! {
 async fn calls_only_ready_inner_instances_across_the_decision(d) {
@@ -505,31 +494,17 @@ async fn calls_only_ready_inner_instances_across_the_decision(d) {
 }
 }
 
+every_backend! {
 /// A call timeout above the default 250 ms is honoured by the connection too: a server that
 /// answers after 600 ms is within a 5 s timeout.
-#[tokio::test]
-async fn a_timeout_above_the_default_is_honoured() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
-    let redis = Redis::open(&server.url())
-        .unwrap()
+own async fn a_timeout_above_the_default_is_honoured(d) {
+    let redis = d.redis()
         .timeout(Duration::from_secs(5));
     redis.ping().await.unwrap();
-    pause_all(&server, 600).await;
+    d.pause_all(600);
     redis
         .ping()
         .await
         .expect("a slow answer within the timeout");
 }
-
-/// Makes the server stop answering every client for `ms` milliseconds.
-async fn pause_all(server: &RedisServer, ms: u64) {
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(ms)
-        .arg("ALL")
-        .query_async(&mut admin(server).await)
-        .await
-        .unwrap();
 }

@@ -26,6 +26,8 @@ pub enum Backend {
     Tls,
     /// Three primaries and three replicas (`cluster-node-timeout 2000`).
     Cluster,
+    /// The same cluster over TLS (clients, replication and the cluster bus).
+    TlsCluster,
 }
 
 /// A running deployment of one [`Backend`].
@@ -162,14 +164,15 @@ impl Deployment {
                 dir: None,
             }),
             Backend::Tls => Self::start_tls(),
-            Backend::Cluster => Self::start_cluster(),
+            Backend::Cluster => Self::start_cluster(false),
+            Backend::TlsCluster => Self::start_cluster(true),
         }
     }
 
     /// One deployment of `backend` per test binary, shared while any test holds it.
     pub fn shared(backend: Backend) -> Option<Arc<Self>> {
-        static SHARED: Mutex<[Weak<Deployment>; 3]> =
-            Mutex::new([Weak::new(), Weak::new(), Weak::new()]);
+        static SHARED: Mutex<[Weak<Deployment>; 4]> =
+            Mutex::new([Weak::new(), Weak::new(), Weak::new(), Weak::new()]);
         let i = backend as usize;
         let mut slots = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = slots[i].upgrade() {
@@ -180,20 +183,37 @@ impl Deployment {
         Some(d)
     }
 
+    /// Whether clients speak TLS to this deployment.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.backend, Backend::Tls | Backend::TlsCluster)
+    }
+
+    /// Whether this is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster | Backend::TlsCluster)
+    }
+
+    /// The server arguments for TLS with the certificates in `dir`.
+    fn tls_args(dir: &std::path::Path) -> Vec<String> {
+        certificates(dir).unwrap_or_else(|e| panic!("test certificates: {e}"));
+        let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        [
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
     fn start_tls() -> Option<Self> {
         let dir = scratch("tls");
-        certificates(&dir).unwrap_or_else(|e| panic!("test certificates: {e}"));
-        let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
-        let args = vec![
-            "--tls-cert-file".to_owned(),
-            file("server.pem"),
-            "--tls-key-file".to_owned(),
-            file("server.key"),
-            "--tls-ca-cert-file".to_owned(),
-            file("ca.pem"),
-            "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
-        ];
+        let args = Self::tls_args(&dir);
         let server = RedisServer::start_with(&args, true, free_port)?;
         let ca = std::fs::read(dir.join("ca.pem")).expect("the CA certificate");
         Some(Self {
@@ -204,59 +224,106 @@ impl Deployment {
         })
     }
 
-    fn start_cluster() -> Option<Self> {
-        let dir = scratch("cluster");
+    fn start_cluster(tls: bool) -> Option<Self> {
+        let dir = scratch(if tls { "tls-cluster" } else { "cluster" });
+        let mut common = vec![
+            "--cluster-enabled".to_owned(),
+            "yes".to_owned(),
+            "--cluster-node-timeout".to_owned(),
+            "2000".to_owned(),
+        ];
+        if tls {
+            common.extend(Self::tls_args(&dir));
+            common.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+        }
         let mut servers = Vec::new();
         for i in 0..6 {
             let node_dir = dir.join(format!("n{i}"));
             std::fs::create_dir_all(&node_dir).expect("a node directory");
-            let args = vec![
-                "--cluster-enabled".to_owned(),
-                "yes".to_owned(),
-                "--cluster-node-timeout".to_owned(),
-                "2000".to_owned(),
-                "--dir".to_owned(),
-                node_dir.to_string_lossy().into_owned(),
-            ];
-            servers.push(RedisServer::start_with(&args, false, cluster_port)?);
+            let mut args = common.clone();
+            args.extend(["--dir".to_owned(), node_dir.to_string_lossy().into_owned()]);
+            servers.push(RedisServer::start_with(&args, tls, cluster_port)?);
         }
-        let nodes: Vec<String> = servers
+        let ca = tls.then(|| std::fs::read(dir.join("ca.pem")).expect("the CA certificate"));
+        let d = Self {
+            backend: if tls {
+                Backend::TlsCluster
+            } else {
+                Backend::Cluster
+            },
+            servers,
+            ca,
+            dir: Some(dir),
+        };
+        let nodes: Vec<String> = d
+            .servers
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port()))
             .collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(nodes.iter().map(String::as_str));
         args.extend_from_slice(&["--cluster-replicas", "1", "--cluster-yes"]);
-        run("redis-cli", &args).unwrap_or_else(|e| panic!("cluster create: {e}"));
-        let d = Self {
-            backend: Backend::Cluster,
-            servers,
-            ca: None,
-            dir: Some(dir),
-        };
+        d.cli_on(0, &args)
+            .unwrap_or_else(|e| panic!("cluster create: {e}"));
         d.wait_until_healthy(Duration::from_secs(30));
         Some(d)
     }
 
     /// Waits until every live node reports `cluster_state:ok` and every replica's link to its
-    /// primary is up (a replica that never synced is never promoted).
+    /// primary is up (a replica that never synced is never promoted). A single node is
+    /// healthy when it answers.
     pub fn wait_until_healthy(&self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let healthy = self.servers.iter().filter(|s| s.is_running()).all(|s| {
-                let ok = cli(s.port(), &["cluster", "info"])
-                    .is_ok_and(|i| i.contains("cluster_state:ok"));
-                let synced = cli(s.port(), &["info", "replication"]).is_ok_and(|i| {
-                    !i.contains("role:slave") || i.contains("master_link_status:up")
+            let healthy = (0..self.servers.len())
+                .filter(|&i| self.servers[i].is_running())
+                .all(|i| {
+                    if !self.is_cluster() {
+                        return self.cli_on(i, &["ping"]).is_ok_and(|r| r.contains("PONG"));
+                    }
+                    let ok = self
+                        .cli_on(i, &["cluster", "info"])
+                        .is_ok_and(|i| i.contains("cluster_state:ok"));
+                    let synced = self.cli_on(i, &["info", "replication"]).is_ok_and(|i| {
+                        !i.contains("role:slave") || i.contains("master_link_status:up")
+                    });
+                    ok && synced
                 });
-                ok && synced
-            });
             if healthy {
                 return;
             }
-            assert!(Instant::now() < deadline, "the test cluster is not healthy");
+            assert!(
+                Instant::now() < deadline,
+                "the test deployment is not healthy"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Makes every server stop answering clients for `ms` milliseconds (`CLIENT PAUSE`).
+    pub fn pause_all(&self, ms: u64) {
+        let ms = ms.to_string();
+        for i in 0..self.servers.len() {
+            if self.servers[i].is_running() {
+                self.cli_on(i, &["CLIENT", "PAUSE", &ms, "ALL"]).unwrap();
+            }
+        }
+    }
+
+    /// Stops every server: Redis is gone.
+    pub fn stop_all(&mut self) {
+        for s in &mut self.servers {
+            s.stop();
+        }
+    }
+
+    /// Starts every server again, empty (a cluster keeps its topology in its nodes' files),
+    /// and waits until the deployment serves.
+    pub fn restart_all(&mut self) {
+        for s in &mut self.servers {
+            s.restart();
+        }
+        self.wait_until_healthy(Duration::from_secs(30));
     }
 
     /// Which backend this is.
@@ -267,25 +334,29 @@ impl Deployment {
     /// A handle on this deployment with bulwark's defaults (prefix and timeout are the
     /// test's to set).
     pub fn redis(&self) -> Redis {
-        match self.backend {
-            Backend::Node => Redis::open(&self.servers[0].url()).unwrap(),
-            Backend::Tls => self.tls_redis(),
-            Backend::Cluster => Redis::cluster(self.servers.iter().map(|s| s.url())).unwrap(),
+        let redis = if self.is_cluster() {
+            Redis::cluster(self.servers.iter().map(|s| s.url())).unwrap()
+        } else {
+            Redis::open(&self.servers[0].url()).unwrap()
+        };
+        if self.is_tls() {
+            self.trusting_the_ca(redis)
+        } else {
+            redis
         }
     }
 
     #[cfg(feature = "redis-tls")]
-    fn tls_redis(&self) -> Redis {
+    fn trusting_the_ca(&self, redis: Redis) -> Redis {
         let ca = self.ca.clone().expect("a TLS deployment has its CA");
-        Redis::open(&self.servers[0].url())
-            .unwrap()
+        redis
             .tls(bulwark::redis::TlsConfig::new().root_certificates(ca))
             .unwrap()
     }
 
     #[cfg(not(feature = "redis-tls"))]
     #[allow(clippy::unused_self)]
-    fn tls_redis(&self) -> Redis {
+    fn trusting_the_ca(&self, _: Redis) -> Redis {
         panic!("TLS tests need the `redis-tls` feature")
     }
 
@@ -297,7 +368,7 @@ impl Deployment {
             .as_ref()
             .map(|d| d.join("ca.pem").to_string_lossy().into_owned());
         let mut all = vec!["-c", "-p", port.as_str()];
-        if self.backend == Backend::Tls {
+        if self.is_tls() {
             all.extend_from_slice(&["--tls", "--cacert", ca.as_deref().unwrap()]);
         }
         all.extend_from_slice(args);
@@ -325,10 +396,14 @@ impl Deployment {
 
     /// The port of the node that serves `key`'s slot as primary (cluster only).
     pub fn primary_for(&self, key: &str) -> u16 {
-        let port = self.servers.iter().find(|s| s.is_running()).unwrap().port();
-        let slot = cli(port, &["cluster", "keyslot", key]).unwrap();
+        let i = self
+            .servers
+            .iter()
+            .position(RedisServer::is_running)
+            .unwrap();
+        let slot = self.cli_on(i, &["cluster", "keyslot", key]).unwrap();
         let slot: u16 = slot.trim().parse().unwrap();
-        let shards = cli(port, &["cluster", "slots"]).unwrap();
+        let shards = self.cli_on(i, &["cluster", "slots"]).unwrap();
         // Lines: start, end, ip, port, id, (replica ip, port, id)...
         let lines: Vec<&str> = shards.lines().map(str::trim).collect();
         let mut i = 0;
@@ -344,38 +419,56 @@ impl Deployment {
     }
 }
 
-/// Runs one async test body on every backend, as tests `NAME::node`, `NAME::tls` (feature
-/// `redis-tls`) and `NAME::cluster`, each with the backend's shared [`Deployment`].
+/// Runs one async test body on every backend, as tests `NAME::node`, `NAME::tls`,
+/// `NAME::cluster` and `NAME::tls_cluster` (the TLS ones with feature `redis-tls`). The body
+/// gets `&Deployment`, the backend's shared one; with `own` before `async fn`, it gets
+/// `&mut Deployment`, started for this test alone (to stop and restart it).
 #[macro_export]
 macro_rules! every_backend {
     ($(#[$meta:meta])* async fn $name:ident($d:ident) $body:block) => {
+        $crate::every_backend!(@each $(#[$meta])* $name, |backend| {
+            if let Some(d) = $crate::support::Deployment::shared(backend) {
+                body(&d).await;
+            }
+        }, async fn body($d: &$crate::support::Deployment) $body);
+    };
+    ($(#[$meta:meta])* own async fn $name:ident($d:ident) $body:block) => {
+        $crate::every_backend!(@each $(#[$meta])* $name, |backend| {
+            if let Some(mut d) = $crate::support::Deployment::start(backend) {
+                body(&mut d).await;
+            }
+        }, async fn body($d: &mut $crate::support::Deployment) $body);
+    };
+    (@each $(#[$meta:meta])* $name:ident, |$backend:ident| $run:block, $($body:tt)*) => {
         $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            async fn body($d: &$crate::support::Deployment) $body
+            $($body)*
+
+            async fn on($backend: $crate::support::Backend) $run
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn node() {
-                if let Some(d) = $crate::support::Deployment::shared($crate::support::Backend::Node) {
-                    body(&d).await;
-                }
+                on($crate::support::Backend::Node).await;
             }
 
             #[cfg(feature = "redis-tls")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tls() {
-                if let Some(d) = $crate::support::Deployment::shared($crate::support::Backend::Tls) {
-                    body(&d).await;
-                }
+                on($crate::support::Backend::Tls).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cluster() {
-                if let Some(d) = $crate::support::Deployment::shared($crate::support::Backend::Cluster) {
-                    body(&d).await;
-                }
+                on($crate::support::Backend::Cluster).await;
+            }
+
+            #[cfg(feature = "redis-tls")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tls_cluster() {
+                on($crate::support::Backend::TlsCluster).await;
             }
         }
     };
