@@ -347,6 +347,7 @@ impl Collect {
     }
 
     /// Reads what `body` has; ready with how the read ended.
+#[inline]
     pub(crate) fn poll_read<B: Body>(
         &mut self,
         mut body: Pin<&mut B>,
@@ -389,6 +390,7 @@ impl Collect {
     }
 
     /// What was read so far, leaving the reader empty.
+#[inline]
     fn take(&mut self) -> Bytes {
         match (self.first.take(), self.rest.take()) {
             (_, Some(buf)) => buf.freeze(),

@@ -110,15 +110,26 @@ impl StandIn {
     pub(crate) fn of(extensions: &Extensions, headers: &HeaderMap) -> Option<Self> {
         if extensions.get::<Rejection>().is_some() {
             Some(Self::Rejection)
-        } else if extensions.get::<FallbackReason>().is_some()
-            || headers.contains_key(&BULWARK_FALLBACK)
-        {
+        } else if Self::is_fallback(extensions, headers) {
             Some(Self::Fallback)
         } else if headers.contains_key(&IDEMPOTENT_REPLAYED) {
             Some(Self::Replay)
         } else {
             None
         }
+    }
+
+    /// Whether [`of`](Self::of) would say [`Rejection`](Self::Rejection) or
+    /// [`Fallback`](Self::Fallback), without the replay check's header lookup (for a hot path
+    /// that keeps a replay as it would the handler's answer).
+    #[inline]
+    pub(crate) fn is_rejection_or_fallback(extensions: &Extensions, headers: &HeaderMap) -> bool {
+        extensions.get::<Rejection>().is_some() || Self::is_fallback(extensions, headers)
+    }
+
+    #[inline]
+    fn is_fallback(extensions: &Extensions, headers: &HeaderMap) -> bool {
+        extensions.get::<FallbackReason>().is_some() || headers.contains_key(&BULWARK_FALLBACK)
     }
 }
 
@@ -158,6 +169,19 @@ mod tests {
         );
         ext.insert(Rejection::PayloadTooLarge { limit: 1 });
         assert_eq!(StandIn::of(&ext, &h), Some(StandIn::Rejection));
+        assert!(StandIn::is_rejection_or_fallback(&ext, &HeaderMap::new()));
+        let mut replay = HeaderMap::new();
+        replay.insert(
+            IDEMPOTENT_REPLAYED.clone(),
+            HeaderValue::from_static("true"),
+        );
+        assert!(!StandIn::is_rejection_or_fallback(&none, &replay));
+        let mut fallback = replay.clone();
+        fallback.insert(
+            BULWARK_FALLBACK.clone(),
+            FallbackReason::Status.header_value(),
+        );
+        assert!(StandIn::is_rejection_or_fallback(&none, &fallback));
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl StoredResponse {
 /// `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and every `Proxy-*` field
 /// (RFC 9110 section 7.6.1). Fields that a `Connection` field names are hop-by-hop too;
 /// [`end_to_end`] drops those as well.
+#[inline]
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TE

@@ -52,6 +52,7 @@ pub(crate) struct Keeping<B, M> {
 
 /// Decides, after the inner service answered, between passing through, keeping a good
 /// response, and falling back.
+#[inline]
 pub(crate) fn after_inner<F, C, H, B, E>(
     shared: &Arc<Shared<F, C, H>>,
     memo: F::Memo,
@@ -112,6 +113,7 @@ where
 /// The end of keeping a good response: it is kept and passed on from the buffer; or its body
 /// broke (or was longer than its own size hint) before anything was sent, and as its bytes are
 /// gone the honest original is a 502, which the fallback may replace.
+#[inline]
 pub(crate) fn kept<F, C, H, B, E>(
     shared: &Arc<Shared<F, C, H>>,
     memo: F::Memo,

@@ -364,10 +364,7 @@ pub(crate) fn storable<B: Body>(res: &Response<B>, limit: usize) -> bool {
     let h = res.headers();
     if !res.status().is_success()
         || res.status() == http::StatusCode::PARTIAL_CONTENT
-        || matches!(
-            StandIn::of(res.extensions(), h),
-            Some(StandIn::Rejection | StandIn::Fallback)
-        )
+        || StandIn::is_rejection_or_fallback(res.extensions(), h)
         || h.contains_key(header::SET_COOKIE)
     {
         return false;
