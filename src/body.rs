@@ -347,7 +347,7 @@ impl Collect {
     }
 
     /// Reads what `body` has; ready with how the read ended.
-#[inline]
+    #[inline]
     pub(crate) fn poll_read<B: Body>(
         &mut self,
         mut body: Pin<&mut B>,
@@ -390,7 +390,7 @@ impl Collect {
     }
 
     /// What was read so far, leaving the reader empty.
-#[inline]
+    #[inline]
     fn take(&mut self) -> Bytes {
         match (self.first.take(), self.rest.take()) {
             (_, Some(buf)) => buf.freeze(),

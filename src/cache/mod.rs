@@ -179,6 +179,9 @@ mod directives;
 mod entry;
 mod freshness;
 mod future;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod invalidate;
 mod layer;
 mod metrics;

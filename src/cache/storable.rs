@@ -231,12 +231,18 @@ pub(crate) fn decide(
             }
             let swr = pick(None, cfg.stale_while_revalidate);
             let sie = pick(None, cfg.stale_if_error);
+            let keep_for = (ttl + swr.max(sie)).min(MAX_LIFETIME);
+            if keep_for.is_zero() {
+                // A zero forced TTL without stale serving: nothing could ever be served from
+                // the entry, so writing it would only cost a store call per request.
+                return Err(NotStored::NoFreshness);
+            }
             Ok(Decision {
                 policy: None,
                 req: stored_req,
                 response_time: now,
                 fresh_until: now + ttl,
-                keep_for: (ttl + swr.max(sie)).min(MAX_LIFETIME),
+                keep_for,
                 swr,
                 sie,
                 allows_authorized,
@@ -266,12 +272,17 @@ pub(crate) fn decide(
             } else {
                 Duration::ZERO
             };
+            let keep_for = (ttl + swr.max(sie).max(retention)).min(MAX_LIFETIME);
+            if keep_for.is_zero() {
+                // Stale at once, kept for no time (a validator with no retention configured).
+                return Err(NotStored::NoFreshness);
+            }
             Ok(Decision {
                 policy: Some(Box::new(policy)),
                 req: stored_req,
                 response_time: now,
                 fresh_until: now + ttl,
-                keep_for: (ttl + swr.max(sie).max(retention)).min(MAX_LIFETIME),
+                keep_for,
                 swr,
                 sie,
                 allows_authorized,
@@ -429,6 +440,30 @@ mod tests {
         );
         let r = res(200, &[("cache-control", "s-maxage=5")]);
         assert!(decide(&cfg, &auth, &r, now).is_ok());
+    }
+
+    /// Found by the `cache_policy` fuzz target: an entry kept for no time was still written
+    /// to the store (a Redis `SET` per request) though nothing could ever be served from it.
+    #[test]
+    fn an_entry_that_would_be_kept_for_no_time_is_not_stored() {
+        let now = SystemTime::now();
+        let forced = CacheSettings::new(Mode::Forced(Duration::ZERO));
+        let r = res(200, &[]);
+        assert_eq!(
+            decide(&forced, &req(&[]), &r, now).err(),
+            Some(NotStored::NoFreshness)
+        );
+        let mut stale_ok = CacheSettings::new(Mode::Forced(Duration::ZERO));
+        stale_ok.stale_if_error = Duration::from_secs(5);
+        assert!(decide(&stale_ok, &req(&[]), &r, now).is_ok());
+        let mut no_retention = policy();
+        no_retention.validator_retention = Duration::ZERO;
+        let validated = res(200, &[("cache-control", "max-age=0"), ("etag", "\"v1\"")]);
+        assert_eq!(
+            decide(&no_retention, &req(&[]), &validated, now).err(),
+            Some(NotStored::NoFreshness)
+        );
+        assert!(decide(&policy(), &req(&[]), &validated, now).is_ok());
     }
 
     #[test]

@@ -76,6 +76,9 @@
 
 mod body;
 mod future;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod layer;
 mod metrics;
 mod request_id;

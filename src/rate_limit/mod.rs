@@ -149,6 +149,9 @@
 
 mod cost;
 mod future;
+#[cfg(all(fuzzing, feature = "redis"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gcra;
 mod handle;
 mod layer;

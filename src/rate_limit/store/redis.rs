@@ -256,6 +256,17 @@ fn parse(r: &[i64]) -> Result<Reply, StoreError> {
     })
 }
 
+/// A script reply read as the store reads it: checked, then decided (for the fuzz targets).
+#[cfg(fuzzing)]
+pub(crate) fn read_reply(
+    set: &QuotaSet,
+    reply: &[i64],
+    cost: u32,
+    want_info: bool,
+) -> Result<Verdict, StoreError> {
+    parse(reply).map(|r| verdict(set, r, cost, want_info))
+}
+
 fn verdict(set: &QuotaSet, reply: Reply, cost: u32, want_info: bool) -> Verdict {
     let Some(q) = set.quotas.get(reply.quota) else {
         // The quotas changed between the call and the reply: decide by the answer alone.
