@@ -51,11 +51,13 @@ impl QuotaState {
         }
     }
 
-    /// Nanoseconds since the origin. (A stored TAT is never 0, "no state": it is at least one
-    /// request's weight past some `now`.)
+    /// Nanoseconds since the origin, counted from 1. (A stored TAT is never 0, "no state": it
+    /// is at least one request's weight past some `now`, and a refund floors it at 1, "long
+    /// ago". Counting from 1 keeps that floor at or before every `now`: from 0, a request
+    /// refunded at the first instant left its bucket a nanosecond in the future.)
     #[inline]
     pub(super) fn now(&self) -> u64 {
-        self.origin.nanos()
+        self.origin.nanos().saturating_add(1)
     }
 
     /// The time `cost` requests take to come back.
@@ -207,6 +209,25 @@ mod tests {
         assert!(matches!(q.decide(7, 1), Gcra::Refused { .. }));
         // Another key has a bucket of its own.
         assert!(matches!(q.decide(8, 3), Gcra::Allowed { .. }));
+    }
+
+    /// A refund gives back exactly what the request took, even for a request decided at the
+    /// quota's first nanosecond (found by `tests/model_rate_limit.rs`: the refund left the
+    /// bucket one nanosecond in the future, so the next request saw one request fewer left).
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_at_the_first_instant_restores_the_bucket() {
+        let q = quota(10, 3);
+        assert!(matches!(q.decide(1, 1), Gcra::Allowed { .. }));
+        q.table.refund(1, q.weight(1));
+        let Gcra::Allowed { tat, now } = q.decide(1, 1) else {
+            panic!("fits")
+        };
+        assert_eq!(
+            q.remaining(tat, now),
+            2,
+            "as if the refunded request never came"
+        );
+        assert_eq!(tat - now, q.weight(1));
     }
 
     /// A request of cost `n` weighs `n` requests, and what is left is read off the TAT.

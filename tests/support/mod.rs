@@ -460,3 +460,15 @@ pub fn recorded(
     });
     snapshotter.snapshot().into_vec()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Property tests
+
+/// Cases per property test: `default`, or `PROPTEST_CASES` when set (long runs, e.g.
+/// `PROPTEST_CASES=10000 cargo test --test model_rate_limit`).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
