@@ -292,6 +292,105 @@ async fn half_open_successes_close_and_a_failure_reopens_with_a_longer_wait() {
     assert_eq!(hit_at(&svc, "/").await.headers()["retry-after"], "5");
 }
 
+/// Found by `tests/model_circuit_breaker.rs`: of two probes in flight, the first failure
+/// reopens the breaker; the second probe's late failure used to write the next backoff step's
+/// deadline over the current one (4 s instead of 2 s here), so the breaker stayed open twice
+/// as long as its `Retry-After` had said.
+#[tokio::test(start_paused = true)]
+async fn a_late_probe_does_not_stretch_the_open_wait() {
+    let config = CircuitBreakerConfig::builder()
+        .count_window(4)
+        .minimum_calls(2)
+        .wait_in_open(Duration::from_secs(1))
+        .open_backoff(2.0, Duration::from_secs(8))
+        .half_open_probes(2)
+        .build()
+        .unwrap();
+    let layer = generic::GenericCircuitBreakerLayer::new(config);
+    let handle = layer.handle();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<bool>();
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel::<bool>();
+    let mut svc = layer.layer(service_fn(
+        |done: tokio::sync::oneshot::Receiver<bool>| async move {
+            if done.await.unwrap() {
+                Err::<(), bulwark::BoxError>("failed".into())
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(true).unwrap();
+        assert!(svc.ready().await.unwrap().call(rx).await.is_err());
+    }
+    assert_eq!(handle.state(), CircuitState::Open);
+    advance(Duration::from_secs(1)).await;
+    let first = svc.ready().await.unwrap().call(first_rx);
+    let second = svc.ready().await.unwrap().call(second_rx);
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    first_tx.send(true).unwrap();
+    assert!(first.await.is_err());
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(
+        handle.metrics().open_remaining,
+        Some(Duration::from_secs(2))
+    );
+    second_tx.send(true).unwrap();
+    assert!(second.await.is_err());
+    assert_eq!(
+        handle.metrics().open_remaining,
+        Some(Duration::from_secs(2)),
+        "the late probe changes nothing"
+    );
+    advance(Duration::from_secs(2)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tx.send(false).unwrap();
+    assert!(
+        svc.ready().await.unwrap().call(rx).await.is_ok(),
+        "a probe after 2 s"
+    );
+}
+
+/// Found by `tests/model_circuit_breaker.rs`: a probe that succeeded after the breaker was
+/// forced open emptied the window (the close it would have made failed, the reset before it
+/// did not).
+#[tokio::test(start_paused = true)]
+async fn a_late_probe_after_force_open_keeps_the_window() {
+    let config = CircuitBreakerConfig::builder()
+        .count_window(4)
+        .minimum_calls(2)
+        .wait_in_open(Duration::from_secs(1))
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    let layer = generic::GenericCircuitBreakerLayer::new(config);
+    let handle = layer.handle();
+    let mut svc = layer.layer(service_fn(
+        |done: tokio::sync::oneshot::Receiver<bool>| async move {
+            if done.await.unwrap() {
+                Err::<(), bulwark::BoxError>("failed".into())
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(true).unwrap();
+        assert!(svc.ready().await.unwrap().call(rx).await.is_err());
+    }
+    advance(Duration::from_secs(1)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let probe = svc.ready().await.unwrap().call(rx);
+    handle.force_open();
+    tx.send(false).unwrap();
+    assert!(probe.await.is_ok());
+    let m = handle.metrics();
+    assert_eq!(m.state, CircuitState::ForcedOpen);
+    assert_eq!((m.calls, m.failures), (2, 2), "the window is as it was");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_open_time_grows_to_its_cap() {
     let up = Upstream::new();

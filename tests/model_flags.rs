@@ -24,7 +24,10 @@ fn user(id: &str) -> EvaluationContext {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(support::proptest_cases(256)))]
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(support::proptest_cases(256))
+    })]
 
     /// For a fixed user and group, the users on at `p` are on at every `q >= p`; the bucket is
     /// 1 to 100 and the answer is "bucket <= percentage".
@@ -52,7 +55,10 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(support::proptest_cases(6)))]
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(support::proptest_cases(6))
+    })]
 
     /// Over 100,000 ids the share on is within one percentage point of the percentage (at
     /// 50 %, one point is more than six standard deviations of a fair split).

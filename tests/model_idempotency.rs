@@ -217,7 +217,10 @@ fn pick(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(support::proptest_cases(128)))]
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(support::proptest_cases(128))
+    })]
 
     #[test]
     fn the_memory_store_answers_as_the_model(ops in proptest::collection::vec(op(), 1..60)) {

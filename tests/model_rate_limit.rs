@@ -236,7 +236,10 @@ fn run(initial: Vec<usize>, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(support::proptest_cases(96)))]
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(support::proptest_cases(96))
+    })]
 
     #[test]
     fn the_limiter_answers_as_the_gcra_model(

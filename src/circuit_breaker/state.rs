@@ -391,6 +391,9 @@ impl Breaker {
     }
 
     fn open_from_closed(&self, word: u64, now: u64) {
+        if self.state.load(Ordering::Acquire) != word {
+            return;
+        }
         let until = now.saturating_add(self.config.open_duration(0).as_nanos() as u64);
         self.open_until.store(until, Ordering::Release);
         if self.transition(word, OPEN) {
@@ -398,7 +401,16 @@ impl Breaker {
         }
     }
 
+    /// Opens again from half-open, for the next step of the backoff. `open_until` is written
+    /// before the state so that a caller who sees `OPEN` reads its deadline; it is written only
+    /// while the state is still `word`, so a probe that answers after its phase ended (another
+    /// probe already reopened the breaker) does not stretch the current open wait to the next
+    /// step. Two threads that race past the check both computed the deadline from the same
+    /// phase, and one of their two nearly equal values stays.
     fn reopen(&self, word: u64, now: u64) {
+        if self.state.load(Ordering::Acquire) != word {
+            return;
+        }
         let n = self
             .consecutive_opens
             .load(Ordering::Acquire)
@@ -410,7 +422,12 @@ impl Breaker {
         }
     }
 
+    /// Closes from half-open with an empty window, unless the state is no longer `word` (a
+    /// probe that answered after the breaker was forced or reopened must not wipe the window).
     fn close_from_half_open(&self, word: u64) {
+        if self.state.load(Ordering::Acquire) != word {
+            return;
+        }
         self.window.reset();
         if self.transition(word, CLOSED) {
             self.consecutive_opens.store(0, Ordering::Release);
