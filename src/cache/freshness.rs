@@ -179,6 +179,88 @@ mod tests {
         assert!(damaged.varies_from(&req(&[]).headers));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::with_cases(
+                std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            )
+        })]
+
+        /// Freshness and age as RFC 9111 section 4.2 writes them, for a response whose `Date`
+        /// is the time it was received: the lifetime is `s-maxage` (a shared cache), else
+        /// `max-age`, else `Expires - Date`; the current age is the `Age` it arrived with plus
+        /// the time resident; it is fresh while the lifetime exceeds the age. Checked at
+        /// generated instants around the end of the lifetime.
+        #[test]
+        fn freshness_follows_rfc_9111_section_4_2(
+            max_age in proptest::option::of(0u64..100_000),
+            s_maxage in proptest::option::of(0u64..100_000),
+            expires_in in proptest::option::of(0u64..100_000),
+            age in proptest::option::of(0u64..200_000),
+            resident_ms in proptest::collection::vec(0u64..300_000_000, 1..6),
+        ) {
+            let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let date = httpdate::fmt_http_date(received);
+            let mut cc = Vec::new();
+            if let Some(m) = max_age {
+                cc.push(format!("max-age={m}"));
+            }
+            if let Some(s) = s_maxage {
+                cc.push(format!("s-maxage={s}"));
+            }
+            let cc = cc.join(", ");
+            let age_text = age.map(|a| a.to_string());
+            let expires = expires_in.map(|e| httpdate::fmt_http_date(received + Duration::from_secs(e)));
+            let mut headers: Vec<(&str, &str)> = vec![("date", &date)];
+            if !cc.is_empty() {
+                headers.push(("cache-control", &cc));
+            }
+            if let Some(a) = &age_text {
+                headers.push(("age", a));
+            }
+            if let Some(e) = &expires {
+                headers.push(("expires", e));
+            }
+            let r = res(200, &headers);
+            let lifetime = s_maxage.or(max_age).or(expires_in);
+            let arrived_age = age.unwrap_or(0);
+            let Ok(decision) = decide(&policy(), &req(&[]), &r, received) else {
+                // Not stored: only when it would never be fresh (no lifetime, or used up on
+                // arrival) and it has no validator to be revalidated with.
+                proptest::prop_assert!(lifetime.is_none_or(|l| l <= arrived_age));
+                return Ok(());
+            };
+            let stored = decision.into_stored(&r, Bytes::new());
+            let lifetime = lifetime.expect("stored with a lifetime");
+            let t0 = Wall::of(received);
+            // The generated instants, and the last millisecond of freshness and the first of
+            // staleness.
+            let end = (lifetime - arrived_age) * 1_000;
+            let instants = resident_ms.into_iter().chain([end - 1, end, end + 1]);
+            for ms in instants {
+                let now = t0.after(Duration::from_millis(ms));
+                let resident = ms / 1_000;
+                let current_age = arrived_age + resident;
+                proptest::prop_assert_eq!(stored.age(now), current_age);
+                let fresh = lifetime * 1_000 > arrived_age * 1_000 + ms;
+                let f = stored.freshness(&policy(), &req(&[]), now);
+                proptest::prop_assert_eq!(
+                    f == Freshness::Fresh,
+                    fresh,
+                    "lifetime {} age {} at {} ms: {:?}",
+                    lifetime,
+                    arrived_age,
+                    ms,
+                    f
+                );
+                let left_ms = i128::from(lifetime * 1_000) - i128::from(arrived_age * 1_000 + ms);
+                let ttl = i64::try_from(left_ms / 1_000).unwrap();
+                proptest::prop_assert_eq!(stored.ttl(now), ttl, "TTL, whole seconds toward zero");
+            }
+        }
+    }
+
     /// `Age` counts whole seconds stored (plus the age the response arrived with); the TTL
     /// is whole seconds left, rounded toward zero on both sides of the freshness lifetime.
     #[test]
