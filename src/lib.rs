@@ -76,6 +76,7 @@ mod marker;
 mod name_hash;
 mod redact;
 mod stored;
+mod sync;
 
 pub mod body;
 pub mod cache;

@@ -1639,6 +1639,69 @@ async fn coalescing_on_the_multi_thread_runtime() {
     assert_eq!(seen.calls(), 1);
 }
 
+/// Coalescing with a leader that never finishes: its task is aborted (a client gone) or its
+/// inner call fails, while 20 requests for the same key wait on it from other threads. No
+/// waiter hangs: each is answered, by a later leader's stored answer or its own call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_are_answered_when_their_leader_is_cancelled_or_fails() {
+    for fail in [false, true] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let leader_in = Arc::new(tokio::sync::Notify::new());
+        let l = leader_in.clone();
+        let svc = CacheLayer::new(memory())
+            .ttl(Duration::from_secs(600))
+            .layer(service_fn(move |_req: Request<()>| {
+                let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+                let l = l.clone();
+                async move {
+                    if first {
+                        l.notify_one();
+                        if fail {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return Err::<Response<Full<Bytes>>, std::io::Error>(
+                                std::io::Error::other("leader failed"),
+                            );
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(res(200, &[], "one".into()))
+                }
+            }));
+        let leader = {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(get("/flight")).await.map(|_| ()) })
+        };
+        leader_in.notified().await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(21));
+        let mut waiters = Vec::new();
+        for _ in 0..20 {
+            let (svc, barrier) = (svc.clone(), barrier.clone());
+            waiters.push(tokio::spawn(async move {
+                barrier.wait().await;
+                svc.oneshot(get("/flight")).await
+            }));
+        }
+        barrier.wait().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !fail {
+            leader.abort();
+        }
+        for w in waiters {
+            let answered = tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("a waiter is answered")
+                .unwrap();
+            let res = answered.expect("the inner service answered this waiter");
+            assert_eq!(res.status(), 200);
+        }
+        assert!(
+            calls.load(Ordering::SeqCst) >= 2,
+            "someone called after the leader"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_answer_gets_its_own_cache_status_when_statuses_alternate() {
     // The layer reuses the last `Cache-Status` value it made when the next answer's status is

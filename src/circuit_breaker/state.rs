@@ -15,14 +15,13 @@
 
 use std::{
     fmt,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicU32, AtomicU64, Ordering},
-    },
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
 use tokio::time::Instant;
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 use crate::clock::Monotonic;
 
@@ -647,5 +646,140 @@ impl fmt::Debug for Permit {
         f.debug_struct("Permit")
             .field("breaker", &self.breaker.config.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// The breaker's transitions under every interleaving of two threads (loom; run with
+/// `RUSTFLAGS="--cfg bulwark_loom" cargo test --release --lib loom_`, see RELIABILITY.md).
+#[cfg(all(test, bulwark_loom))]
+mod loom_tests {
+    use std::sync::atomic::AtomicUsize as StdCounter;
+
+    use super::*;
+
+    /// Transitions seen by the hook, as (from, to).
+    type Seen = Arc<std::sync::Mutex<Vec<(CircuitState, CircuitState)>>>;
+
+    /// A breaker opened by two failures, whose first open lasts a nanosecond (so callers find
+    /// it ready to probe) and any reopen 1,000 s (so a reopened breaker stays open).
+    fn opened(probes: u32) -> (Arc<Breaker>, Seen) {
+        let config = CircuitBreakerConfig::builder()
+            .count_window(2)
+            .minimum_calls(2)
+            .wait_in_open(Duration::from_nanos(1))
+            .open_backoff(1e12, Duration::from_secs(1_000))
+            .half_open_probes(probes)
+            .build()
+            .unwrap();
+        let b = Arc::new(Breaker::new(config));
+        for _ in 0..2 {
+            b.acquire().unwrap().record(Outcome::Failure);
+        }
+        assert_eq!(b.state(), CircuitState::Open);
+        let seen = Seen::default();
+        let s = seen.clone();
+        b.set_on_state_change(Arc::new(move |c: &StateChange| {
+            s.lock().unwrap().push((c.from, c.to));
+        }));
+        (b, seen)
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut m = loom::model::Builder::new();
+        m.preemption_bound = Some(3);
+        m.check(f);
+    }
+
+    /// With one probe allowed, two callers racing into half-open get one permit between them.
+    #[test]
+    fn loom_half_open_admits_no_more_probes_than_allowed() {
+        model(|| {
+            let (b, _) = opened(1);
+            let callers: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = b.clone();
+                    loom::thread::spawn(move || b.acquire().ok())
+                })
+                .collect();
+            let permits: Vec<Permit> = callers
+                .into_iter()
+                .filter_map(|t| t.join().unwrap())
+                .collect();
+            assert_eq!(permits.len(), 1, "one probe");
+            assert_eq!(b.state(), CircuitState::HalfOpen);
+            for p in permits {
+                p.record(Outcome::Success);
+            }
+            assert_eq!(
+                b.state(),
+                CircuitState::Closed,
+                "the probe's success closes it"
+            );
+        });
+    }
+
+    /// Two probes, one failing: whatever the order, the breaker ends open, reopened exactly
+    /// once, and never closed by the success that arrived before or after the failure.
+    #[test]
+    fn loom_every_probe_outcome_counts_once() {
+        model(|| {
+            let (b, seen) = opened(2);
+            let callers: Vec<_> = [Outcome::Success, Outcome::Failure]
+                .into_iter()
+                .map(|outcome| {
+                    let b = b.clone();
+                    loom::thread::spawn(move || {
+                        if let Ok(p) = b.acquire() {
+                            p.record(outcome);
+                        }
+                    })
+                })
+                .collect();
+            for t in callers {
+                t.join().unwrap();
+            }
+            assert_eq!(b.state(), CircuitState::Open);
+            let seen = seen.lock().unwrap();
+            let reopened = seen
+                .iter()
+                .filter(|t| **t == (CircuitState::HalfOpen, CircuitState::Open))
+                .count();
+            assert_eq!(reopened, 1, "{seen:?}");
+            assert!(
+                !seen.iter().any(|(_, to)| *to == CircuitState::Closed),
+                "{seen:?}"
+            );
+        });
+    }
+
+    /// Two failures recorded at once by two threads open a closed breaker exactly once.
+    #[test]
+    fn loom_concurrent_failures_open_once() {
+        model(|| {
+            let config = CircuitBreakerConfig::builder()
+                .count_window(2)
+                .minimum_calls(2)
+                .build()
+                .unwrap();
+            let b = Arc::new(Breaker::new(config));
+            let opens = Arc::new(StdCounter::new(0));
+            let o = opens.clone();
+            b.set_on_state_change(Arc::new(move |c: &StateChange| {
+                if c.to == CircuitState::Open {
+                    o.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }));
+            let callers: Vec<_> = (0..2)
+                .map(|_| {
+                    let b = b.clone();
+                    loom::thread::spawn(move || b.acquire().unwrap().record(Outcome::Failure))
+                })
+                .collect();
+            for t in callers {
+                t.join().unwrap();
+            }
+            assert_eq!(b.state(), CircuitState::Open);
+            assert_eq!(opens.load(std::sync::atomic::Ordering::SeqCst), 1);
+        });
     }
 }

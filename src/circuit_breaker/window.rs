@@ -15,7 +15,7 @@
 //!   bucket rotates without a lock and without losing a count. Totals are the sum of the buckets
 //!   whose tags are inside the window.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use crate::sync::{AtomicU8, AtomicU64, Ordering};
 
 /// Counts over the window at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -18,12 +18,11 @@
 //! most once per second of limiter time). After a prune the table's spare capacity is released
 //! once it is more than four times the entries.
 
-use std::{
-    hash::{BuildHasherDefault, Hasher},
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use dashmap::DashMap;
+
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The bucket shared by new keys while the table is full.
 pub(crate) const OVERFLOW: u64 = 0;
@@ -181,7 +180,7 @@ impl KeyTable {
             });
         let mut removed = 0usize;
         self.map.retain(|key, state| {
-            let keep = *state.get_mut() > now;
+            let keep = state.load(Ordering::Relaxed) > now;
             removed += usize::from(!keep && *key > UNKEYED);
             keep
         });
