@@ -684,16 +684,27 @@ mod loom_tests {
         (b, seen)
     }
 
-    fn model(f: impl Fn() + Sync + Send + 'static) {
+    /// Runs `f` under every interleaving with up to three preemptions, and prints how many
+    /// there were (RELIABILITY.md quotes them).
+    fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+        let runs = Arc::new(StdCounter::new(0));
+        let r = runs.clone();
         let mut m = loom::model::Builder::new();
         m.preemption_bound = Some(3);
-        m.check(f);
+        m.check(move || {
+            r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f();
+        });
+        eprintln!(
+            "{name}: {} interleavings",
+            runs.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
 
     /// With one probe allowed, two callers racing into half-open get one permit between them.
     #[test]
     fn loom_half_open_admits_no_more_probes_than_allowed() {
-        model(|| {
+        model("half-open admission", || {
             let (b, _) = opened(1);
             let callers: Vec<_> = (0..2)
                 .map(|_| {
@@ -722,7 +733,7 @@ mod loom_tests {
     /// once, and never closed by the success that arrived before or after the failure.
     #[test]
     fn loom_every_probe_outcome_counts_once() {
-        model(|| {
+        model("probe outcomes", || {
             let (b, seen) = opened(2);
             let callers: Vec<_> = [Outcome::Success, Outcome::Failure]
                 .into_iter()
@@ -755,7 +766,7 @@ mod loom_tests {
     /// Two failures recorded at once by two threads open a closed breaker exactly once.
     #[test]
     fn loom_concurrent_failures_open_once() {
-        model(|| {
+        model("concurrent failures", || {
             let config = CircuitBreakerConfig::builder()
                 .count_window(2)
                 .minimum_calls(2)

@@ -268,9 +268,12 @@ mod loom_tests {
     /// a delayed thread was refused after one request, with a wait of a few hundred ns.)
     #[test]
     fn loom_a_burst_is_never_exceeded() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = runs.clone();
         let mut m = loom::model::Builder::new();
         m.preemption_bound = Some(3);
-        m.check(|| {
+        m.check(move || {
+            r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let q = Quota::per_hour(NonZeroU32::new(1).unwrap()).burst(NonZeroU32::new(2).unwrap());
             let q = Arc::new(QuotaState::new(q, 16));
             let threads: Vec<_> = (0..3)
@@ -296,5 +299,9 @@ mod loom_tests {
                 q.emission
             );
         });
+        eprintln!(
+            "GCRA burst: {} interleavings",
+            runs.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
 }
