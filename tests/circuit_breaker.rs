@@ -292,6 +292,29 @@ async fn half_open_successes_close_and_a_failure_reopens_with_a_longer_wait() {
     assert_eq!(hit_at(&svc, "/").await.headers()["retry-after"], "5");
 }
 
+/// An upstream call that answers when the test says how: `true` fails, `false` succeeds.
+async fn answer_when_told(
+    done: tokio::sync::oneshot::Receiver<bool>,
+) -> Result<(), bulwark::BoxError> {
+    if done.await.unwrap() {
+        Err("failed".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Two failed calls, which open the breakers of these tests.
+async fn fail_twice<S>(svc: &mut S)
+where
+    S: Service<tokio::sync::oneshot::Receiver<bool>, Response = (), Error = bulwark::BoxError>,
+{
+    for _ in 0..2 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(true).unwrap();
+        assert!(svc.ready().await.unwrap().call(rx).await.is_err());
+    }
+}
+
 /// Found by `tests/model_circuit_breaker.rs`: of two probes in flight, the first failure
 /// reopens the breaker; the second probe's late failure used to write the next backoff step's
 /// deadline over the current one (4 s instead of 2 s here), so the breaker stayed open twice
@@ -310,20 +333,8 @@ async fn a_late_probe_does_not_stretch_the_open_wait() {
     let handle = layer.handle();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<bool>();
     let (second_tx, second_rx) = tokio::sync::oneshot::channel::<bool>();
-    let mut svc = layer.layer(service_fn(
-        |done: tokio::sync::oneshot::Receiver<bool>| async move {
-            if done.await.unwrap() {
-                Err::<(), bulwark::BoxError>("failed".into())
-            } else {
-                Ok(())
-            }
-        },
-    ));
-    for _ in 0..2 {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tx.send(true).unwrap();
-        assert!(svc.ready().await.unwrap().call(rx).await.is_err());
-    }
+    let mut svc = layer.layer(service_fn(answer_when_told));
+    fail_twice(&mut svc).await;
     assert_eq!(handle.state(), CircuitState::Open);
     advance(Duration::from_secs(1)).await;
     let first = svc.ready().await.unwrap().call(first_rx);
@@ -366,20 +377,8 @@ async fn a_late_probe_after_force_open_keeps_the_window() {
         .unwrap();
     let layer = generic::GenericCircuitBreakerLayer::new(config);
     let handle = layer.handle();
-    let mut svc = layer.layer(service_fn(
-        |done: tokio::sync::oneshot::Receiver<bool>| async move {
-            if done.await.unwrap() {
-                Err::<(), bulwark::BoxError>("failed".into())
-            } else {
-                Ok(())
-            }
-        },
-    ));
-    for _ in 0..2 {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tx.send(true).unwrap();
-        assert!(svc.ready().await.unwrap().call(rx).await.is_err());
-    }
+    let mut svc = layer.layer(service_fn(answer_when_told));
+    fail_twice(&mut svc).await;
     advance(Duration::from_secs(1)).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let probe = svc.ready().await.unwrap().call(rx);

@@ -370,11 +370,7 @@ fn compare(
 }
 
 fn run(time_window: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     rt.block_on(async move {
         let layer = GenericCircuitBreakerLayer::new(config(time_window));
         let handle = layer.handle();

@@ -115,11 +115,7 @@ fn response(body: u8) -> StoredResponse {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     rt.block_on(async move {
         let store = MemoryStore::new();
         let mut model: HashMap<u8, Entry> = HashMap::new();

@@ -176,11 +176,7 @@ impl Model {
 static KEY: HeaderName = HeaderName::from_static("x-key");
 
 fn run(initial: Vec<usize>, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     rt.block_on(async move {
         let layer = RateLimitLayer::with_quotas(initial.iter().map(|&i| quota(i)))
             .unwrap()

@@ -6,12 +6,15 @@
 //! points to itself included).
 #![no_main]
 
-use std::{sync::OnceLock, time::Duration};
+mod common;
+
+use std::time::Duration;
 
 use bulwark::{
     StoreError,
     cache::{CacheLayer, CacheStore, Entry, Store, store::StoreFuture},
 };
+use common::runtime;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
@@ -36,16 +39,6 @@ impl Store for Foreign {
     fn name(&self) -> &'static str {
         "foreign"
     }
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
 }
 
 // The first byte: bit 0 serves a request through a layer (slower; not every input), bit 1

@@ -4,10 +4,11 @@
 //! reads.
 #![no_main]
 
-use std::sync::OnceLock;
+mod common;
 
 use arbitrary::Arbitrary;
 use bulwark::log::{RequestId, RequestLogLayer, fuzzing};
+use common::runtime;
 use http::{HeaderValue, Request, Response};
 use libfuzzer_sys::fuzz_target;
 use tower::{Layer, ServiceExt, service_fn};
@@ -45,16 +46,6 @@ struct Input<'a> {
     id: &'a [u8],
     traceparent: &'a [u8],
     other: Vec<(u8, &'a [u8])>,
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
 }
 
 fuzz_target!(|input: Input<'_>| {
