@@ -22,7 +22,7 @@ use crate::AppState;
 /// service that it clones for each request, and `MethodRouter::layer` wraps the handler's boxed
 /// route in another one, while `Handler::layer` wraps the handler itself. One boxed level less
 /// is one allocation less for the clone, one for the response future and one for the response
-/// body, per request (`BENCHMARKS.md`, session 6).
+/// body, per request (measured with `benches/http-instructions.sh`).
 pub(crate) fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
