@@ -33,11 +33,13 @@ use tokio::{
     net::TcpStream,
 };
 
-/// A response body: `chunks` chunks of `size` bytes, then an error (`fail`), or the end.
+/// A response body: `left` chunks of `size` bytes, then an error (`fail`), or the end; with
+/// the length it announces (`hint`, as a `Content-Length` would), if any.
 struct Chunks {
     left: usize,
     size: usize,
     fail: bool,
+    hint: Option<u64>,
 }
 
 impl http_body::Body for Chunks {
@@ -56,6 +58,13 @@ impl http_body::Body for Chunks {
         }
         self.left -= 1;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; self.size])))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint.map_or_else(
+            http_body::SizeHint::default,
+            http_body::SizeHint::with_exact,
+        )
     }
 }
 
@@ -104,6 +113,7 @@ async fn server() -> (SocketAddr, Calls) {
                             left: 32,
                             size: 8 * 1024,
                             fail: false,
+                            hint: None,
                         }))
                         .unwrap()
                 }
@@ -121,6 +131,7 @@ async fn server() -> (SocketAddr, Calls) {
                             left: 2,
                             size: 100,
                             fail: true,
+                            hint: None,
                         }))
                         .unwrap()
                 }
@@ -136,6 +147,7 @@ async fn server() -> (SocketAddr, Calls) {
                         left: 2,
                         size: 100,
                         fail: true,
+                        hint: None,
                     }))
                 }
             }),
@@ -150,6 +162,7 @@ async fn server() -> (SocketAddr, Calls) {
                         left: 128,
                         size: 64 * 1024,
                         fail: false,
+                        hint: None,
                     }))
                 }
             }),
@@ -161,6 +174,7 @@ async fn server() -> (SocketAddr, Calls) {
                     left: usize::MAX,
                     size: 16 * 1024,
                     fail: false,
+                    hint: None,
                 }))
             }),
         )
@@ -570,5 +584,107 @@ async fn a_forwarding_chain_of_garbage_is_answered() {
         statuses,
         [200, 200, 200, 429, 429],
         "one key for all: the forged clients are ignored"
+    );
+}
+
+/// The fallback's last good answer survives an upstream whose body breaks: the broken answer is
+/// never kept, the client gets the kept one (marked), and the route keeps answering. (A body of
+/// unknown length is never kept, so it streams through as it comes, breakage included.)
+#[tokio::test]
+async fn a_broken_body_behind_the_last_good_fallback_is_not_kept() {
+    use bulwark::fallback::{FallbackLayer, LastGood};
+
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let b = broken.clone();
+    let store = LastGood::new(100).unwrap();
+    let app = Router::new()
+        .route(
+            "/news",
+            get(move || {
+                let b = b.clone();
+                async move {
+                    if b.load(Ordering::SeqCst) {
+                        // It announces 100 bytes, sends 10, then breaks (an upstream that went
+                        // away mid-answer).
+                        Response::new(Body::new(Chunks {
+                            left: 1,
+                            size: 10,
+                            fail: true,
+                            hint: Some(100),
+                        }))
+                    } else {
+                        Response::new(Body::from("today's news"))
+                    }
+                }
+            }),
+        )
+        .layer(FallbackLayer::last_good(store.clone()));
+    let addr = support::serve_hyper(app).await;
+    let (status, _, body) = support::send(addr, get_req("/news")).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"today's news"[..]));
+    assert_eq!(store.entry_count(), 1, "kept");
+    broken.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let (status, headers, body) = support::send(addr, get_req("/news")).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body, "today's news",
+            "the kept answer, never the broken one"
+        );
+        assert!(headers.contains_key("bulwark-fallback"), "{headers:?}");
+    }
+}
+
+/// The flag gate reads its context from request headers a client controls: bytes that are not
+/// UTF-8, control-free but absurd values, 64 KiB values. Each request gets the gate's answer
+/// (through, or the configured problem+json), never a panic.
+#[tokio::test]
+async fn hostile_context_headers_get_the_gates_answer() {
+    use bulwark::flag::{FeatureFlagLayer, FlagDefinition, Flags, HeaderContext};
+    use http::HeaderName;
+
+    let flags = Flags::new().with(
+        "beta",
+        FlagDefinition::from_json(
+            r#"{"enabled": true, "default": false,
+                "rules": [{"attribute": "tier", "in": ["gold"]}],
+                "rollout": {"percentage": 50}}"#,
+        )
+        .unwrap(),
+    );
+    let gate = FeatureFlagLayer::new(flags, "beta")
+        .context(HeaderContext::default().header(HeaderName::from_static("x-tier"), "tier"));
+    let app = Router::new()
+        .route("/beta", get(|| async { "beta" }))
+        .layer(gate);
+    let addr = support::serve_hyper(app).await;
+    let long = vec![b'u'; 64 * 1024];
+    let cases: [(&[u8], &[u8]); 4] = [
+        (b"\xff\xfe\xfd", b"gold"),
+        (b"u-1", b"\xc3\x28"),
+        (&long, &long),
+        (b"\"quoted, with=signs\"", b"gold,silver"),
+    ];
+    for (user, tier) in cases {
+        let req = Request::get("/beta")
+            .header("x-user-id", http::HeaderValue::from_bytes(user).unwrap())
+            .header("x-tier", http::HeaderValue::from_bytes(tier).unwrap())
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, body) = support::send(addr, req).await;
+        match status.as_u16() {
+            200 => assert_eq!(body, "beta"),
+            404 => assert!(is_problem(&headers), "{headers:?}"),
+            other => panic!("status {other}"),
+        }
+    }
+    let req = Request::get("/beta")
+        .header("x-tier", "gold")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        support::send(addr, req).await.0,
+        200,
+        "a rule still matches"
     );
 }
