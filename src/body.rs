@@ -237,6 +237,12 @@ pub enum BufferError<E> {
     },
     /// The body itself failed (the client went away, a broken chunked encoding, ...).
     Body(E),
+    /// The body ended before the length it announced (its size hint's lower bound), or ran
+    /// past its upper bound: what was read is not the body that was meant.
+    WrongLength {
+        /// The bytes the body gave.
+        received: usize,
+    },
 }
 
 impl<E> BufferError<E> {
@@ -250,7 +256,7 @@ impl<E> BufferError<E> {
     pub fn rejection(&self) -> Rejection {
         match self {
             Self::TooLarge { limit } => Rejection::payload_too_large(*limit),
-            Self::Body(_) => Rejection::BodyReadFailed,
+            Self::Body(_) | Self::WrongLength { .. } => Rejection::BodyReadFailed,
         }
     }
 }
@@ -260,6 +266,10 @@ impl<E: fmt::Display> fmt::Display for BufferError<E> {
         match self {
             Self::TooLarge { limit } => write!(f, "body larger than {limit} bytes"),
             Self::Body(e) => write!(f, "body read failed: {e}"),
+            Self::WrongLength { received } => write!(
+                f,
+                "body of {received} bytes does not match the length it announced"
+            ),
         }
     }
 }
@@ -267,7 +277,7 @@ impl<E: fmt::Display> fmt::Display for BufferError<E> {
 impl<E: std::error::Error + 'static> std::error::Error for BufferError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::TooLarge { .. } => None,
+            Self::TooLarge { .. } | Self::WrongLength { .. } => None,
             Self::Body(e) => Some(e),
         }
     }
@@ -297,8 +307,10 @@ pub(crate) struct Collect {
     rest: Option<BytesMut>,
     len: usize,
     limit: usize,
-    /// The body's size hint's upper bound, to size the buffer once.
+    /// The body's size hint's upper bound, to size the buffer once and to check the length.
     upper: Option<u64>,
+    /// The size hint's lower bound: a body that ends shorter was cut off.
+    lower: u64,
     /// Whether a body over the limit gives back what was read (to pass it on), or nothing.
     keep_prefix: bool,
 }
@@ -314,6 +326,9 @@ pub(crate) enum Read<E> {
     TooLarge(Bytes),
     /// The body failed after these bytes.
     Failed(Bytes, E),
+    /// The body ended short of its size hint's lower bound, or went past its upper bound,
+    /// after these bytes (a `Content-Length` it did not keep).
+    WrongLength(Bytes),
 }
 
 impl Collect {
@@ -329,6 +344,7 @@ impl Collect {
             len: 0,
             limit,
             upper: hint.upper(),
+            lower: hint.lower(),
             keep_prefix: false,
         })
     }
@@ -343,6 +359,9 @@ impl Collect {
             Read::Whole(bytes) => Ok(bytes),
             Read::TooLarge(_) => Err(BufferError::TooLarge { limit: self.limit }),
             Read::Failed(_, e) => Err(BufferError::Body(e)),
+            Read::WrongLength(bytes) => Err(BufferError::WrongLength {
+                received: bytes.len(),
+            }),
         })
     }
 
@@ -385,6 +404,12 @@ impl Collect {
             if over {
                 return Poll::Ready(Read::TooLarge(self.take()));
             }
+            if self.upper.is_some_and(|upper| self.len as u64 > upper) {
+                return Poll::Ready(Read::WrongLength(self.take()));
+            }
+        }
+        if (self.len as u64) < self.lower {
+            return Poll::Ready(Read::WrongLength(self.take()));
         }
         Poll::Ready(Read::Whole(self.take()))
     }
@@ -408,6 +433,10 @@ pub(crate) enum Limited<B: Body> {
     TooLarge(Bytes, Pin<Box<B>>),
     /// The body failed after what was read.
     Failed(Bytes, B::Error),
+    /// The body did not keep the length it announced: what was read, and the body (ended, or
+    /// past its bound). Passed on as [`ResponseBody::prefixed`], it keeps announcing that
+    /// length, so a server frames it as the cut-off answer it is.
+    WrongLength(Bytes, Pin<Box<B>>),
 }
 
 /// Reads a body up to `limit` bytes, keeping what it cannot take whole so it can still be passed
@@ -424,6 +453,7 @@ pub(crate) async fn read_limited<B: Body>(body: B, limit: usize) -> Limited<B> {
         Read::Whole(bytes) => Limited::Whole(bytes),
         Read::TooLarge(prefix) => Limited::TooLarge(prefix, body),
         Read::Failed(prefix, e) => Limited::Failed(prefix, e),
+        Read::WrongLength(prefix) => Limited::WrongLength(prefix, body),
     }
 }
 
@@ -454,6 +484,49 @@ mod tests {
         Chunks(parts.into_iter())
     }
 
+    /// A body with an exact length hint whose stream ends early, or runs long.
+    struct Announced(u64, Option<&'static str>);
+
+    impl Body for Announced {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(
+                self.1
+                    .take()
+                    .map(|s| Ok(Frame::data(Bytes::from_static(s.as_bytes())))),
+            )
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0)
+        }
+    }
+
+    /// Found by `tests/hostile.rs`: a body that ended before its announced length was read as
+    /// whole, so the cache stored and served a cut-off answer as complete.
+    #[tokio::test]
+    async fn a_body_that_breaks_its_announced_length_is_not_whole() {
+        for (announced, sent) in [(100, "short"), (2, "longer")] {
+            let err = to_bytes_limited(Announced(announced, Some(sent)), 1_000)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, BufferError::WrongLength { received } if received == sent.len()),
+                "{err}"
+            );
+            assert!(matches!(
+                read_limited(Announced(announced, Some(sent)), 1_000).await,
+                Limited::WrongLength(prefix, _) if prefix == sent
+            ));
+        }
+        let whole = to_bytes_limited(Announced(4, Some("kept")), 1_000)
+            .await
+            .unwrap();
+        assert_eq!(whole, "kept");
+    }
     #[tokio::test]
     async fn a_prefixed_body_gives_the_part_read_then_the_rest() {
         let body = ResponseBody::prefixed(

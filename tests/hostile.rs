@@ -74,6 +74,7 @@ struct Calls {
     big_pay: Arc<AtomicUsize>,
     broken_pay: Arc<AtomicUsize>,
     broken: Arc<AtomicUsize>,
+    short: Arc<AtomicUsize>,
     big: Arc<AtomicUsize>,
     cached: Arc<AtomicUsize>,
 }
@@ -148,6 +149,21 @@ async fn server() -> (SocketAddr, Calls) {
                         size: 100,
                         fail: true,
                         hint: None,
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/short",
+            get({
+                let c = c.clone();
+                move || async move {
+                    c.short.fetch_add(1, Ordering::SeqCst);
+                    cacheable(Body::new(Chunks {
+                        left: 1,
+                        size: 10,
+                        fail: false,
+                        hint: Some(100),
                     }))
                 }
             }),
@@ -280,6 +296,12 @@ async fn heads_past_hypers_limits_get_its_answer_and_the_server_stays_up() {
         raw(addr, long, std::iter::empty()).await,
         Some(431),
         "a 1 MiB field"
+    );
+    let control = b"GET /cached HTTP/1.1\r\nhost: shop.test\r\nx-request-id: a\x01b\r\nidempotency-key: \x7f\r\n\r\n";
+    assert_eq!(
+        raw(addr, control.to_vec(), std::iter::empty()).await,
+        Some(400),
+        "control bytes"
     );
     still_up(addr).await;
 }
@@ -421,6 +443,18 @@ async fn response_bodies_that_fail_are_neither_cached_nor_replayed() {
         assert_eq!(status, Some(502));
     }
     assert_eq!(calls.broken.load(Ordering::SeqCst), 2, "nothing was stored");
+    // A body that ends before the length it announced: never stored as if it were whole.
+    // (Found by this test: the cache stored the 10 bytes and served them as a whole answer,
+    // `Content-Length: 10`, for a minute.)
+    for _ in 0..2 {
+        let head = b"GET /short HTTP/1.1\r\nhost: shop.test\r\n\r\n".to_vec();
+        assert_eq!(raw(addr, head, std::iter::empty()).await, Some(502));
+    }
+    assert_eq!(
+        calls.short.load(Ordering::SeqCst),
+        2,
+        "a short body was not stored"
+    );
 
     for _ in 0..2 {
         let head = b"POST /pay/broken HTTP/1.1\r\nhost: shop.test\r\nidempotency-key: broken-1\r\ncontent-length: 2\r\n\r\n{}".to_vec();

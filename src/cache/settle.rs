@@ -162,7 +162,9 @@ where
                 &fwd.key,
             )
         }
-        Limited::Failed(..) => {
+        // A body that broke, or did not keep its announced length, is not the answer: never
+        // stored, and answered as the origin's failure.
+        Limited::Failed(..) | Limited::WrongLength(..) => {
             if let Some((entry, _)) = &fwd.stale {
                 let stored = entry.as_response().expect("response");
                 if stored.may_serve_on_error(now) {

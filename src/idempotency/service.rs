@@ -493,6 +493,17 @@ where
                 ResponseBody::prefixed(prefix, rest),
             ))
         }
+        Limited::WrongLength(prefix, rest) => {
+            // Cut off (or longer than announced): not the response, so not stored; the key is
+            // freed for a retry, and the client gets the body as it came, still announcing
+            // its length, which its server frames as the broken answer it is.
+            tracing::warn!(target: TARGET, key = %store_key.short(), received = prefix.len(), "response body did not match its announced length; not stored");
+            guard.release("response body cut off").await;
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::prefixed(prefix, rest),
+            ))
+        }
         Limited::Failed(prefix, error) => {
             // The body broke while it was read: the response is not stored and the key is
             // freed, so a retry runs again. The client gets what was read, then the error.
