@@ -453,13 +453,29 @@ impl Redis {
     {
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => return Ok(v),
+            // The connection's own response timeout is this call timeout too: the same
+            // "no answer in time" (and the command may still run), so the same error.
+            Ok(Err(e)) if e.is_timeout() => StoreError::Timeout {
+                operation,
+                timeout: self.timeout,
+            },
             Ok(Err(e)) => StoreError::backend(operation, e),
             Err(_) => StoreError::Timeout {
                 operation,
                 timeout: self.timeout,
             },
         };
+        // The one place a failed store call is counted, so it is also the one place it is
+        // logged: `bulwark_store_errors_total` and these events always agree. The layers log
+        // what their failure policy made of it, once per outage or per request.
         crate::metrics::store_error("redis", operation);
+        tracing::warn!(
+            target: "bulwark::store",
+            store = "redis",
+            operation,
+            error = %result,
+            "store call failed"
+        );
         Err(result)
     }
 

@@ -289,3 +289,77 @@ own async fn redis_down_fails_closed_with_503(d) {
     assert_eq!(status, StatusCode::OK);
 }
 }
+
+every_backend! {
+own async fn a_completion_that_times_out_is_stored_when_redis_answers_again(d) {
+    // Redis answers nothing for a moment just as the handler finishes (the soak's SIGSTOP):
+    // the completion times out. The charge has run and its answer reached the client, so the
+    // key must end up completed, not left to its lease: else a retry after the lease runs
+    // the payment again while Redis never lost a thing.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Notify::new());
+    let (counter, wait) = (calls.clone(), gate.clone());
+    let config = bulwark::idempotency::IdempotencyConfig::builder()
+        .lease(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let layer = IdempotencyLayer::new(IdempotencyStore::redis(redis_on(d, "slow-complete"))).config(config);
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(move |_req: In| {
+        let (counter, wait) = (counter.clone(), wait.clone());
+        async move {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == 1 {
+                wait.notified().await;
+            }
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("charge {n}")))))
+        }
+    }));
+    let first = tokio::spawn(svc.clone().oneshot(post("slow", "{}")));
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    d.pause_all(1_000);
+    gate.notify_one();
+    let res = first.await.unwrap().unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "charge 1");
+    assert!(handle.stats().store_errors >= 1, "the completion timed out");
+
+    // Past the lease: the retry is answered with the first charge's answer.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let retry = svc.clone().oneshot(post("slow", "{}")).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "charged twice");
+    assert!(replayed(&retry));
+    assert_eq!(retry.into_body().collect().await.unwrap().to_bytes(), "charge 1");
+}
+}
+
+every_backend! {
+own async fn a_claim_that_times_out_does_not_hold_the_key_for_its_lease(d) {
+    // The claim reaches a Redis that answers nothing: the layer gives up (503) but Redis runs
+    // the claim when it wakes. Nobody will complete it, so it must not refuse the key's
+    // retries with 409 for the whole lease (60 s).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = IdempotencyLayer::new(IdempotencyStore::redis(redis_on(d, "slow-claim")));
+    let svc = layer.layer(payments(calls.clone()));
+    // A connection that is up already, so the claim is sent (not stuck connecting).
+    let warm = svc.clone().oneshot(post("warm", "{}")).await.unwrap();
+    assert_eq!(warm.status(), StatusCode::CREATED);
+    d.pause_all(800);
+    let res = svc.clone().oneshot(post("late", "{}")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the refused request did not run");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut status = StatusCode::CONFLICT;
+    for _ in 0..10 {
+        status = svc.clone().oneshot(post("late", "{}")).await.unwrap().status();
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::CREATED, "the key is free once Redis answers");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+}

@@ -234,7 +234,15 @@ struct ClaimGuard<St: Store> {
     token: LeaseToken,
     stats: Arc<Stats>,
     armed: bool,
+    /// When the claim's lease ends (counted from just before the claim was sent, so never
+    /// later than the store's own clock has it).
+    lease_ends: Instant,
 }
+
+/// The first pause before a store write that failed is tried again; it doubles up to
+/// [`RETRY_MAX_PAUSE`].
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_MAX_PAUSE: Duration = Duration::from_secs(1);
 
 impl<St: Store> Drop for ClaimGuard<St> {
     fn drop(&mut self) {
@@ -269,17 +277,61 @@ impl<St: Store> ClaimGuard<St> {
                     key = %self.key.short(),
                     why,
                     %error,
-                    "idempotency claim not released; it ends with its lease",
+                    "idempotency claim not released yet; trying again until its lease ends",
                 );
+                self.retry_until_lease_ends("release", |store, key, token| async move {
+                    store.release(key, token).await
+                });
             }
         }
+    }
+
+    /// Tries a write that failed (`complete` or `release`, which are owner-checked, so doing
+    /// one twice is harmless) again on a task of its own, with pauses from 50 ms doubling to
+    /// 1 s, until it is done or the lease ends. A store that only stalled (a pause, a
+    /// failover) then still records what happened: a completion lost to one timeout would
+    /// let a retry after the lease run the request a second time.
+    fn retry_until_lease_ends<F, Fut>(&self, what: &'static str, write: F)
+    where
+        F: Fn(St, StoreKey, LeaseToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<bool, StoreError>> + Send,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the claim ends with its lease
+        };
+        let (store, key, token, until) =
+            (self.store.clone(), self.key, self.token, self.lease_ends);
+        rt.spawn(async move {
+            let mut pause = RETRY_FIRST_PAUSE;
+            loop {
+                if Instant::now() + pause >= until {
+                    tracing::warn!(
+                        target: TARGET,
+                        key = %key.short(),
+                        what,
+                        "idempotency store write not done before the lease ended; a retry of this key runs again",
+                    );
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                match write(store.clone(), key, token).await {
+                    // `false`: an earlier attempt that timed out had done it, or the lease
+                    // is over; nothing more to do either way.
+                    Ok(done) => {
+                        tracing::debug!(target: TARGET, key = %key.short(), what, done, "idempotency store write retried");
+                        return;
+                    }
+                    Err(_) => pause = (pause * 2).min(RETRY_MAX_PAUSE),
+                }
+            }
+        });
     }
 
     async fn complete(mut self, completion: Completion, retention: Duration) {
         self.armed = false;
         match self
             .store
-            .complete(self.key, self.token, completion, retention)
+            .complete(self.key, self.token, completion.clone(), retention)
             .await
         {
             Ok(true) => {}
@@ -297,8 +349,12 @@ impl<St: Store> ClaimGuard<St> {
                     target: TARGET,
                     key = %self.key.short(),
                     %error,
-                    "response not stored; retries get 409 until the lease ends",
+                    "response not stored yet; trying again until the lease ends (retries get 409 meanwhile)",
                 );
+                self.retry_until_lease_ends("complete", move |store, key, token| {
+                    let completion = completion.clone();
+                    async move { store.complete(key, token, completion, retention).await }
+                });
             }
         }
     }
@@ -332,7 +388,8 @@ where
     };
     let fingerprint = hasher.finish(&bytes);
     let mut wait_until = None;
-    let (holder, token) = loop {
+    let (holder, token, claimed_at) = loop {
+        let claimed_at = Instant::now();
         let (holder, claim) = match shared
             .store
             .claim(store_key, fingerprint, config.lease)
@@ -389,7 +446,7 @@ where
             let Claim::Acquired(token) = claim else {
                 unreachable!("every other claim is matched above")
             };
-            break (holder, token);
+            break (holder, token, claimed_at);
         };
         if *f != fingerprint {
             shared.stats.record(KeyOutcome::Mismatch);
@@ -438,6 +495,7 @@ where
         token,
         stats: Arc::clone(&shared.stats),
         armed: config.release_on_cancel,
+        lease_ends: claimed_at + config.lease,
     };
     parts.extensions.insert(key);
     let result = inner

@@ -94,6 +94,37 @@ impl RedisStore {
         }
     }
 
+    /// Releases a claim whose answer never came, on a task of its own, trying until one
+    /// release is answered (pauses from 50 ms doubling to 1 s) or the lease is over. A
+    /// release sent after the claim runs after it, so the first answered one frees the key if
+    /// the claim ran, and finds nothing of its own (the token is this claim's) if it did not.
+    /// Retried rather than sent once: the first may be the one that finds its script not
+    /// loaded yet (NOSCRIPT) after the caller stopped waiting, and then never runs.
+    fn release_stalled_claim(&self, key: StoreKey, token: LeaseToken, lease: Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.clone();
+        rt.spawn(async move {
+            let until = tokio::time::Instant::now() + lease;
+            let mut pause = Duration::from_millis(50);
+            while tokio::time::Instant::now() + pause < until {
+                tokio::time::sleep(pause).await;
+                let r = store.release(key, token).await;
+                if let Ok(freed) = r {
+                    tracing::debug!(
+                        target: "bulwark::idempotency",
+                        key = %key.short(),
+                        freed,
+                        "claim whose answer never came released",
+                    );
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        });
+    }
+
     fn key(&self, key: &StoreKey) -> String {
         self.redis.key(&["idempotency", &key.to_hex()])
     }
@@ -126,10 +157,22 @@ impl Store for RedisStore {
             .arg(&fp.as_bytes()[..])
             .arg(&token.as_bytes()[..])
             .arg(millis(lease));
-        let (code, stored_fp, data): (i64, Vec<u8>, Vec<u8>) = self
+        let reply: Result<(i64, Vec<u8>, Vec<u8>), StoreError> = self
             .redis
             .run("claim", async move { call.invoke_async(&mut conn).await })
-            .await?;
+            .await;
+        let (code, stored_fp, data) = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                if matches!(error, StoreError::Timeout { .. }) {
+                    // The claim was sent and Redis may still run it (a server that stalled,
+                    // not one that is gone): nobody would complete that claim, and it would
+                    // refuse the key's retries for the whole lease.
+                    self.release_stalled_claim(key, token, lease);
+                }
+                return Err(error);
+            }
+        };
         match code {
             1 => Ok(Claim::Acquired(token)),
             2 => Ok(Claim::InFlight {
