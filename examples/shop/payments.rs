@@ -10,14 +10,14 @@
 use std::sync::atomic::Ordering;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, Path, State},
     http::{StatusCode, header::LOCATION},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use bulwark::idempotency::{IdempotencyConfig, IdempotencyLayer, IdempotencyStore};
+use bulwark::idempotency::{IdempotencyConfig, IdempotencyKey, IdempotencyLayer, IdempotencyStore};
 use serde::{Deserialize, Serialize};
 
 use crate::{AppState, Store, routes::problem};
@@ -93,7 +93,11 @@ fn payment_id() -> String {
 
 /// `POST /payments`: charges `amount` in `currency` once. 201 with the payment and its
 /// `Location`; 400 problem+json for a body that is not `{"amount": int, "currency": str}`.
-async fn create(State(state): State<AppState>, body: Bytes) -> Response {
+async fn create(
+    State(state): State<AppState>,
+    key: Option<Extension<IdempotencyKey>>,
+    body: Bytes,
+) -> Response {
     let Ok(new) = serde_json::from_slice::<NewPayment>(&body) else {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -114,7 +118,15 @@ async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         currency: new.currency,
     };
     state.payments.0.insert(payment.id.clone(), payment.clone());
-    tracing::info!(payment.id = %payment.id, payment.amount = payment.amount, "payment charged");
+    // The key the idempotency layer admitted this charge under: with this line, each
+    // instance's log is a ledger of charges by key (the soak counts them across instances).
+    let key = key.as_ref().map_or("", |Extension(key)| key.as_str());
+    tracing::info!(
+        payment.id = %payment.id,
+        payment.amount = payment.amount,
+        payment.idempotency_key = key,
+        "payment charged"
+    );
     let location = format!("/payments/{}", payment.id);
     (StatusCode::CREATED, [(LOCATION, location)], Json(payment)).into_response()
 }
