@@ -181,7 +181,7 @@ pub(crate) async fn payments(ctx: Arc<Ctx>, worker: usize, seed: u64) {
         let key = format!("soak-{seed}-{worker}-{n}");
         let body = format!(r#"{{"amount":{},"currency":"EUR"}}"#, 100 + n);
         let scenario = rng.below(10);
-        if scenario >= 5 && scenario <= 6 {
+        if (5..=6).contains(&scenario) {
             // A double click that reaches every instance at once.
             let sends = (0..ctx.shops.len()).map(|i| pay(&ctx, i, &key, &body));
             futures_join(sends).await;
